@@ -1,0 +1,10 @@
+"""keras_unikd: UniKD knowledge distillation for Keras 3."""
+
+from keras_unikd import callbacks
+from keras_unikd import losses
+from keras_unikd.distiller import Distiller
+from keras_unikd.layers import DistributionHead
+from keras_unikd.layers import MultiStageAggregator
+from keras_unikd.taps import FeatureTap
+
+__version__ = "0.1.0"

@@ -1,0 +1,2 @@
+from keras_unikd.layers.aggregator import MultiStageAggregator
+from keras_unikd.layers.distribution import DistributionHead

@@ -1,0 +1,183 @@
+"""UniKD's Adaptive Features Fusion (AFF) as a Keras layer."""
+
+import keras
+from keras import ops
+
+from keras_unikd.layers.resize import resize_nearest
+
+DEFAULT_MAX_MID_CHANNELS = 512
+
+
+def _kaiming_uniform():
+    # PyTorch's kaiming_uniform_(a=1): bound sqrt(3 / fan_in).
+    return keras.initializers.VarianceScaling(
+        scale=1.0, mode="fan_in", distribution="uniform"
+    )
+
+
+def _as_map_shape(shape):
+    """Shape of a feature seen as a channels-last map: vectors are 1x1 maps."""
+    if len(shape) == 2:
+        return (shape[0], 1, 1, shape[1])
+    return tuple(shape)
+
+
+def _as_map(feature):
+    if len(feature.shape) == 2:
+        return ops.expand_dims(ops.expand_dims(feature, 1), 1)
+    return feature
+
+
+@keras.saving.register_keras_serializable(package="keras_unikd")
+class MultiStageAggregator(keras.layers.Layer):
+    """Fuses features of several network stages into one map (UniKD's AFF).
+
+    Inputs are ordered shallow to deep; they may differ in channels and
+    resolution, and rank-2 vectors (e.g. a pooled feature) count as 1x1 maps.
+    Fusion runs deepest first. For each stage `k` with the running residual
+    `r` of the deeper stages:
+
+    - `h = ReLU(Conv1x1(x_k))` projects to `mid_channels` (no bias);
+    - except for the deepest stage, `r` is nearest-resized to `h`'s size,
+      `[a, b] = Sigmoid(Conv1x1(concat[h, r]))` gives two spatial gates and
+      `h = a * h + b * r`;
+    - `h` becomes the residual for the next (shallower) stage.
+
+    The last `h` is nearest-resized to `output_size` and
+    `ReLU(Conv3x3(h))` produces `output_channels` (no bias). Convolution
+    kernels use PyTorch's Kaiming-uniform (`a=1`) initialisation, as in the
+    reference. With a single input the layer is a projection only.
+    Channels-last data only.
+
+    Args:
+        output_channels: Channels of the output map. Defaults to those of the
+            shallowest input.
+        output_size: `(height, width)` of the output map. Defaults to the
+            shallowest input's size.
+        mid_channels: Width of the fusion. Defaults to
+            `min(512, channels of the deepest input)`.
+        **kwargs: Base `Layer` arguments (`name`, `dtype`, ...).
+
+    Input shape:
+        A list of tensors `(batch, H_k, W_k, C_k)` or `(batch, C_k)`, shallow
+        to deep.
+
+    Output shape:
+        `(batch, output_size[0], output_size[1], output_channels)`.
+
+    Example:
+
+    >>> import numpy as np
+    >>> aggregator = MultiStageAggregator(output_channels=16)
+    >>> stage1 = np.random.rand(2, 8, 8, 4).astype("float32")
+    >>> stage2 = np.random.rand(2, 4, 4, 8).astype("float32")
+    >>> pooled = np.random.rand(2, 32).astype("float32")
+    >>> aggregator([stage1, stage2, pooled]).shape
+    (2, 8, 8, 16)
+    """
+
+    def __init__(
+        self, output_channels=None, output_size=None, mid_channels=None, **kwargs
+    ):
+        super().__init__(**kwargs)
+        self.output_channels = output_channels
+        self.output_size = tuple(output_size) if output_size is not None else None
+        self.mid_channels = mid_channels
+
+    def _validate_input_shapes(self, input_shapes):
+        if not isinstance(input_shapes, (list, tuple)) or not input_shapes:
+            raise ValueError(
+                f"{self.__class__.__name__} expects a non-empty list of stage "
+                f"features (shallow to deep); got {input_shapes!r}."
+            )
+        if not isinstance(input_shapes[0], (list, tuple)):
+            input_shapes = [input_shapes]
+        for index, shape in enumerate(input_shapes):
+            if len(shape) not in (2, 4):
+                raise ValueError(
+                    f"Input {index} of {self.name} has shape {tuple(shape)}: "
+                    "expected a channels-last map (batch, H, W, C) or a "
+                    "vector (batch, C). Tap a convolutional stage or a pooled "
+                    "feature instead."
+                )
+            if any(dim is None for dim in shape[1:]):
+                raise ValueError(
+                    f"Input {index} of {self.name} has shape {tuple(shape)}: "
+                    "spatial size and channels must be known when the layer "
+                    "is built. Give the model a fixed input shape."
+                )
+        return [_as_map_shape(shape) for shape in input_shapes]
+
+    def build(self, input_shape):
+        map_shapes = self._validate_input_shapes(input_shape)
+        shallowest, deepest = map_shapes[0], map_shapes[-1]
+        self._mid = self.mid_channels or min(DEFAULT_MAX_MID_CHANNELS, deepest[-1])
+        self._out_channels = self.output_channels or shallowest[-1]
+        self._out_size = self.output_size or tuple(shallowest[1:3])
+
+        self.projections = []
+        self.gates = []
+        for index, shape in enumerate(map_shapes):
+            projection = keras.layers.Conv2D(
+                self._mid,
+                1,
+                use_bias=False,
+                kernel_initializer=_kaiming_uniform(),
+                dtype=self.dtype_policy,
+                name=f"projection_{index}",
+            )
+            projection.build(shape)
+            self.projections.append(projection)
+        # The deepest stage has nothing deeper to be gated against.
+        for index in range(len(map_shapes) - 1):
+            gate = keras.layers.Conv2D(
+                2,
+                1,
+                activation="sigmoid",
+                dtype=self.dtype_policy,
+                name=f"gate_{index}",
+            )
+            gate.build(map_shapes[index][:3] + (2 * self._mid,))
+            self.gates.append(gate)
+        self.output_conv = keras.layers.Conv2D(
+            self._out_channels,
+            3,
+            padding="same",
+            use_bias=False,
+            kernel_initializer=_kaiming_uniform(),
+            dtype=self.dtype_policy,
+            name="output_conv",
+        )
+        self.output_conv.build((None, *self._out_size, self._mid))
+        self.built = True
+
+    def call(self, inputs):
+        if not isinstance(inputs, (list, tuple)):
+            inputs = [inputs]
+        residual = None
+        for index in reversed(range(len(inputs))):
+            fused = ops.relu(self.projections[index](_as_map(inputs[index])))
+            if residual is not None:
+                residual = resize_nearest(residual, fused.shape[1:3])
+                weights = self.gates[index](ops.concatenate([fused, residual], axis=-1))
+                fused = weights[..., 0:1] * fused + weights[..., 1:2] * residual
+            residual = fused
+        residual = resize_nearest(residual, self._out_size)
+        return ops.relu(self.output_conv(residual))
+
+    def compute_output_shape(self, input_shape):
+        shallowest = self._validate_input_shapes(input_shape)[0]
+        size = self.output_size or tuple(shallowest[1:3])
+        channels = self.output_channels or shallowest[-1]
+        return (shallowest[0], *size, channels)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            {
+                "output_channels": self.output_channels,
+                "output_size": self.output_size,
+                "mid_channels": self.mid_channels,
+            }
+        )
+        return config

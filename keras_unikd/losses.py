@@ -1,0 +1,243 @@
+"""Distillation losses: KD, DKD and the UniKD distribution constraints.
+
+Every function here takes logits (or distribution parameters) of any float
+dtype, computes in float32, reduces over classes and returns the mean over the
+batch (optionally weighted by `sample_weight`, divided by the batch size as
+Keras's `"sum_over_batch_size"` reduction does).
+"""
+
+import keras
+from keras import ops
+
+# DKD's non-target KL masks the target class out with this logit offset
+# before the softmax (the value of the DKD reference implementation).
+_TARGET_MASK_OFFSET = 1000.0
+
+DISTRIBUTION_FORMS = ("sampled", "gaussian")
+DEFAULT_LOG_VAR_RANGE = (-10.0, 10.0)
+
+
+def _float32(x):
+    return ops.cast(x, "float32")
+
+
+def _batch_mean(per_example, sample_weight=None):
+    """Mean over the batch of a `(batch,)` tensor, optionally weighted."""
+    if sample_weight is not None:
+        sample_weight = ops.reshape(_float32(sample_weight), (-1,))
+        per_example = per_example * sample_weight
+    return ops.mean(per_example)
+
+
+def _kl_from_log_probs(target_log_probs, log_probs):
+    """Per-example `KL(target || other)` given log-probabilities."""
+    target_probs = ops.exp(target_log_probs)
+    return ops.sum(target_probs * (target_log_probs - log_probs), axis=-1)
+
+
+def cross_entropy(logits, labels, sample_weight=None):
+    """Sparse categorical cross-entropy on logits, in float32.
+
+    Args:
+        logits: Tensor `(batch, num_classes)`.
+        labels: Integer class ids, shape `(batch,)`.
+        sample_weight: Optional `(batch,)` weights.
+
+    Returns:
+        A float32 scalar.
+    """
+    per_example = keras.losses.sparse_categorical_crossentropy(
+        labels, _float32(logits), from_logits=True
+    )
+    return _batch_mean(per_example, sample_weight)
+
+
+def kd_loss(student_logits, teacher_logits, temperature=4.0, sample_weight=None):
+    """Hinton's knowledge-distillation loss, `T^2 * KL(p_teacher || p_student)`.
+
+    Both distributions are softmaxes of the logits divided by `temperature`;
+    the `T^2` factor keeps gradient magnitudes independent of `T`.
+
+    Args:
+        student_logits: Tensor `(batch, num_classes)`.
+        teacher_logits: Tensor `(batch, num_classes)`, the target.
+        temperature: Positive float.
+        sample_weight: Optional `(batch,)` weights.
+
+    Returns:
+        A float32 scalar.
+
+    Example:
+
+    >>> import numpy as np
+    >>> logits = np.array([[1.0, 2.0, 3.0]])
+    >>> float(kd_loss(logits, logits, temperature=4.0))
+    0.0
+    """
+    log_p_student = ops.log_softmax(_float32(student_logits) / temperature, axis=-1)
+    log_p_teacher = ops.log_softmax(_float32(teacher_logits) / temperature, axis=-1)
+    per_example = _kl_from_log_probs(log_p_teacher, log_p_student)
+    return temperature**2 * _batch_mean(per_example, sample_weight)
+
+
+def _target_vs_rest_log_probs(scaled_logits, target_mask):
+    """Log-probabilities of the binary event "target class" vs "any other".
+
+    Computed with log-sum-exp so a confident teacher (probability of "rest"
+    far below float32 resolution) still gives a finite, exact value.
+    """
+    log_normalizer = ops.logsumexp(scaled_logits, axis=-1)
+    log_target = ops.sum(scaled_logits * target_mask, axis=-1) - log_normalizer
+    log_rest = (
+        ops.logsumexp(scaled_logits - _TARGET_MASK_OFFSET * target_mask, axis=-1)
+        - log_normalizer
+    )
+    return ops.stack([log_target, log_rest], axis=-1)
+
+
+def dkd_loss(
+    student_logits,
+    teacher_logits,
+    labels,
+    alpha=1.0,
+    beta=8.0,
+    temperature=4.0,
+    sample_weight=None,
+):
+    """Decoupled knowledge distillation (Zhao et al., CVPR 2022).
+
+    `DKD = alpha * TCKD + beta * NCKD`, each scaled by `T^2`:
+    TCKD is the KL between the binary (target class vs the rest)
+    distributions, NCKD the KL between the distributions over the non-target
+    classes (the target logit masked out before the softmax).
+
+    Args:
+        student_logits: Tensor `(batch, num_classes)`.
+        teacher_logits: Tensor `(batch, num_classes)`.
+        labels: Integer class ids, shape `(batch,)`.
+        alpha: Weight of the target-class term.
+        beta: Weight of the non-target-class term.
+        temperature: Positive float.
+        sample_weight: Optional `(batch,)` weights.
+
+    Returns:
+        A float32 scalar.
+
+    Example:
+
+    >>> import numpy as np
+    >>> logits = np.array([[3.0, 1.0, 0.0]])
+    >>> float(dkd_loss(logits, logits, np.array([0])))
+    0.0
+    """
+    student = _float32(student_logits) / temperature
+    teacher = _float32(teacher_logits) / temperature
+    num_classes = ops.shape(student)[-1]
+    target_mask = ops.one_hot(ops.cast(labels, "int32"), num_classes, dtype="float32")
+
+    tckd = _kl_from_log_probs(
+        _target_vs_rest_log_probs(teacher, target_mask),
+        _target_vs_rest_log_probs(student, target_mask),
+    )
+    masked_offset = _TARGET_MASK_OFFSET * target_mask
+    nckd = _kl_from_log_probs(
+        ops.log_softmax(teacher - masked_offset, axis=-1),
+        ops.log_softmax(student - masked_offset, axis=-1),
+    )
+    per_example = alpha * tckd + beta * nckd
+    return temperature**2 * _batch_mean(per_example, sample_weight)
+
+
+def gaussian_kl(
+    mu_s,
+    log_var_s,
+    mu_t,
+    log_var_t,
+    log_var_range=DEFAULT_LOG_VAR_RANGE,
+    sample_weight=None,
+):
+    """Closed-form `KL(N_teacher || N_student)` of two diagonal Gaussians.
+
+    `0.5 * sum_k(log_var_s - log_var_t
+    + (exp(log_var_t) + (mu_t - mu_s)^2) / exp(log_var_s) - 1)`, summed over
+    the classes and averaged over the batch. Log-variances are clipped to
+    `log_var_range` first so that `exp` stays finite in float32.
+
+    Args:
+        mu_s: Student means, `(batch, num_classes)`.
+        log_var_s: Student log-variances, same shape.
+        mu_t: Teacher means, same shape.
+        log_var_t: Teacher log-variances, same shape.
+        log_var_range: `(low, high)` clip bounds for the log-variances.
+        sample_weight: Optional `(batch,)` weights.
+
+    Returns:
+        A float32 scalar, zero when both Gaussians are equal.
+
+    Example:
+
+    >>> import numpy as np
+    >>> mu, log_var = np.zeros((2, 3)), np.zeros((2, 3))
+    >>> float(gaussian_kl(mu, log_var, mu + 1.0, log_var))
+    1.5
+    """
+    low, high = log_var_range
+    log_var_s = ops.clip(_float32(log_var_s), low, high)
+    log_var_t = ops.clip(_float32(log_var_t), low, high)
+    mean_gap = _float32(mu_t) - _float32(mu_s)
+    per_class = (
+        log_var_s
+        - log_var_t
+        + (ops.exp(log_var_t) + ops.square(mean_gap)) * ops.exp(-log_var_s)
+        - 1.0
+    )
+    per_example = 0.5 * ops.sum(per_class, axis=-1)
+    return _batch_mean(per_example, sample_weight)
+
+
+def distribution_loss(
+    student_distribution,
+    teacher_distribution,
+    form="sampled",
+    temperature=1.0,
+    log_var_range=DEFAULT_LOG_VAR_RANGE,
+    sample_weight=None,
+):
+    """UniKD's feature-distribution constraint between two `DistributionHead`s.
+
+    Args:
+        student_distribution: Dict with `"mu"`, `"log_var"` and `"z"`, as
+            returned by `keras_unikd.DistributionHead`.
+        teacher_distribution: The same for the teacher.
+        form: `"sampled"`: `kd_loss(z_student, z_teacher, temperature)`, the
+            reference's constraint on one Gaussian sample per side.
+            `"gaussian"`: the deterministic closed form `gaussian_kl`.
+        temperature: Temperature of the sampled form.
+        log_var_range: Clip bounds of the closed form.
+        sample_weight: Optional `(batch,)` weights.
+
+    Returns:
+        A float32 scalar.
+
+    Raises:
+        ValueError: for an unknown `form`.
+    """
+    if form == "sampled":
+        return kd_loss(
+            student_distribution["z"],
+            teacher_distribution["z"],
+            temperature,
+            sample_weight=sample_weight,
+        )
+    if form == "gaussian":
+        return gaussian_kl(
+            student_distribution["mu"],
+            student_distribution["log_var"],
+            teacher_distribution["mu"],
+            teacher_distribution["log_var"],
+            log_var_range=log_var_range,
+            sample_weight=sample_weight,
+        )
+    raise ValueError(
+        f"Unknown distribution form {form!r}; expected one of {DISTRIBUTION_FORMS}."
+    )
