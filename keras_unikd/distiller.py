@@ -348,6 +348,11 @@ class Distiller(DistillerSteps, keras.Model):
             )
         super().compile(optimizer=optimizer, metrics=metrics, **kwargs)
 
+    def compile_from_config(self, config):
+        """Recompiles a loaded Distiller with its saved optimizer and metrics."""
+        self.compile(**keras.saving.deserialize_keras_object(config))
+        self.optimizer.build(self.trainable_variables)
+
     def fit(self, x=None, y=None, batch_size=None, epochs=1, verbose="auto",
             callbacks=None, **kwargs):
         """`keras.Model.fit`, with an `EpochCounter` for the logits warm-up."""

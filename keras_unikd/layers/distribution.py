@@ -92,6 +92,15 @@ class DistributionHead(keras.layers.Layer):
         shape = (inputs.shape[0], self.num_classes)
         return {key: keras.KerasTensor(shape, "float32") for key in OUTPUT_KEYS}
 
+    def save_own_variables(self, store):
+        # The head's weights live in its dense sublayers; its own state is the
+        # noise generator's, saved so that a reloaded model draws the same
+        # noise as the original would have.
+        store["noise_seed_state"] = self.seed_generator.state
+
+    def load_own_variables(self, store):
+        self.seed_generator.state.assign(store["noise_seed_state"])
+
     def get_config(self):
         config = super().get_config()
         config.update({"num_classes": self.num_classes, "seed": self.seed})

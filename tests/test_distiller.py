@@ -1,0 +1,262 @@
+import keras
+import numpy as np
+import pytest
+from keras import ops
+
+import keras_unikd
+from keras_unikd import losses
+from conftest import make_network, weights_of
+
+TF = keras.backend.backend() == "tensorflow"
+JIT_MODES = [True, False] if TF else [True]
+
+
+def unikd(teacher, student, **kwargs):
+    options = dict(
+        teacher_features=["t_stage1_preact"],
+        student_features=["s_stage1", "s_stage2", "s_stage3", "s_pool"],
+        warmup_epochs=2,
+        seed=0,
+    )
+    options.update(kwargs)
+    return keras_unikd.Distiller(teacher, student, **options)
+
+
+@pytest.mark.parametrize("jit_compile", JIT_MODES)
+def test_fit_trains_student_and_heads_but_not_the_teacher(pair, batch, jit_compile):
+    teacher, student = pair
+    distiller = unikd(teacher, student)
+    distiller.compile(
+        optimizer=keras.optimizers.SGD(0.05, momentum=0.9),
+        metrics=["accuracy"],
+        jit_compile=jit_compile,
+    )
+    before = {
+        name: weights_of(layer)
+        for name, layer in [
+            ("teacher", teacher),
+            ("student", student),
+            ("student_aggregator", distiller.student_aggregator),
+            ("teacher_head", distiller.teacher_head),
+            ("student_head", distiller.student_head),
+        ]
+    }
+    x, y = batch
+    history = distiller.fit(x, y, batch_size=8, epochs=2, validation_data=(x, y), verbose=0)
+
+    for old, new in zip(before["teacher"], weights_of(teacher)):
+        np.testing.assert_array_equal(old, new)  # bit for bit, incl. BN statistics
+    for name in ("student", "student_aggregator", "teacher_head", "student_head"):
+        layer = getattr(distiller, name) if name != "student" else student
+        changed = [not np.array_equal(a, b) for a, b in zip(before[name], weights_of(layer))]
+        assert all(changed) if name != "student" else any(changed), name
+
+    terms = ["ce_loss", "dkd_loss", "feature_loss", "consistency_loss"]
+    assert distiller.loss_term_names == terms
+    for key in terms + ["loss", "accuracy", "val_loss", "val_accuracy"]:
+        assert key in history.history, key
+        assert all(np.isfinite(history.history[key])), key
+    assert "val_dkd_loss" not in history.history
+    # The total is the sum of the terms, epoch by epoch.
+    sums = np.sum([history.history[key] for key in terms], axis=0)
+    np.testing.assert_allclose(history.history["loss"], sums, rtol=1e-4)
+    assert float(ops.convert_to_numpy(distiller.current_epoch)) == 2.0
+
+
+def test_auxiliary_layers_are_built_in_the_constructor(pair):
+    distiller = unikd(*pair)
+    for layer in (distiller.student_aggregator, distiller.student_head, distiller.teacher_head):
+        assert layer.built and layer.weights
+    assert distiller.teacher_aggregator is None  # one teacher feature feeds its head
+    ids = {id(v) for v in distiller.trainable_variables}
+    for layer in (distiller.student, distiller.student_aggregator, distiller.teacher_head):
+        assert {id(v) for v in layer.trainable_variables} <= ids
+    assert not {id(v) for v in distiller.teacher.weights} & ids
+    # The student's fused map has the shape of the teacher's first tapped stage.
+    shapes = [(None, 12, 12, 4), (None, 6, 6, 8), (None, 3, 3, 16), (None, 16)]
+    assert distiller.student_aggregator.compute_output_shape(shapes) == (None, 12, 12, 8)
+
+
+def test_terms_match_the_losses_module(pair, batch):
+    teacher, student = pair
+    x, y = batch
+    distiller = unikd(
+        teacher,
+        student,
+        distribution_loss="gaussian",
+        teacher_features=["t_stage1", "t_stage2"],
+        ce_weight=0.5,
+        logits_weight=2.0,
+        feature_weight=3.0,
+        consistency_weight=0.25,
+        temperature=3.0,
+        dkd_beta=6.0,
+        warmup_epochs=4,
+    )
+    distiller.current_epoch.assign(2.0)  # warm-up factor 2/4
+    total, terms, student_logits = distiller.compute_distillation_losses(x, y, training=False)
+
+    t_logits = teacher(x, training=False)
+    t_feats = keras.Model(teacher.input, [teacher.get_layer(n).output for n in ("t_stage1", "t_stage2")])(x)
+    s_feats = keras.Model(
+        student.input, [student.get_layer(f"s_{n}").output for n in ("stage1", "stage2", "stage3", "pool")]
+    )(x)
+    s_dist = distiller.student_head(distiller.student_aggregator(s_feats))
+    t_dist = distiller.teacher_head(distiller.teacher_aggregator(t_feats))
+    expected = {
+        "ce_loss": 0.5 * losses.cross_entropy(student_logits, y),
+        "dkd_loss": 2.0 * 0.5 * losses.dkd_loss(student_logits, t_logits, y, 1.0, 6.0, 3.0),
+        "feature_loss": 3.0
+        * losses.gaussian_kl(s_dist["mu"], s_dist["log_var"], t_dist["mu"], t_dist["log_var"]),
+        "consistency_loss": 0.25
+        * (losses.kd_loss(s_dist["mu"], student_logits, 1.0) + losses.kd_loss(t_dist["mu"], t_logits, 1.0)),
+    }
+    for key, value in expected.items():
+        np.testing.assert_allclose(
+            ops.convert_to_numpy(terms[key]), ops.convert_to_numpy(value), rtol=1e-5, err_msg=key
+        )
+    np.testing.assert_allclose(
+        ops.convert_to_numpy(total), sum(float(ops.convert_to_numpy(v)) for v in expected.values()), rtol=1e-5
+    )
+
+
+def test_warmup_scales_the_logits_loss_by_epoch(pair, batch):
+    x, y = batch
+    distiller = unikd(*pair, distribution_loss="gaussian", warmup_epochs=4)
+    values = {}
+    for epoch in (1.0, 2.0, 4.0, 9.0):
+        distiller.current_epoch.assign(epoch)
+        values[epoch] = float(distiller.compute_distillation_losses(x, y, training=False)[1]["dkd_loss"])
+    assert values[2.0] == pytest.approx(2 * values[1.0], rel=1e-5)
+    assert values[4.0] == pytest.approx(4 * values[1.0], rel=1e-5)
+    assert values[9.0] == pytest.approx(values[4.0], rel=1e-5)
+
+
+def test_sampled_form_draws_fresh_noise_and_gaussian_form_is_deterministic(pair, batch):
+    x, y = batch
+    sampled = unikd(*pair)
+    first = sampled.compute_distillation_losses(x, y)[1]["feature_loss"]
+    second = sampled.compute_distillation_losses(x, y)[1]["feature_loss"]
+    assert float(first) != float(second)
+    closed = unikd(*pair, distribution_loss="gaussian")
+    first = closed.compute_distillation_losses(x, y)[1]["feature_loss"]
+    second = closed.compute_distillation_losses(x, y)[1]["feature_loss"]
+    assert float(first) == float(second)
+
+
+def test_plain_kd_configuration_and_sample_weights(pair, batch):
+    teacher, student = pair
+    x, y = batch
+    distiller = keras_unikd.Distiller(
+        teacher, student, logits_loss="kd", distribution_loss=None, warmup_epochs=0
+    )
+    assert distiller.loss_term_names == ["ce_loss", "kd_loss"]
+    assert distiller.student_head is None
+    total, terms, _ = distiller.compute_distillation_losses(x, y, sample_weight=np.zeros(16, "float32"))
+    assert float(total) == 0.0
+    _, terms, logits = distiller.compute_distillation_losses(x, y)
+    np.testing.assert_allclose(
+        ops.convert_to_numpy(terms["kd_loss"]),
+        ops.convert_to_numpy(losses.kd_loss(logits, teacher(x), 4.0)),
+        rtol=1e-5,
+    )
+
+
+def test_regularization_losses_of_the_student_are_reported(batch):
+    x, y = batch
+    teacher = make_network(8, "t")
+    inputs = keras.Input((12, 12, 1))
+    hidden = keras.layers.Flatten()(inputs)
+    logits = keras.layers.Dense(5, kernel_regularizer=keras.regularizers.L2(0.1))(hidden)
+    student = keras.Model(inputs, logits)
+    distiller = keras_unikd.Distiller(teacher, student, logits_loss="kd", distribution_loss=None)
+    assert distiller.loss_term_names[-1] == "regularization_loss"
+    _, terms, _ = distiller.compute_distillation_losses(x, y)
+    kernel = ops.convert_to_numpy(student.layers[-1].kernel)
+    np.testing.assert_allclose(float(terms["regularization_loss"]), 0.1 * np.sum(kernel**2), rtol=1e-5)
+
+
+def test_evaluate_and_predict_use_the_student(pair, batch):
+    teacher, student = pair
+    x, y = batch
+    distiller = unikd(teacher, student)
+    distiller.compile(optimizer="sgd", metrics=["accuracy"])
+    result = distiller.evaluate(x, y, batch_size=8, verbose=0, return_dict=True)
+    assert set(result) == {"loss", "accuracy"}
+    expected_loss = float(losses.cross_entropy(student(x), y))
+    assert result["loss"] == pytest.approx(expected_loss, rel=1e-5)
+    np.testing.assert_allclose(
+        distiller.predict(x, verbose=0), ops.convert_to_numpy(student(x)), rtol=1e-5, atol=1e-6
+    )
+
+
+# --- bad input -------------------------------------------------------------
+
+
+def test_unknown_layer_name_lists_layers(pair):
+    with pytest.raises(ValueError, match=r"No layer named 's_stage7'.*Available layers:.*'s_stage1'"):
+        unikd(*pair, student_features=["s_stage1", "s_stage7"])
+
+
+def test_class_count_mismatch(pair):
+    teacher, _ = pair
+    student = make_network(4, "s", num_classes=7)
+    with pytest.raises(ValueError, match="Teacher has 5 classes but student has 7"):
+        unikd(teacher, student)
+
+
+def test_input_shape_mismatch(pair):
+    teacher, _ = pair
+    student = make_network(4, "s", input_shape=(16, 16, 1))
+    with pytest.raises(ValueError, match=r"Teacher input shape \(12, 12, 1\) differs"):
+        unikd(teacher, student)
+
+
+def test_rank_3_feature_is_rejected():
+    inputs = keras.Input((12, 12, 1))
+    x = keras.layers.Reshape((144, 1), name="s_seq")(inputs)
+    x = keras.layers.Flatten()(x)
+    student = keras.Model(inputs, keras.layers.Dense(5)(x))
+    with pytest.raises(ValueError, match=r"'s_seq'.*rank 3.*Tap another layer"):
+        unikd(make_network(8, "t"), student, student_features=["s_seq"])
+
+
+@pytest.mark.parametrize(
+    "labels,match",
+    [
+        (np.eye(5, dtype="float32")[np.arange(16) % 5], "looks one-hot"),
+        (np.zeros((16, 2, 1), "int32"), r"expected sparse integer class ids"),
+    ],
+)
+def test_labels_of_the_wrong_shape(pair, batch, labels, match):
+    distiller = unikd(*pair)
+    with pytest.raises(ValueError, match=match):
+        distiller.compute_distillation_losses(batch[0], labels)
+
+
+def test_column_labels_are_accepted(pair, batch):
+    x, y = batch
+    distiller = unikd(*pair, distribution_loss="gaussian")
+    flat = distiller.compute_distillation_losses(x, y)[0]
+    column = distiller.compute_distillation_losses(x, y[:, None])[0]
+    assert float(flat) == float(column)
+
+
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [
+        (dict(logits_loss="mse"), r"Unknown logits_loss='mse'; expected one of 'dkd', 'kd', None"),
+        (dict(distribution_loss="exact"), "Unknown distribution_loss='exact'"),
+        (dict(distribution_loss=None), "would be ignored"),
+        (dict(student_features=[]), "needs at least one teacher feature and one student feature"),
+        (dict(fuse_student_features=False), "fusion is off"),
+    ],
+)
+def test_inconsistent_options(pair, kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        unikd(*pair, **kwargs)
+
+
+def test_compile_rejects_a_loss(pair):
+    with pytest.raises(ValueError, match="does not take a `loss`"):
+        unikd(*pair).compile(optimizer="sgd", loss="mse")
