@@ -3,6 +3,7 @@
 from keras_unikd import callbacks
 from keras_unikd import losses
 from keras_unikd.distiller import Distiller
+from keras_unikd.fitnet import FitNetDistiller
 from keras_unikd.layers import DistributionHead
 from keras_unikd.layers import MultiStageAggregator
 from keras_unikd.taps import FeatureTap

@@ -18,7 +18,7 @@ def _as_map_shape(shape):
     return (1, 1, shape[-1]) if len(shape) == 2 else tuple(shape[1:])
 
 
-def _check_choice(argument, value, choices):
+def check_choice(argument, value, choices):
     if value not in choices:
         raise ValueError(
             f"Unknown {argument}={value!r}; expected one of "
@@ -184,7 +184,7 @@ class Distiller(DistillerSteps, keras.Model):
         self._student_tap = FeatureTap(student, student_features)
         self._validate_models()
         self.num_classes = self._student_tap.logits_shape[-1]
-        self._build_distribution_modules()
+        self._build_feature_modules()
 
         self.current_epoch = self.add_weight(
             shape=(),
@@ -202,12 +202,11 @@ class Distiller(DistillerSteps, keras.Model):
     # Construction
     # ------------------------------------------------------------------
 
-    @staticmethod
     def _validate_options(
-        teacher_features, student_features, logits_loss, distribution_loss
+        self, teacher_features, student_features, logits_loss, distribution_loss
     ):
-        _check_choice("logits_loss", logits_loss, LOGITS_LOSSES + (None,))
-        _check_choice(
+        check_choice("logits_loss", logits_loss, LOGITS_LOSSES + (None,))
+        check_choice(
             "distribution_loss",
             distribution_loss,
             unikd_losses.DISTRIBUTION_FORMS + (None,),
@@ -285,7 +284,8 @@ class Distiller(DistillerSteps, keras.Model):
         aggregator.build(feature_shapes)
         return aggregator
 
-    def _build_distribution_modules(self):
+    def _build_feature_modules(self):
+        """Builds the layers of the feature terms: aggregators and heads."""
         self.teacher_aggregator = self.student_aggregator = None
         self.teacher_head = self.student_head = None
         if self.distribution_loss is None:
@@ -318,11 +318,15 @@ class Distiller(DistillerSteps, keras.Model):
         names = ["ce_loss"]
         if self.logits_loss is not None:
             names.append(f"{self.logits_loss}_loss")
-        if self.distribution_loss is not None:
-            names += ["feature_loss", "consistency_loss"]
+        names += self._feature_term_names()
         if any(weight.regularizer is not None for weight in self.student.trainable_weights):
             names.append("regularization_loss")
         return names
+
+    def _feature_term_names(self):
+        if self.distribution_loss is None:
+            return []
+        return ["feature_loss", "consistency_loss"]
 
     # ------------------------------------------------------------------
     # Keras API
@@ -421,6 +425,49 @@ class Distiller(DistillerSteps, keras.Model):
             student_logits, teacher_logits, self.temperature, sample_weight=sample_weight
         )
 
+    def _feature_terms(
+        self,
+        student_features,
+        teacher_features,
+        student_logits,
+        teacher_logits,
+        sample_weight,
+        training,
+    ):
+        """UniKD's distribution constraint and consistency terms."""
+        if self.distribution_loss is None:
+            return {}
+        sample = self.distribution_loss == "sampled" and training
+        student_dist = self.student_head(
+            self._fuse(self.student_aggregator, student_features), sample=sample
+        )
+        teacher_dist = self.teacher_head(
+            self._fuse(self.teacher_aggregator, teacher_features), sample=sample
+        )
+        feature_loss = self.feature_weight * unikd_losses.distribution_loss(
+            student_dist,
+            teacher_dist,
+            form=self.distribution_loss,
+            temperature=self.distribution_temperature,
+            log_var_range=self.log_var_range,
+            sample_weight=sample_weight,
+        )
+        consistency_loss = self.consistency_weight * (
+            unikd_losses.kd_loss(
+                student_dist["z"],
+                student_logits,
+                self.distribution_temperature,
+                sample_weight=sample_weight,
+            )
+            + unikd_losses.kd_loss(
+                teacher_dist["z"],
+                teacher_logits,
+                self.distribution_temperature,
+                sample_weight=sample_weight,
+            )
+        )
+        return {"feature_loss": feature_loss, "consistency_loss": consistency_loss}
+
     def compute_distillation_losses(self, x, y, sample_weight=None, training=True):
         """Runs teacher and student once and computes every loss term.
 
@@ -451,36 +498,16 @@ class Distiller(DistillerSteps, keras.Model):
                 * self._warmup_factor()
                 * self._logits_term(student_logits, teacher_logits, labels, sample_weight)
             )
-        if self.distribution_loss is not None:
-            sample = self.distribution_loss == "sampled" and training
-            student_dist = self.student_head(
-                self._fuse(self.student_aggregator, student_features), sample=sample
+        terms.update(
+            self._feature_terms(
+                student_features,
+                teacher_features,
+                student_logits,
+                teacher_logits,
+                sample_weight,
+                training,
             )
-            teacher_dist = self.teacher_head(
-                self._fuse(self.teacher_aggregator, teacher_features), sample=sample
-            )
-            terms["feature_loss"] = self.feature_weight * unikd_losses.distribution_loss(
-                student_dist,
-                teacher_dist,
-                form=self.distribution_loss,
-                temperature=self.distribution_temperature,
-                log_var_range=self.log_var_range,
-                sample_weight=sample_weight,
-            )
-            terms["consistency_loss"] = self.consistency_weight * (
-                unikd_losses.kd_loss(
-                    student_dist["z"],
-                    student_logits,
-                    self.distribution_temperature,
-                    sample_weight=sample_weight,
-                )
-                + unikd_losses.kd_loss(
-                    teacher_dist["z"],
-                    teacher_logits,
-                    self.distribution_temperature,
-                    sample_weight=sample_weight,
-                )
-            )
+        )
         self._add_regularization(terms)
         total = ops.sum(ops.stack(list(terms.values())))
         return total, terms, student_logits

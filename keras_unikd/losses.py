@@ -21,8 +21,12 @@ def _float32(x):
     return ops.cast(x, "float32")
 
 
-def _batch_mean(per_example, sample_weight=None):
-    """Mean over the batch of a `(batch,)` tensor, optionally weighted."""
+def batch_mean(per_example, sample_weight=None):
+    """Mean over the batch of a `(batch,)` tensor, optionally weighted.
+
+    Weighted examples are summed and divided by the batch size, as Keras's
+    `"sum_over_batch_size"` reduction does.
+    """
     if sample_weight is not None:
         sample_weight = ops.reshape(_float32(sample_weight), (-1,))
         per_example = per_example * sample_weight
@@ -49,7 +53,7 @@ def cross_entropy(logits, labels, sample_weight=None):
     per_example = keras.losses.sparse_categorical_crossentropy(
         labels, _float32(logits), from_logits=True
     )
-    return _batch_mean(per_example, sample_weight)
+    return batch_mean(per_example, sample_weight)
 
 
 def kd_loss(student_logits, teacher_logits, temperature=4.0, sample_weight=None):
@@ -77,7 +81,7 @@ def kd_loss(student_logits, teacher_logits, temperature=4.0, sample_weight=None)
     log_p_student = ops.log_softmax(_float32(student_logits) / temperature, axis=-1)
     log_p_teacher = ops.log_softmax(_float32(teacher_logits) / temperature, axis=-1)
     per_example = _kl_from_log_probs(log_p_teacher, log_p_student)
-    return temperature**2 * _batch_mean(per_example, sample_weight)
+    return temperature**2 * batch_mean(per_example, sample_weight)
 
 
 def _target_vs_rest_log_probs(scaled_logits, target_mask):
@@ -145,7 +149,7 @@ def dkd_loss(
         ops.log_softmax(student - masked_offset, axis=-1),
     )
     per_example = alpha * tckd + beta * nckd
-    return temperature**2 * _batch_mean(per_example, sample_weight)
+    return temperature**2 * batch_mean(per_example, sample_weight)
 
 
 def gaussian_kl(
@@ -192,7 +196,7 @@ def gaussian_kl(
         - 1.0
     )
     per_example = 0.5 * ops.sum(per_class, axis=-1)
-    return _batch_mean(per_example, sample_weight)
+    return batch_mean(per_example, sample_weight)
 
 
 def distribution_loss(
