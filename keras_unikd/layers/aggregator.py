@@ -72,7 +72,7 @@ class MultiStageAggregator(keras.layers.Layer):
     >>> stage1 = np.random.rand(2, 8, 8, 4).astype("float32")
     >>> stage2 = np.random.rand(2, 4, 4, 8).astype("float32")
     >>> pooled = np.random.rand(2, 32).astype("float32")
-    >>> aggregator([stage1, stage2, pooled]).shape
+    >>> tuple(aggregator([stage1, stage2, pooled]).shape)
     (2, 8, 8, 16)
     """
 

@@ -37,7 +37,7 @@ class DistributionHead(keras.layers.Layer):
     >>> import numpy as np
     >>> head = DistributionHead(num_classes=10, seed=0)
     >>> outputs = head(np.ones((4, 7, 7, 32), "float32"), training=True)
-    >>> sorted(outputs), outputs["z"].shape
+    >>> sorted(outputs), tuple(outputs["z"].shape)
     (['log_var', 'mu', 'z'], (4, 10))
     """
 
