@@ -1,5 +1,8 @@
 """Datasets and input pipelines for the keras_unikd demos and benchmarks."""
 
+from keras_unikd.data.cifar100 import CIFAR100_MEAN
+from keras_unikd.data.cifar100 import CIFAR100_STD
+from keras_unikd.data.cifar100 import cifar100_datasets
 from keras_unikd.data.dataset import ImageDataset
 from keras_unikd.data.digits import load_digits_dataset
 from keras_unikd.data.digits import stratified_split
@@ -7,15 +10,24 @@ from keras_unikd.data.fashion_mnist import FASHION_MNIST_CLASSES
 from keras_unikd.data.fashion_mnist import fashion_mnist_search_paths
 from keras_unikd.data.fashion_mnist import load_fashion_mnist
 from keras_unikd.data.fashion_mnist import read_idx
+from keras_unikd.data.imagenet import IMAGENET_MEAN
+from keras_unikd.data.imagenet import IMAGENET_STD
+from keras_unikd.data.imagenet import imagenet_datasets
 from keras_unikd.data.pipeline import channel_stats
 from keras_unikd.data.pipeline import make_image_pipeline
 from keras_unikd.data.pipeline import take_subset
 
 __all__ = [
+    "CIFAR100_MEAN",
+    "CIFAR100_STD",
     "FASHION_MNIST_CLASSES",
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
     "ImageDataset",
     "channel_stats",
+    "cifar100_datasets",
     "fashion_mnist_search_paths",
+    "imagenet_datasets",
     "load_digits_dataset",
     "load_fashion_mnist",
     "make_image_pipeline",
