@@ -36,40 +36,26 @@ Run it with `make demo`, or `python examples/fashion_mnist_unikd.py --help`.
 import argparse
 import json
 import os
-import time
 
 import keras
-import numpy as np
 
-import keras_unikd
-from keras_unikd.data import channel_stats
 from keras_unikd.data import load_fashion_mnist
-from keras_unikd.data import make_image_pipeline
-from keras_unikd.data import take_subset
-from keras_unikd.models import fashion_student
-from keras_unikd.models import fashion_teacher
+from keras_unikd.experiments import fashion_mnist as recipe_lib
+
+DEMO_METHODS = {"student alone": "student", "KD": "kd", "DKD": "dkd", "UniKD": "unikd"}
 
 
 def parse_args():
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[5])
-    parser.add_argument("--teacher-epochs", type=int, default=3)
-    parser.add_argument("--student-epochs", type=int, default=8)
-    parser.add_argument("--subset", type=int, default=10_000, help="student training images")
-    parser.add_argument("--batch-size", type=int, default=128)
-    parser.add_argument("--learning-rate", type=float, default=0.05)
+    defaults = recipe_lib.Recipe()
+    parser = argparse.ArgumentParser(description="Fashion-MNIST: student alone, KD, DKD, UniKD.")
+    parser.add_argument("--teacher-epochs", type=int, default=defaults.teacher_epochs)
+    parser.add_argument("--student-epochs", type=int, default=defaults.student_epochs)
+    parser.add_argument("--subset", type=int, default=defaults.subset, help="student training images")
+    parser.add_argument("--batch-size", type=int, default=defaults.batch_size)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--output-dir", default="artifacts/demo")
     parser.add_argument("--retrain-teacher", action="store_true")
-    parser.add_argument(
-        "--jit-compile",
-        choices=["on", "off"],
-        # XLA slows these small CNNs down on a CPU under TensorFlow (measured
-        # on 2 cores: 349 vs 198 ms per teacher step); JAX always compiles.
-        default="off" if keras.backend.backend() == "tensorflow" else "on",
-    )
-    args = parser.parse_args()
-    args.jit_compile = args.jit_compile == "on"
-    return args
+    return parser.parse_args()
 
 
 """
@@ -79,156 +65,82 @@ def parse_args():
 `dataset-fashion-mnist` package puts the files, then Keras's cache, and
 downloads only as a last resort. Without any of these it falls back to
 scikit-learn's 8x8 digits, so the example always runs.
-"""
 
+The student sees a class-balanced subset of the teacher's training images;
+both get random flips and 2-pixel crops. Every run uses SGD with momentum 0.9
+and a cosine-decayed learning rate from 0.05. Under TensorFlow, XLA is off:
+it slows these small CNNs down on a CPU (349 vs 198 ms per teacher step,
+measured on 2 cores).
 
-def make_pipelines(dataset, args):
-    mean, std = channel_stats(dataset.x_train)
-    padding = max(1, dataset.image_shape[0] // 14)  # 2 pixels at 28x28
-    common = dict(batch_size=args.batch_size, mean=mean, std=std)
-    teacher_train = make_image_pipeline(
-        dataset.x_train, dataset.y_train, training=True, augment=True,
-        crop_padding=padding, shuffle_seed=args.seed, **common,
-    )
-    x_subset, y_subset = take_subset(dataset.x_train, dataset.y_train, args.subset, seed=args.seed)
-    student_train = make_image_pipeline(
-        x_subset, y_subset, training=True, augment=True,
-        crop_padding=padding, shuffle_seed=args.seed, **common,
-    )
-    test = make_image_pipeline(dataset.x_test, dataset.y_test, training=False, **common)
-    return teacher_train, student_train, test
-
-
-"""
-## Optimizer and schedule
-
-Every run uses SGD with momentum 0.9 and a cosine-decayed learning rate, the
-same for the teacher and each student method.
-"""
-
-
-def make_optimizer(args, steps_per_epoch, epochs):
-    schedule = keras.optimizers.schedules.CosineDecay(
-        args.learning_rate, decay_steps=steps_per_epoch * epochs
-    )
-    return keras.optimizers.SGD(schedule, momentum=0.9)
-
-
-class EpochTimer(keras.callbacks.Callback):
-    """Records the wall-clock seconds of every training epoch."""
-
-    def on_train_begin(self, logs=None):
-        self.seconds = []
-
-    def on_epoch_begin(self, epoch, logs=None):
-        self._start = time.perf_counter()
-
-    def on_epoch_end(self, epoch, logs=None):
-        self.seconds.append(time.perf_counter() - self._start)
-
-
-def fit_and_measure(model, train, test, epochs):
-    timer = EpochTimer()
-    history = model.fit(train, validation_data=test, epochs=epochs, callbacks=[timer], verbose=2)
-    accuracy = history.history["val_accuracy"]
-    return {
-        "best_accuracy": float(max(accuracy)),
-        "last_accuracy": float(accuracy[-1]),
-        # The first epoch includes tracing/compilation: report the others.
-        "seconds_per_epoch": float(np.median(timer.seconds[1:] or timer.seconds)),
-    }
-
-
-"""
 ## The teacher
 
 Trained once on all training images and cached as a `.keras` file next to a
-JSON file with its test accuracy.
+JSON file with its test accuracy, so later runs skip it.
+
+## The students
+
+`keras_unikd.Distiller` runs the frozen teacher (inference mode) and the
+student once per step. KD and DKD distil the logits only. UniKD also taps the
+teacher's pre-activation stage-1 feature and the student's three stages plus
+its pooled vector; the student's stages are fused by a `MultiStageAggregator`
+and both sides predict a Gaussian over the classes with a `DistributionHead`:
+
+```python
+keras_unikd.Distiller(
+    teacher, student,
+    teacher_features=["stage1_preact"],
+    student_features=["stage1", "stage2", "stage3", "pool"],
+    logits_loss="dkd", dkd_beta=8.0, distribution_loss="sampled",
+    warmup_epochs=2,
+)
+```
+
+The logits loss warms up over 2 epochs instead of the paper's 20 (of 240),
+because the schedule is short.
 """
 
 
-def get_teacher(dataset, teacher_train, test, args):
-    path = os.path.join(args.output_dir, f"teacher_{dataset.name}_{args.teacher_epochs}ep.keras")
-    record = path.replace(".keras", ".json")
-    if os.path.exists(path) and os.path.exists(record) and not args.retrain_teacher:
-        print(f"Using the cached teacher {path}")
-        with open(record) as handle:
-            return keras.models.load_model(path), json.load(handle)
-    teacher = fashion_teacher(dataset.image_shape, dataset.num_classes)
-    teacher.compile(
-        optimizer=make_optimizer(args, len(teacher_train), args.teacher_epochs),
-        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-        metrics=["accuracy"],
-        jit_compile=args.jit_compile,
+def main():
+    args = parse_args()
+    recipe = recipe_lib.Recipe(
+        teacher_epochs=args.teacher_epochs,
+        student_epochs=args.student_epochs,
+        subset=args.subset,
+        batch_size=args.batch_size,
     )
-    print(f"Training the teacher ({teacher.count_params():,} parameters)")
-    result = fit_and_measure(teacher, teacher_train, test, args.teacher_epochs)
-    os.makedirs(args.output_dir, exist_ok=True)
-    teacher.save(path)
-    with open(record, "w") as handle:
-        json.dump(result, handle, indent=2)
-    return teacher, result
-
-
-"""
-## The four students
-
-The student sees only a subset of the images the teacher was trained on.
-`keras_unikd.Distiller` runs teacher and student once per step; the teacher
-is frozen and in inference mode. UniKD taps the teacher's pre-activation
-stage-1 feature and fuses all student stages plus its pooled vector.
-Because the schedule is short, the logits loss warms up over 2 epochs
-instead of the paper's 20 (of 240).
-"""
-
-
-def train_students(dataset, teacher, student_train, test, args):
-    warmup = dict(warmup_epochs=2, dkd_beta=8.0)
-    methods = {
-        "student alone": None,
-        "KD": dict(logits_loss="kd", distribution_loss=None, warmup_epochs=0),
-        "DKD": dict(logits_loss="dkd", distribution_loss=None, **warmup),
-        "UniKD": dict(
-            logits_loss="dkd",
-            distribution_loss="sampled",
-            teacher_features=["stage1_preact"],
-            student_features=["stage1", "stage2", "stage3", "pool"],
-            seed=args.seed,
-            **warmup,
-        ),
-    }
+    keras.utils.set_random_seed(args.seed)
+    dataset = load_fashion_mnist()
+    teacher_train, student_train, test = recipe_lib.make_pipelines(dataset, recipe, args.seed)
+    teacher, teacher_record = recipe_lib.teacher_or_cached(
+        dataset, teacher_train, test, recipe, args.output_dir, args.seed, args.retrain_teacher
+    )
     results = {}
-    for method, options in methods.items():
-        keras.utils.set_random_seed(args.seed)
-        student = fashion_student(dataset.image_shape, dataset.num_classes)
-        optimizer = make_optimizer(args, len(student_train), args.student_epochs)
-        if options is None:
-            model = student
-            model.compile(
-                optimizer=optimizer,
-                loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-                metrics=["accuracy"],
-                jit_compile=args.jit_compile,
-            )
-        else:
-            model = keras_unikd.Distiller(teacher, student, **options)
-            model.compile(optimizer=optimizer, metrics=["accuracy"], jit_compile=args.jit_compile)
-        print(f"\n== {method} ({student.count_params():,} student parameters)")
-        results[method] = fit_and_measure(model, student_train, test, args.student_epochs)
-    return results
+    for label, method in DEMO_METHODS.items():
+        model, student = recipe_lib.build_student_model(
+            method, teacher, dataset, recipe, len(student_train), args.seed
+        )
+        print(f"\n== {label} ({student.count_params():,} student parameters)")
+        history = recipe_lib.fit(model, student_train, test, recipe.student_epochs)
+        results[label] = recipe_lib.summarize(history)
+
+    """
+    ## Results
+    """
+    table = format_table(dataset, teacher_record, results, recipe)
+    print("\n" + table)
+    os.makedirs(args.output_dir, exist_ok=True)
+    with open(os.path.join(args.output_dir, "results.json"), "w") as handle:
+        json.dump(
+            {"teacher": teacher_record, "students": results, "args": vars(args)}, handle, indent=2
+        )
 
 
-"""
-## Results
-"""
-
-
-def format_table(dataset, teacher_result, results, args):
+def format_table(dataset, teacher_record, results, recipe):
     lines = [
         f"Dataset: {dataset.name} ({dataset.source}); student trained on "
-        f"{args.subset:,} images for {args.student_epochs} epochs, backend "
-        f"{keras.backend.backend()}.",
-        f"Teacher test accuracy: {100 * teacher_result['best_accuracy']:.2f}%",
+        f"{min(recipe.subset, len(dataset.x_train)):,} images for "
+        f"{recipe.student_epochs} epochs, backend {keras.backend.backend()}.",
+        f"Teacher test accuracy: {100 * teacher_record['best_accuracy']:.2f}%",
         "",
         "| method | best test acc. (%) | last test acc. (%) | s / epoch |",
         "|---|---|---|---|",
@@ -239,21 +151,6 @@ def format_table(dataset, teacher_result, results, args):
             f"{100 * result['last_accuracy']:.2f} | {result['seconds_per_epoch']:.1f} |"
         )
     return "\n".join(lines)
-
-
-def main():
-    args = parse_args()
-    keras.utils.set_random_seed(args.seed)
-    dataset = load_fashion_mnist()
-    args.subset = min(args.subset, len(dataset.x_train))
-    teacher_train, student_train, test = make_pipelines(dataset, args)
-    teacher, teacher_result = get_teacher(dataset, teacher_train, test, args)
-    results = train_students(dataset, teacher, student_train, test, args)
-    table = format_table(dataset, teacher_result, results, args)
-    print("\n" + table)
-    os.makedirs(args.output_dir, exist_ok=True)
-    with open(os.path.join(args.output_dir, "results.json"), "w") as handle:
-        json.dump({"teacher": teacher_result, "students": results, "args": vars(args)}, handle, indent=2)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,82 @@
+"""Plots of the accuracy benchmark: training curves, output-gap CDF, correlation gaps.
+
+Reads `benchmarks/results/accuracy.json` and the seed-0 students saved next
+to it by `benchmarks/accuracy.py`, evaluates them against the cached teacher
+on the test set, and writes PNGs to `benchmarks/results/`.
+
+    python benchmarks/plots.py
+"""
+
+import argparse
+import dataclasses
+import json
+import os
+
+import keras
+
+from keras_unikd import analysis
+from keras_unikd.data import FASHION_MNIST_CLASSES
+from keras_unikd.data import load_fashion_mnist
+from keras_unikd.experiments import fashion_mnist as recipe_lib
+
+RESULTS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--results", default=os.path.join(RESULTS_DIR, "accuracy.json"))
+    parser.add_argument("--output-dir", default=None, help="default: next to --results")
+    parser.add_argument(
+        "--correlation-methods", nargs="+", default=["kd", "unikd"], help="Fig. 5 panels"
+    )
+    return parser.parse_args(argv)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    with open(args.results) as handle:
+        results = json.load(handle)
+    output_dir = args.output_dir or os.path.dirname(args.results)
+    os.makedirs(output_dir, exist_ok=True)
+    methods = results["methods"]
+
+    histories = {method: entry["runs"][0]["history"] for method, entry in methods.items()}
+    analysis.plot_training_curves(histories, os.path.join(output_dir, "training_curves.png"))
+
+    dataset = load_fashion_mnist(verbose=False)
+    count = results["test_examples"]  # the --quick runs use the first ones only
+    dataset = dataclasses.replace(dataset, x_test=dataset.x_test[:count], y_test=dataset.y_test[:count])
+    _, _, test = recipe_lib.make_pipelines(dataset, recipe_lib.Recipe(**results["recipe"]), seed=0)
+    teacher_logits = analysis.predict_logits(keras.models.load_model(results["teacher"]["path"]), test)
+    students_dir = os.path.join(os.path.dirname(args.results), "students")
+    student_logits = {
+        method: analysis.predict_logits(
+            keras.models.load_model(os.path.join(students_dir, f"{method}.keras")), test
+        )
+        for method in methods
+    }
+    gaps = {
+        method: analysis.softmax_gaps_from_logits(teacher_logits, logits)
+        for method, logits in student_logits.items()
+    }
+    analysis.plot_softmax_gap_cdf(gaps, os.path.join(output_dir, "softmax_gap_cdf.png"))
+    correlations = {
+        method: analysis.correlation_gap_from_logits(teacher_logits, student_logits[method])
+        for method in args.correlation_methods
+        if method in student_logits
+    }
+    class_names = FASHION_MNIST_CLASSES if dataset.name == "fashion_mnist" else None
+    analysis.plot_correlation_gaps(
+        correlations, os.path.join(output_dir, "correlation_gap.png"), class_names=class_names
+    )
+    summary = {
+        "mean_softmax_gap": {m: float(g.mean()) for m, g in gaps.items()},
+        "mean_correlation_gap": {m: float(c.mean()) for m, c in correlations.items()},
+    }
+    with open(os.path.join(output_dir, "analysis.json"), "w") as handle:
+        json.dump(summary, handle, indent=2)
+    print(json.dumps(summary, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Experiment recipes shared by the examples and the benchmarks."""

@@ -1,0 +1,56 @@
+"""Smoke runs of the benchmark scripts in their --quick modes."""
+
+import json
+import os
+import subprocess
+import sys
+
+import keras
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+pytestmark = pytest.mark.skipif(
+    keras.backend.backend() != "tensorflow",
+    reason="the benchmark scripts choose their backends themselves; one smoke run (under the TensorFlow test pass) is enough",
+)
+
+
+def run_script(name, *args, cwd):
+    env = dict(os.environ, KERAS_BACKEND="tensorflow", TF_CPP_MIN_LOG_LEVEL="2")
+    completed = subprocess.run(
+        [sys.executable, os.path.join(ROOT, "benchmarks", name), *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-3000:]
+    return completed.stdout
+
+
+def test_accuracy_and_plots_quick(tmp_path):
+    output = tmp_path / "results" / "accuracy.json"
+    stdout = run_script(
+        "accuracy.py", "--quick", "--methods", "student", "kd", "unikd", "--output", str(output),
+        "--cache-dir", str(tmp_path / "teachers"), cwd=tmp_path,
+    )
+    results = json.loads(output.read_text())
+    assert set(results["methods"]) == {"student", "kd", "unikd"}
+    for entry in results["methods"].values():
+        summary = entry["summary"]
+        assert 0.0 <= summary["best_mean"] <= 100.0 and summary["best_std"] == 0.0
+        assert summary["last_mean"] <= summary["best_mean"] and summary["seconds_per_epoch"] > 0
+        assert len(entry["runs"]) == 1 and "val_accuracy" in entry["runs"][0]["history"]
+    assert "feature_loss" in results["methods"]["unikd"]["runs"][0]["history"]
+    assert results["quick"] and results["backend"] == "tensorflow"
+    assert "| unikd |" in (tmp_path / "results" / "accuracy.md").read_text()
+    assert "| unikd |" in stdout
+
+    run_script("plots.py", "--results", str(output), cwd=tmp_path)
+    for name in ("training_curves.png", "softmax_gap_cdf.png", "correlation_gap.png"):
+        assert (tmp_path / "results" / name).stat().st_size > 1000
+    analysis = json.loads((tmp_path / "results" / "analysis.json").read_text())
+    assert set(analysis["mean_softmax_gap"]) == {"student", "kd", "unikd"}
+    assert set(analysis["mean_correlation_gap"]) == {"kd", "unikd"}
