@@ -28,6 +28,32 @@ def _as_map(feature):
     return feature
 
 
+class FusionGate(keras.layers.Layer):
+    """Two spatial gates `Sigmoid(Conv1x1_{2M -> 2}(concat[h, r]))`.
+
+    The 1x1 convolution over the concatenation is computed as
+    `h @ W[:M] + r @ W[M:] + b`: the same numbers without writing (and, in
+    the backward pass, splitting) a `2M`-channel map, which at a stage-1
+    resolution is the largest tensor of the block.
+    """
+
+    def build(self, mid_channels):
+        self.kernel = self.add_weight(
+            shape=(2 * mid_channels, 2), initializer="glorot_uniform", name="kernel"
+        )
+        self.bias = self.add_weight(shape=(2,), initializer="zeros", name="bias")
+        self.built = True
+
+    def call(self, fused, residual):
+        mid = fused.shape[-1]
+        logits = (
+            ops.matmul(fused, self.kernel[:mid])
+            + ops.matmul(residual, self.kernel[mid:])
+            + self.bias
+        )
+        return ops.sigmoid(logits)
+
+
 @keras.saving.register_keras_serializable(package="keras_unikd")
 class MultiStageAggregator(keras.layers.Layer):
     """Fuses features of several network stages into one map (UniKD's AFF).
@@ -90,8 +116,9 @@ class MultiStageAggregator(keras.layers.Layer):
                 f"{self.__class__.__name__} expects a non-empty list of stage "
                 f"features (shallow to deep); got {input_shapes!r}."
             )
-        if not isinstance(input_shapes[0], (list, tuple)):
-            input_shapes = [input_shapes]
+        if input_shapes[0] is None or isinstance(input_shapes[0], int):
+            input_shapes = [input_shapes]  # a single shape
+        input_shapes = [tuple(shape) for shape in input_shapes]
         for index, shape in enumerate(input_shapes):
             if len(shape) not in (2, 4):
                 raise ValueError(
@@ -130,14 +157,8 @@ class MultiStageAggregator(keras.layers.Layer):
             self.projections.append(projection)
         # The deepest stage has nothing deeper to be gated against.
         for index in range(len(map_shapes) - 1):
-            gate = keras.layers.Conv2D(
-                2,
-                1,
-                activation="sigmoid",
-                dtype=self.dtype_policy,
-                name=f"gate_{index}",
-            )
-            gate.build(map_shapes[index][:3] + (2 * self._mid,))
+            gate = FusionGate(dtype=self.dtype_policy, name=f"gate_{index}")
+            gate.build(self._mid)
             self.gates.append(gate)
         self.output_conv = keras.layers.Conv2D(
             self._out_channels,
@@ -159,7 +180,7 @@ class MultiStageAggregator(keras.layers.Layer):
             fused = ops.relu(self.projections[index](_as_map(inputs[index])))
             if residual is not None:
                 residual = resize_nearest(residual, fused.shape[1:3])
-                weights = self.gates[index](ops.concatenate([fused, residual], axis=-1))
+                weights = self.gates[index](fused, residual)
                 fused = weights[..., 0:1] * fused + weights[..., 1:2] * residual
             residual = fused
         residual = resize_nearest(residual, self._out_size)

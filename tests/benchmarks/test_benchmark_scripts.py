@@ -54,3 +54,19 @@ def test_accuracy_and_plots_quick(tmp_path):
     analysis = json.loads((tmp_path / "results" / "analysis.json").read_text())
     assert set(analysis["mean_softmax_gap"]) == {"student", "kd", "unikd"}
     assert set(analysis["mean_correlation_gap"]) == {"kd", "unikd"}
+
+
+def test_speed_quick(tmp_path):
+    output = tmp_path / "speed.json"
+    stdout = run_script("speed.py", "--quick", "--output", str(output), cwd=tmp_path)
+    results = json.loads(output.read_text())
+    timing = results["timing"]["tensorflow"]["fashion_mnist"]
+    assert timing["batch_size"] == 16
+    assert set(timing["step_seconds"]) == {"student", "kd", "unikd", "keras_kd"}
+    assert all(seconds > 0 for seconds in timing["step_seconds"].values())
+    expected = timing["step_seconds"]["unikd"] / timing["step_seconds"]["kd"]
+    assert timing["ratios"]["unikd/kd"] == pytest.approx(expected)
+    assert set(timing["ratios"]) == {"unikd/kd", "kd/keras_kd", "unikd/student"}
+    memory = results["memory"]["fashion_mnist"]
+    assert all(entry["peak_rss_mb"] >= entry["models_built_rss_mb"] > 0 for entry in memory.values())
+    assert "unikd/kd" in stdout

@@ -49,7 +49,9 @@ def np_aggregate(layer, inputs, out_size):
         h = relu(np_conv(maps[k], layer.projections[k]))
         if residual is not None:
             residual = np_nearest(residual, h.shape[1:3])
-            gates = sigmoid(np_conv(np.concatenate([h, residual], -1), layer.gates[k]))
+            gate = layer.gates[k]
+            logits = np.concatenate([h, residual], -1) @ ops.convert_to_numpy(gate.kernel)
+            gates = sigmoid(logits + ops.convert_to_numpy(gate.bias))
             h = gates[..., 0:1] * h + gates[..., 1:2] * residual
         residual = h
     return relu(np_conv(np_nearest(residual, out_size), layer.output_conv, padding_same=True))
@@ -81,8 +83,7 @@ def test_gated_fusion_matches_numpy_recomputation():
     layer = MultiStageAggregator(output_channels=4, output_size=(6, 6), mid_channels=5)
     out = ops.convert_to_numpy(layer(inputs))
     np.testing.assert_allclose(out, np_aggregate(layer, inputs, (6, 6)), rtol=1e-4, atol=1e-5)
-    # Gates exist for all but the deepest input; no convolution has a bias
-    # except the gates.
+    # Gates exist for all but the deepest input; no convolution has a bias.
     assert len(layer.gates) == 3
     assert not any(p.use_bias for p in layer.projections) and not layer.output_conv.use_bias
 

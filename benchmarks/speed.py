@@ -1,0 +1,271 @@
+"""Seconds per training step and peak memory: our KD/DKD/UniKD vs keras.distillation.
+
+For each teacher/student pair at a fixed batch size, and each engine
+configuration (TensorFlow with XLA on, TensorFlow with XLA off, JAX), a child
+process builds every method on the same teacher, warms each up (tracing and
+compilation), then times them in interleaved rounds of `fit` over a fixed
+batch; a method's figure is the median over rounds of the mean step time.
+Ratios (UniKD / KD, KD / keras.distillation, UniKD / student alone) come from
+the same child process. Peak memory (peak resident set size of a process
+that trains only that method, TensorFlow without XLA) is measured in one
+child process per method.
+
+Methods: the student alone (plain `fit`), our KD, DKD and UniKD
+(`keras_unikd.Distiller`), and `keras.distillation.Distiller` with
+`LogitsDistillation` (temperature 4) on the same models.
+
+Pairs: the Fashion-MNIST demo pair at batch 128 (28x28x1), and
+ResNet32x4 -> ResNet8x4 at batch 64 on random 32x32x3 inputs.
+
+    python benchmarks/speed.py            # all pairs and engines (~15 min on 2 CPU cores)
+    python benchmarks/speed.py --quick    # smoke run
+"""
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import time
+
+RESULTS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
+METHODS = ("student", "kd", "dkd", "unikd", "keras_kd")
+ENGINES = {
+    "tensorflow-xla": ("tensorflow", True),
+    "tensorflow": ("tensorflow", False),
+    "jax": ("jax", True),
+}
+PAIRS = {
+    # name: (teacher, student, batch size, input shape, classes)
+    "fashion_mnist": ("fashion_teacher", "fashion_student", 128, (28, 28, 1), 10),
+    "resnet32x4_resnet8x4": ("resnet32x4", "resnet8x4", 64, (32, 32, 3), 100),
+}
+RATIOS = {
+    "unikd/kd": ("unikd", "kd"),
+    "kd/keras_kd": ("kd", "keras_kd"),
+    "unikd/student": ("unikd", "student"),
+}
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--pairs", nargs="+", choices=list(PAIRS), default=list(PAIRS))
+    parser.add_argument("--engines", nargs="+", choices=list(ENGINES), default=list(ENGINES))
+    parser.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS))
+    parser.add_argument("--steps", type=int, default=4, help="steps per timed round")
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--warmup-steps", type=int, default=3)
+    parser.add_argument("--batch-size", type=int, default=None, help="override every pair's")
+    parser.add_argument("--no-memory", action="store_true")
+    parser.add_argument("--output", default=os.path.join(RESULTS_DIR, "speed.json"))
+    parser.add_argument("--quick", action="store_true", help="smoke run: tiny, one engine")
+    parser.add_argument("--child", choices=["time", "memory"], help=argparse.SUPPRESS)
+    parser.add_argument("--jit", choices=["on", "off"], help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.pairs, args.engines = ["fashion_mnist"], ["tensorflow"]
+        args.methods = ["student", "kd", "unikd", "keras_kd"]
+        args.steps, args.rounds, args.warmup_steps, args.batch_size = 2, 2, 1, 16
+    return args
+
+
+# --- child processes: the backend is fixed before keras is imported --------
+
+
+def build_method(method, pair, jit_compile):
+    import keras
+
+    import keras_unikd
+    from keras_unikd.experiments.fashion_mnist import METHODS as DISTILLERS
+    from keras_unikd.models import fashion_student, fashion_teacher, get_model
+
+    teacher_name, student_name, _, input_shape, classes = PAIRS[pair]
+
+    def build(name):
+        if name.startswith("fashion_"):
+            builder = fashion_teacher if name == "fashion_teacher" else fashion_student
+            return builder(input_shape, classes)
+        return get_model(name, num_classes=classes)
+
+    keras.utils.set_random_seed(0)
+    teacher, student = build(teacher_name), build(student_name)
+    optimizer = keras.optimizers.SGD(0.01, momentum=0.9)
+    ce = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    if method == "student":
+        model = student
+        model.compile(optimizer=optimizer, loss=ce, jit_compile=jit_compile)
+    elif method == "keras_kd":
+        teacher.trainable = False
+        model = keras.distillation.Distiller(
+            teacher,
+            student,
+            distillation_losses=keras.distillation.LogitsDistillation(temperature=4.0),
+        )
+        model.compile(optimizer=optimizer, loss=ce, jit_compile=jit_compile)
+    else:
+        distiller_class, options = DISTILLERS[method]
+        model = distiller_class(teacher, student, **options)
+        model.compile(optimizer=optimizer, jit_compile=jit_compile)
+    return model
+
+
+def batches(pair, batch_size):
+    import numpy as np
+    import tensorflow as tf
+
+    _, _, default_batch, input_shape, classes = PAIRS[pair]
+    batch_size = batch_size or default_batch
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((batch_size, *input_shape)).astype("float32")
+    y = rng.integers(0, classes, size=(batch_size,)).astype("int32")
+    return tf.data.Dataset.from_tensors((x, y)).repeat(), batch_size
+
+
+def timed_fit(model, data, steps):
+    start = time.perf_counter()
+    model.fit(data, steps_per_epoch=steps, epochs=1, verbose=0)
+    return (time.perf_counter() - start) / steps
+
+
+def child_time(args):
+    result = {}
+    for pair in args.pairs:
+        data, batch_size = batches(pair, args.batch_size)
+        models = {m: build_method(m, pair, args.jit == "on") for m in args.methods}
+        for model in models.values():
+            timed_fit(model, data, args.warmup_steps)
+        rounds = {m: [] for m in models}
+        for _ in range(args.rounds):
+            for method, model in models.items():
+                rounds[method].append(timed_fit(model, data, args.steps))
+        step_seconds = {m: statistics.median(times) for m, times in rounds.items()}
+        ratios = {
+            name: step_seconds[a] / step_seconds[b]
+            for name, (a, b) in RATIOS.items()
+            if a in step_seconds and b in step_seconds
+        }
+        result[pair] = {
+            "batch_size": batch_size,
+            "step_seconds": step_seconds,
+            "rounds": rounds,
+            "ratios": ratios,
+        }
+    return result
+
+
+def resident_mb():
+    with open("/proc/self/status") as handle:
+        for line in handle:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def child_memory(args):
+    (pair,), (method,) = args.pairs, args.methods
+    data, _ = batches(pair, args.batch_size)
+    model = build_method(method, pair, args.jit == "on")
+    before = resident_mb()
+    timed_fit(model, data, args.warmup_steps + args.steps)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+    return {"peak_rss_mb": peak, "models_built_rss_mb": before, "training_mb": peak - before}
+
+
+# --- parent -----------------------------------------------------------------
+
+
+def run_child(args, mode, backend, jit, pairs, methods):
+    command = [
+        sys.executable,
+        os.path.abspath(__file__),
+        "--child", mode,
+        "--jit", "on" if jit else "off",
+        "--pairs", *pairs,
+        "--methods", *methods,
+        "--steps", str(args.steps),
+        "--rounds", str(args.rounds),
+        "--warmup-steps", str(args.warmup_steps),
+    ]
+    if args.batch_size:
+        command += ["--batch-size", str(args.batch_size)]
+    env = dict(os.environ, KERAS_BACKEND=backend, TF_CPP_MIN_LOG_LEVEL="2")
+    completed = subprocess.run(command, env=env, capture_output=True, text=True)
+    if completed.returncode != 0:
+        raise RuntimeError(
+            f"speed child ({mode}, {backend}, jit={jit}) failed:\n{completed.stderr[-4000:]}"
+        )
+    return json.loads(completed.stdout.strip().splitlines()[-1])
+
+
+def markdown(results):
+    lines = []
+    for pair in results["pairs"]:
+        lines += [
+            f"**{pair}** (batch {results['timing'][next(iter(results['timing']))][pair]['batch_size']})",
+            "",
+            "| engine | " + " | ".join(f"{m} (ms)" for m in results["methods"])
+            + " | " + " | ".join(RATIOS) + " |",
+            "|---" * (1 + len(results["methods"]) + len(RATIOS)) + "|",
+        ]
+        for engine, timing in results["timing"].items():
+            entry = timing[pair]
+            cells = [f"{1000 * entry['step_seconds'][m]:.1f}" for m in results["methods"]]
+            cells += [f"{entry['ratios'].get(r, float('nan')):.2f}" for r in RATIOS]
+            lines.append(f"| {engine} | " + " | ".join(cells) + " |")
+        if pair in results.get("memory", {}):
+            memory = results["memory"][pair]
+            lines += [
+                "",
+                "Peak resident memory, TensorFlow without XLA (MB): "
+                + ", ".join(f"{m} {memory[m]['peak_rss_mb']:.0f}" for m in memory),
+            ]
+        lines.append("")
+    return "\n".join(lines)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    if args.child:
+        result = child_time(args) if args.child == "time" else child_memory(args)
+        print(json.dumps(result))
+        return
+    timing = {}
+    for engine in args.engines:
+        backend, jit = ENGINES[engine]
+        print(f"timing {engine} ...", flush=True)
+        timing[engine] = run_child(args, "time", backend, jit, args.pairs, args.methods)
+    memory = {}
+    if not args.no_memory:
+        for pair in args.pairs:
+            memory[pair] = {}
+            for method in args.methods:
+                print(f"memory {pair} {method} ...", flush=True)
+                memory[pair][method] = run_child(
+                    args, "memory", "tensorflow", False, [pair], [method]
+                )
+    results = {
+        "date": datetime.date.today().isoformat(),
+        "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores, {platform.system()}",
+        "quick": args.quick,
+        "pairs": args.pairs,
+        "methods": args.methods,
+        "steps_per_round": args.steps,
+        "rounds": args.rounds,
+        "timing": timing,
+        "memory": memory,
+    }
+    os.makedirs(os.path.dirname(args.output), exist_ok=True)
+    with open(args.output, "w") as handle:
+        json.dump(results, handle, indent=2)
+    table = markdown(results)
+    with open(args.output.replace(".json", ".md"), "w") as handle:
+        handle.write(table)
+    print(table)
+
+
+if __name__ == "__main__":
+    main()
