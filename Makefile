@@ -23,7 +23,7 @@ data:
 	bash scripts/install-fashion-mnist.sh
 
 demo: install data
-	KERAS_BACKEND=tensorflow $(PY) examples/fashion_mnist_unikd.py
+	KERAS_BACKEND=tensorflow TF_CPP_MIN_LOG_LEVEL=2 $(PY) examples/fashion_mnist_unikd.py
 
 test-tensorflow: install
 	KERAS_BACKEND=tensorflow $(PYTEST)

@@ -54,6 +54,7 @@ def parse_args():
     parser.add_argument("--batch-size", type=int, default=defaults.batch_size)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--output-dir", default="artifacts/demo")
+    parser.add_argument("--cache-dir", default="artifacts/teachers", help="where teachers are cached")
     parser.add_argument("--retrain-teacher", action="store_true")
     return parser.parse_args()
 
@@ -112,7 +113,7 @@ def main():
     dataset = load_fashion_mnist()
     teacher_train, student_train, test = recipe_lib.make_pipelines(dataset, recipe, args.seed)
     teacher, teacher_record = recipe_lib.teacher_or_cached(
-        dataset, teacher_train, test, recipe, args.output_dir, args.seed, args.retrain_teacher
+        dataset, teacher_train, test, recipe, args.cache_dir, args.seed, args.retrain_teacher
     )
     results = {}
     for label, method in DEMO_METHODS.items():
