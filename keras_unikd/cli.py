@@ -1,0 +1,496 @@
+"""`keras-unikd`: one command per experiment of the UniKD paper.
+
+```
+keras-unikd list-presets
+keras-unikd train-teacher --preset cifar100_resnet32x4_resnet8x4
+keras-unikd distill --preset cifar100_resnet32x4_resnet8x4 --method unikd
+```
+
+Every run writes into its own folder under `--output-dir` (default
+`runs/<preset>`): `teacher/` for `train-teacher`, `<method>/` for `distill`.
+A run folder holds
+
+- `backup/`: `keras.callbacks.BackupAndRestore` state, saved every epoch;
+  running the same command again resumes from the last finished epoch;
+- `log.csv`: one row per epoch with every loss term, the metrics, the
+  validation metrics and `epoch_seconds`;
+- `tensorboard/`: TensorBoard logs;
+- `best_<model>.keras` (highest `val_accuracy`) and `last_<model>.keras`,
+  where `<model>` is `teacher` or `student` (the student alone, without
+  the distillation modules);
+- `results.json`: best and last top-1 (%), seconds per epoch, the preset,
+  the method, the epochs, the backend and the published numbers.
+
+The Keras backend is chosen with `--backend` (or `KERAS_BACKEND`). Keras
+reads it once, when it is first imported; this module therefore imports
+Keras only after parsing the arguments. Importing the `keras_unikd`
+package itself imports Keras, so when Keras is already loaded with another
+backend the command re-runs itself in a fresh Python process with
+`KERAS_BACKEND` set.
+"""
+
+import argparse
+import contextlib
+import json
+import math
+import os
+import subprocess
+import sys
+import time
+
+METHODS = ("unikd", "dkd", "kd", "fitnet", "student")
+BACKENDS = ("tensorflow", "jax")
+STRATEGIES = ("none", "mirrored")
+DEFAULT_OUTPUT_ROOT = "runs"
+TEACHER_DIR = "teacher"
+KNOWN_TRAIN_SIZES = {"cifar100": 50_000, "imagenet": 1_281_167}
+
+
+class CLIError(Exception):
+    """An error reported to the user as `error: <message>` with exit code 2."""
+
+
+# ----------------------------------------------------------------------
+# Arguments
+# ----------------------------------------------------------------------
+
+
+def _add_run_arguments(parser):
+    parser.add_argument(
+        "--preset", required=True, help="experiment name (see `keras-unikd list-presets`)"
+    )
+    parser.add_argument(
+        "--epochs", type=int, help="number of epochs (default: the recipe's); the "
+        "learning-rate decay epochs are scaled to it"
+    )
+    parser.add_argument("--batch-size", type=int, help="global batch size (default: the recipe's)")
+    parser.add_argument(
+        "--output-dir", help=f"run root (default: {DEFAULT_OUTPUT_ROOT}/<preset>)"
+    )
+    parser.add_argument(
+        "--backend", choices=BACKENDS, help="Keras backend (default: $KERAS_BACKEND or Keras' own)"
+    )
+    parser.add_argument(
+        "--strategy", choices=STRATEGIES, default="none",
+        help="'mirrored': tf.distribute.MirroredStrategy over the visible GPUs "
+        "(TensorFlow backend only)",
+    )
+    parser.add_argument("--data-dir", help="TensorFlow Datasets data directory")
+    parser.add_argument(
+        "--take", type=int, help="use only the first N examples of each split (smoke runs)"
+    )
+    parser.add_argument(
+        "--seed", type=int,
+        help="seed of the weights, the sampling noise and the data order and "
+        "augmentation (default: unseeded, which keeps the input pipeline fastest)",
+    )
+    parser.add_argument(
+        "--verbose", type=int, choices=(0, 1, 2),
+        help="Keras verbosity (default: 1, the progress bar, on a terminal; 2 otherwise)",
+    )
+
+
+def build_parser():
+    """The argument parser of `keras-unikd`.
+
+    Returns:
+        An `argparse.ArgumentParser` with the sub-commands `list-presets`,
+        `train-teacher` and `distill`.
+    """
+    parser = argparse.ArgumentParser(
+        prog="keras-unikd",
+        description="Reproduce the UniKD (ECCV 2024) experiments with Keras 3.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    listing = commands.add_parser("list-presets", help="list the experiments")
+    listing.add_argument("--json", action="store_true", help="print every field as JSON")
+    teacher = commands.add_parser(
+        "train-teacher", help="train a preset's teacher from scratch with its recipe"
+    )
+    _add_run_arguments(teacher)
+    distill = commands.add_parser(
+        "distill", help="train a preset's student with a distillation method"
+    )
+    _add_run_arguments(distill)
+    distill.add_argument(
+        "--method", choices=METHODS, default="unikd",
+        help="unikd (default), dkd, kd, fitnet, or student (no teacher)",
+    )
+    distill.add_argument(
+        "--teacher",
+        help="trained teacher .keras file (default: "
+        f"<output-dir>/{TEACHER_DIR}/best_teacher.keras from train-teacher)",
+    )
+    return parser
+
+
+# ----------------------------------------------------------------------
+# Backend selection (before Keras is imported)
+# ----------------------------------------------------------------------
+
+
+def _loaded_backend():
+    if "keras" not in sys.modules:
+        return None
+    return sys.modules["keras"].backend.backend()
+
+
+def _relaunch(argv, backend):
+    """Runs the same command in a fresh interpreter under `backend`."""
+    env = dict(os.environ, KERAS_BACKEND=backend)
+    print(
+        f"keras-unikd: Keras is already loaded with the {_loaded_backend()!r} "
+        f"backend; re-running under KERAS_BACKEND={backend}.",
+        file=sys.stderr,
+        flush=True,
+    )
+    return subprocess.call([sys.executable, "-m", "keras_unikd", *argv], env=env)
+
+
+# ----------------------------------------------------------------------
+# Helpers
+# ----------------------------------------------------------------------
+
+
+def _run_dir(args, preset, role):
+    root = args.output_dir or os.path.join(DEFAULT_OUTPUT_ROOT, preset.name)
+    return os.path.join(root, role)
+
+
+def default_teacher_path(output_dir):
+    """Where `train-teacher` writes the teacher under `output_dir`."""
+    return os.path.join(output_dir, TEACHER_DIR, "best_teacher.keras")
+
+
+def _command_line(args, preset):
+    parts = ["keras-unikd", "train-teacher", "--preset", preset.name]
+    for flag in ("output_dir", "data_dir", "backend", "take"):
+        value = getattr(args, flag)
+        if value is not None:
+            parts += [f"--{flag.replace('_', '-')}", str(value)]
+    return " ".join(parts)
+
+
+def _strategy(args, keras):
+    if args.strategy == "none":
+        return None
+    if keras.backend.backend() != "tensorflow":
+        raise CLIError(
+            "--strategy mirrored uses tf.distribute.MirroredStrategy, which "
+            "needs the TensorFlow backend; the active backend is "
+            f"{keras.backend.backend()!r}. Add --backend tensorflow, or drop "
+            "--strategy."
+        )
+    import tensorflow as tf
+
+    return tf.distribute.MirroredStrategy()
+
+
+def load_datasets(preset, batch_size, data_dir=None, take=None, seed=None):
+    """The preset's `(train_ds, val_ds)` pipelines (tf.data, via TFDS).
+
+    Args:
+        preset: A `Preset`.
+        batch_size: Training (and evaluation) batch size.
+        data_dir: TFDS data directory.
+        take: Optional number of examples of each split.
+        seed: Optional shuffle/augmentation seed.
+
+    Returns:
+        `(train_ds, val_ds)`.
+    """
+    if preset.dataset == "cifar100":
+        from keras_unikd.data.cifar100 import cifar100_datasets
+
+        return cifar100_datasets(
+            batch_size=batch_size, data_dir=data_dir, shuffle_seed=seed, take=take
+        )
+    from keras_unikd.data.imagenet import imagenet_datasets
+
+    return imagenet_datasets(
+        batch_size=batch_size,
+        data_dir=data_dir,
+        image_size=preset.image_size,
+        take=take,
+        shuffle_seed=seed,
+    )
+
+
+def _steps_per_epoch(dataset, preset, batch_size, take):
+    cardinality = int(dataset.cardinality())
+    if cardinality > 0:
+        return cardinality
+    examples = take or KNOWN_TRAIN_SIZES[preset.dataset]
+    return math.ceil(examples / batch_size)
+
+
+def _epoch_timer():
+    """Adds `epoch_seconds` (training + validation) to the epoch logs."""
+    import keras
+
+    class _EpochTimer(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            self._start = time.perf_counter()
+
+        def on_epoch_end(self, epoch, logs=None):
+            if logs is not None:
+                logs["epoch_seconds"] = time.perf_counter() - self._start
+
+    return _EpochTimer()
+
+
+def _best_saver(path, state_path, save):
+    """Saves the model when `val_accuracy` improves; survives resumption."""
+    import keras
+
+    class _BestSaver(keras.callbacks.Callback):
+        def on_train_begin(self, logs=None):
+            self.best = -math.inf
+            if os.path.exists(state_path):
+                with open(state_path) as f:
+                    self.best = json.load(f)["val_accuracy"]
+
+        def on_epoch_end(self, epoch, logs=None):
+            value = (logs or {}).get("val_accuracy")
+            if value is None or not value > self.best:
+                return
+            self.best = float(value)
+            save(path)
+            with open(state_path, "w") as f:
+                json.dump({"epoch": epoch + 1, "val_accuracy": self.best}, f)
+
+    return _BestSaver()
+
+
+def _tensorboard_available():
+    import importlib.util
+
+    return importlib.util.find_spec("tensorboard") is not None
+
+
+def _read_log(path):
+    import csv
+
+    if not os.path.exists(path):
+        return []
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def _summarise(log_rows, run_info, published):
+    def top1(row):
+        return round(100.0 * float(row["val_accuracy"]), 4)
+
+    rows = [row for row in log_rows if row.get("val_accuracy") not in (None, "")]
+    seconds = [float(row["epoch_seconds"]) for row in log_rows if row.get("epoch_seconds")]
+    steady = seconds[1:] or seconds
+    best = max(rows, key=lambda row: float(row["val_accuracy"])) if rows else None
+    return {
+        **run_info,
+        "epochs_completed": len(log_rows),
+        "best_top1": top1(best) if best else None,
+        "best_epoch": int(best["epoch"]) + 1 if best else None,
+        "last_top1": top1(rows[-1]) if rows else None,
+        "seconds_per_epoch": sum(steady) / len(steady) if steady else None,
+        "first_epoch_seconds": seconds[0] if seconds else None,
+        "published_top1": published,
+    }
+
+
+# ----------------------------------------------------------------------
+# Commands
+# ----------------------------------------------------------------------
+
+
+def _list_presets(args):
+    from keras_unikd import presets
+
+    if args.json:
+        print(json.dumps([presets.get_preset(n).to_dict() for n in presets.list_presets()], indent=2))
+        return 0
+    header = f"{'preset':36s} {'teacher':>19s} -> {'student':19s} {'epochs':>6s} {'lr':>5s} {'beta':>4s}"
+    print(header)
+    print("-" * len(header))
+    for name in presets.list_presets():
+        p = presets.get_preset(name)
+        print(
+            f"{p.name:36s} {p.teacher:>19s} -> {p.student:19s} {p.recipe.epochs:6d} "
+            f"{p.recipe.learning_rate:5g} {p.dkd_beta:4g}"
+        )
+    return 0
+
+
+def _train(args, role):
+    """Shared body of `train-teacher` (role "teacher") and `distill`."""
+    import keras
+
+    from keras_unikd import presets
+
+    try:
+        preset = presets.get_preset(args.preset)
+    except ValueError as error:
+        raise CLIError(str(error)) from None
+    method = "teacher" if role == "teacher" else args.method
+    recipe = preset.teacher_recipe if role == "teacher" else preset.recipe
+    epochs = args.epochs or recipe.epochs
+    batch_size = args.batch_size or recipe.batch_size
+    run_dir = _run_dir(args, preset, TEACHER_DIR if role == "teacher" else method)
+    output_root = os.path.dirname(run_dir)
+
+    teacher_path = None
+    if role == "student" and method != "student":
+        teacher_path = args.teacher or default_teacher_path(output_root)
+        if not os.path.exists(teacher_path):
+            raise CLIError(
+                f"Teacher file {teacher_path!r} does not exist. Train the "
+                f"teacher first:\n  {_command_line(args, preset)}\nor pass a "
+                "trained teacher with --teacher PATH."
+            )
+    strategy = _strategy(args, keras)
+    if args.seed is not None:
+        keras.utils.set_random_seed(args.seed)
+    os.makedirs(run_dir, exist_ok=True)
+
+    train_ds, val_ds = load_datasets(
+        preset, batch_size, data_dir=args.data_dir, take=args.take, seed=args.seed
+    )
+    steps = _steps_per_epoch(train_ds, preset, batch_size, args.take)
+
+    scope = strategy.scope() if strategy is not None else contextlib.nullcontext()
+    with scope:
+        if role == "teacher":
+            model = presets.build_model(preset, "teacher")
+            network = model
+        else:
+            student = presets.build_model(preset, "student")
+            teacher = (
+                keras.models.load_model(teacher_path, compile=False)
+                if teacher_path
+                else None
+            )
+            model = presets.build_distiller(preset, teacher, student, method, seed=args.seed)
+            network = getattr(model, "student", model)
+        optimizer = presets.build_optimizer(
+            preset, steps, role="teacher" if role == "teacher" else "student", epochs=epochs
+        )
+        presets.compile_for_training(preset, model, optimizer)
+
+    name = "teacher" if role == "teacher" else "student"
+    best_path = os.path.join(run_dir, f"best_{name}.keras")
+    last_path = os.path.join(run_dir, f"last_{name}.keras")
+    log_path = os.path.join(run_dir, "log.csv")
+    callbacks = [
+        _epoch_timer(),  # First: later callbacks see `epoch_seconds`.
+        keras.callbacks.BackupAndRestore(
+            os.path.join(run_dir, "backup"), delete_checkpoint=False
+        ),
+        _best_saver(best_path, os.path.join(run_dir, "best.json"), network.save),
+        keras.callbacks.CSVLogger(log_path, append=True),
+    ]
+    if _tensorboard_available():
+        callbacks.append(
+            keras.callbacks.TensorBoard(os.path.join(run_dir, "tensorboard"), profile_batch=0)
+        )
+    else:
+        print(
+            "keras-unikd: warning: TensorBoard is not installed, so no TensorBoard "
+            "logs are written (pip install tensorboard).",
+            file=sys.stderr,
+        )
+    verbose = args.verbose if args.verbose is not None else (1 if sys.stdout.isatty() else 2)
+    print(
+        f"keras-unikd: {method} on {preset.name}: {epochs} epochs x {steps} steps "
+        f"(batch {batch_size}), backend {keras.backend.backend()}, "
+        f"{strategy.num_replicas_in_sync if strategy else 1} replica(s); "
+        f"writing {run_dir}",
+        flush=True,
+    )
+    model.fit(
+        train_ds,
+        validation_data=val_ds,
+        epochs=epochs,
+        callbacks=callbacks,
+        verbose=verbose,
+        shuffle=False,  # The tf.data pipeline shuffles.
+    )
+    network.save(last_path)
+    if not os.path.exists(best_path):  # No validation metric was logged.
+        network.save(best_path)
+
+    published = preset.published
+    results = _summarise(
+        _read_log(log_path),
+        {
+            "preset": preset.name,
+            "method": method,
+            "dataset": preset.dataset,
+            "teacher_model": preset.teacher,
+            "student_model": preset.student,
+            "epochs": epochs,
+            "batch_size": batch_size,
+            "steps_per_epoch": steps,
+            "take": args.take,
+            "seed": args.seed,
+            "backend": keras.backend.backend(),
+            "strategy": args.strategy,
+            "replicas": strategy.num_replicas_in_sync if strategy else 1,
+            "teacher_path": teacher_path,
+            "best_model": best_path,
+            "last_model": last_path,
+            "log": log_path,
+        },
+        published.teacher if role == "teacher" else getattr(published, method, None),
+    )
+    results["preset_config"] = preset.to_dict()
+    with open(os.path.join(run_dir, "results.json"), "w") as f:
+        json.dump(results, f, indent=2)
+    print(
+        f"keras-unikd: best top-1 {results['best_top1']}% (epoch "
+        f"{results['best_epoch']}), last {results['last_top1']}%, "
+        f"{results['seconds_per_epoch'] or 0:.1f} s/epoch; published "
+        f"{results['published_top1'] or 'n/a'}. Results: {os.path.join(run_dir, 'results.json')}",
+        flush=True,
+    )
+    return 0
+
+
+def main(argv=None):
+    """Runs `keras-unikd` with `argv` (default: `sys.argv[1:]`).
+
+    Args:
+        argv: The command-line arguments, without the program name.
+
+    Returns:
+        The exit status: 0 on success, 2 for user errors (unknown preset,
+        missing teacher, unsupported strategy), which are printed to
+        stderr as `error: ...`.
+
+    Example:
+
+    ```python
+    from keras_unikd import cli
+
+    cli.main(["distill", "--preset", "cifar100_resnet32x4_resnet8x4",
+              "--method", "dkd", "--epochs", "1", "--take", "256"])
+    ```
+    """
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = build_parser().parse_args(argv)
+    backend = getattr(args, "backend", None)
+    if backend is not None:
+        loaded = _loaded_backend()
+        if loaded is None:
+            os.environ["KERAS_BACKEND"] = backend
+        elif loaded != backend:
+            return _relaunch(argv, backend)
+    try:
+        if args.command == "list-presets":
+            return _list_presets(args)
+        return _train(args, "teacher" if args.command == "train-teacher" else "student")
+    except CLIError as error:
+        print(f"keras-unikd: error: {error}", file=sys.stderr, flush=True)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

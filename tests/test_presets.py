@@ -1,0 +1,276 @@
+"""Presets of the paper's experiments: data, optimizer, and a short training run each."""
+
+import math
+
+import keras
+import numpy as np
+import pytest
+
+import keras_unikd
+from keras_unikd import presets
+from keras_unikd.models import imagenet_resnet
+from keras_unikd.models import layers_util
+
+BACKEND = keras.backend.backend()
+
+# (teacher, student) -> DKD beta, from mdistiller's configs.
+EXPECTED_PAIRS = {
+    ("resnet56", "resnet20"): 2.0,
+    ("resnet110", "resnet32"): 2.0,
+    ("resnet32x4", "resnet8x4"): 8.0,
+    ("wrn_40_2", "wrn_16_2"): 6.0,
+    ("wrn_40_2", "wrn_40_1"): 6.0,
+    ("vgg13", "vgg8"): 6.0,
+    ("resnet32x4", "shufflenetv1"): 8.0,
+    ("resnet32x4", "shufflenetv2"): 8.0,
+    ("wrn_40_2", "shufflenetv1"): 8.0,
+    ("vgg13", "mobilenetv2"): 6.0,
+    ("resnet50", "mobilenetv2"): 8.0,
+    ("resnet34_imagenet", "resnet18_imagenet"): 0.5,
+    ("resnet50_imagenet", "mobilenet_imagenet"): 2.0,
+}
+LIGHT_STUDENTS = {"shufflenetv1", "shufflenetv2", "mobilenetv2"}
+
+# On a CPU, JAX compiles every new op shape (initialisers and eager steps),
+# which costs minutes over the thirteen presets; the presets are
+# backend-independent data and the per-backend train steps have their own
+# tests (tests/test_distiller.py), so JAX trains this representative subset.
+JAX_TRAINED_PRESETS = {"cifar100_vgg13_vgg8"}
+METHOD_PRESET = "cifar100_vgg13_vgg8"
+
+
+def train_steps(preset):
+    """Two steps, or one where a step is slow on a CPU: the 224x224 ImageNet
+    pairs, and ShuffleNetV1 (grouped convolutions, which TensorFlow compiles
+    with XLA at every eager call on a CPU)."""
+    return 1 if preset.dataset == "imagenet" or preset.student == "shufflenetv1" else 2
+
+
+def calibrate_batch_norm(model, x):
+    """Sets every BatchNormalization's moving statistics from one batch.
+
+    A freshly initialised teacher run in inference mode (moving mean 0,
+    variance 1) lets activations grow through deep residual stacks until
+    they overflow; setting the statistics from a batch makes the random
+    teacher behave like a trained one in scale.
+    """
+    layers = [l for l in model.layers if isinstance(l, keras.layers.BatchNormalization)]
+    momenta = [layer.momentum for layer in layers]
+    for layer in layers:
+        layer.momentum = 0.0
+    model(x, training=True)
+    for layer, momentum in zip(layers, momenta):
+        layer.momentum = momentum
+
+
+def random_batch(preset, batch_size, seed=0):
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(batch_size,) + preset.input_shape).astype("float32")
+    y = rng.integers(0, preset.num_classes, size=(batch_size,)).astype("int32")
+    return x, y
+
+
+# ----------------------------------------------------------------------
+# The registry as data
+# ----------------------------------------------------------------------
+
+
+def test_registry_has_every_pair_of_the_paper():
+    pairs = {(p.teacher, p.student): p for p in presets.PRESETS.values()}
+    assert set(pairs) == set(EXPECTED_PAIRS)
+    assert len(presets.list_presets()) == len(EXPECTED_PAIRS)
+    for pair, beta in EXPECTED_PAIRS.items():
+        assert pairs[pair].dkd_beta == beta, pair
+        assert pairs[pair].dkd_alpha == 1.0
+
+
+@pytest.mark.parametrize("name", presets.list_presets("cifar100"))
+def test_cifar_recipe(name):
+    preset = presets.get_preset(name)
+    recipe = preset.recipe
+    assert (preset.num_classes, preset.image_size) == (100, 32)
+    assert recipe.learning_rate == (0.01 if preset.student in LIGHT_STUDENTS else 0.05)
+    assert (recipe.epochs, recipe.batch_size, recipe.lr_decay_epochs) == (240, 64, (150, 180, 210))
+    assert (recipe.momentum, recipe.weight_decay, recipe.lr_decay_rate) == (0.9, 5e-4, 0.1)
+    assert preset.teacher_recipe.learning_rate == 0.05
+    assert (preset.temperature, preset.warmup_epochs) == (4.0, 20)
+    assert preset.teacher_features == ("stage1_preact",)
+    assert preset.student_features[0] == "stage1" and preset.student_features[-1] == "pool"
+    assert preset.published.teacher and preset.published.dkd > preset.published.kd
+
+
+@pytest.mark.parametrize("name", presets.list_presets("imagenet"))
+def test_imagenet_recipe(name):
+    preset = presets.get_preset(name)
+    recipe = preset.recipe
+    assert (preset.num_classes, preset.image_size) == (1000, 224)
+    assert (recipe.epochs, recipe.batch_size, recipe.learning_rate) == (100, 512, 0.2)
+    assert (recipe.lr_decay_epochs, recipe.weight_decay) == ((30, 60, 90), 1e-4)
+    assert preset.temperature == 1.0 and preset.kd_temperature == 1.0
+
+
+def test_presets_are_frozen_data():
+    preset = presets.get_preset("cifar100_resnet32x4_resnet8x4")
+    with pytest.raises(Exception):
+        preset.dkd_beta = 1.0
+    as_dict = preset.to_dict()
+    assert as_dict["recipe"]["learning_rate"] == 0.05
+    assert as_dict["published"]["teacher"] == 79.42
+
+
+def test_unknown_preset_lists_the_presets():
+    with pytest.raises(ValueError, match="cifar100_resnet32x4_resnet8x4") as info:
+        presets.get_preset("resnet32x4_to_nothing")
+    assert "Known presets" in str(info.value)
+
+
+def test_unknown_method():
+    with pytest.raises(ValueError, match="Unknown method"):
+        presets.distiller_kwargs(METHOD_PRESET, "crd")
+
+
+def test_keras_applications_taps_are_mapped():
+    preset = presets.get_preset("imagenet_resnet50_mobilenet")
+    assert presets.layer_names(preset.teacher, preset.teacher_features) == ["conv2_block3_add"]
+    assert presets.layer_names(preset.student, "stage2") == "conv_pw_5_relu"
+    kwargs = presets.distiller_kwargs(preset, "unikd")
+    assert kwargs["student_features"] == [
+        "conv_pw_3_relu", "conv_pw_5_relu", "conv_pw_11_relu", "conv_pw_13_relu", "pool",
+    ]
+
+
+def test_method_hyperparameters():
+    preset = presets.get_preset("cifar100_resnet56_resnet20")
+    unikd = presets.distiller_kwargs(preset, "unikd")
+    assert unikd["logits_loss"] == "dkd" and unikd["distribution_loss"] == "sampled"
+    assert (unikd["dkd_beta"], unikd["temperature"], unikd["warmup_epochs"]) == (2.0, 4.0, 20)
+    assert unikd["teacher_features"] == ["stage1_preact"]
+    kd = presets.distiller_kwargs(preset, "kd")
+    assert (kd["ce_weight"], kd["logits_weight"], kd["warmup_epochs"]) == (0.1, 0.9, 0)
+    fitnet = presets.distiller_kwargs(preset, "fitnet")
+    assert (fitnet["teacher_feature"], fitnet["hint_weight"]) == ("stage2", 100.0)
+
+
+# ----------------------------------------------------------------------
+# Optimizer
+# ----------------------------------------------------------------------
+
+
+def test_step_schedule_in_steps():
+    schedule = presets.learning_rate_schedule("cifar100_resnet32x4_resnet8x4", 10)
+    # Epoch e (1-based) runs iterations 10 (e - 1) .. 10 e - 1; the rate
+    # drops from epoch 151 on, as in mdistiller.
+    for step, expected in [(0, 0.05), (1499, 0.05), (1500, 0.005), (1800, 5e-4), (2100, 5e-5)]:
+        assert float(schedule(step)) == pytest.approx(expected), step
+    light = presets.learning_rate_schedule("cifar100_vgg13_mobilenetv2", 10)
+    assert float(light(0)) == pytest.approx(0.01)
+    short = presets.learning_rate_schedule("cifar100_vgg13_vgg8", 10, epochs=24)
+    assert float(short(149)) == pytest.approx(0.05) and float(short(150)) == pytest.approx(0.005)
+    imagenet = presets.learning_rate_schedule("imagenet_resnet34_resnet18", 100)
+    assert float(imagenet(3000)) == pytest.approx(0.02)
+
+
+def test_optimizer_couples_weight_decay_like_pytorch():
+    optimizer = presets.build_optimizer("cifar100_resnet32x4_resnet8x4", steps_per_epoch=100)
+    assert isinstance(optimizer, presets.CoupledWeightDecaySGD)
+    variable = keras.Variable(np.array([1.0, -2.0], "float32"))
+    optimizer.build([variable])
+    gradients = [np.array([0.5, 0.25], "float32"), np.array([-1.0, 0.0], "float32")]
+    # PyTorch SGD: g += wd * w; buf = momentum * buf + g; w -= lr * buf.
+    w, buf = np.array([1.0, -2.0]), np.zeros(2)
+    for g in gradients:
+        optimizer.apply([keras.ops.convert_to_tensor(g)], [variable])
+        buf = 0.9 * buf + (g + 5e-4 * w)
+        w = w - 0.05 * buf
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(variable), w, rtol=1e-6)
+    config = optimizer.get_config()
+    assert config["l2_decay"] == 5e-4
+    restored = presets.CoupledWeightDecaySGD.from_config(config)
+    assert restored.l2_decay == 5e-4
+
+
+# ----------------------------------------------------------------------
+# Models
+# ----------------------------------------------------------------------
+
+
+def test_imagenet_resnet_parameter_counts(monkeypatch):
+    # Structure only: constant initialisers skip the per-shape random kernels.
+    monkeypatch.setattr(layers_util, "conv_initializer", lambda: "zeros")
+    monkeypatch.setattr(layers_util, "dense_initializer", lambda: "zeros")
+    for name, builder in (
+        ("imagenet_resnet18", imagenet_resnet.imagenet_resnet18),
+        ("imagenet_resnet34", imagenet_resnet.imagenet_resnet34),
+    ):
+        model = builder()
+        count = sum(math.prod(w.shape) for w in model.trainable_weights)
+        assert count == imagenet_resnet.IMAGENET_EXACT_PARAMS[name]
+        shapes = {n: tuple(model.get_layer(n).output.shape[1:]) for n in ("stem", "stage1_preact", "stage4", "pool")}
+        assert shapes == {
+            "stem": (112, 112, 64),
+            "stage1_preact": (56, 56, 64),
+            "stage4": (7, 7, 512),
+            "pool": (512,),
+        }
+
+
+# ----------------------------------------------------------------------
+# Every preset trains
+# ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", presets.list_presets())
+def test_preset_builds_and_trains(name):
+    if BACKEND == "jax" and name not in JAX_TRAINED_PRESETS:
+        pytest.skip(
+            "JAX on CPU compiles every op shape (minutes for all presets); the "
+            "full sweep runs under TensorFlow"
+        )
+    keras.utils.set_random_seed(0)
+    preset = presets.get_preset(name)
+    teacher, student = presets.build_models(preset)
+    assert tuple(teacher.inputs[0].shape[1:]) == preset.input_shape
+    assert teacher.outputs[0].shape[-1] == student.outputs[0].shape[-1] == preset.num_classes
+    x, y = random_batch(preset, 2)
+    calibrate_batch_norm(teacher, random_batch(preset, 4, seed=1)[0])
+
+    distiller = presets.build_distiller(preset, teacher, student, "unikd", seed=0)
+    assert isinstance(distiller, keras_unikd.Distiller)
+    assert distiller.dkd_beta == preset.dkd_beta
+    # Eager steps: two steps are cheaper than tracing the step on a CPU.
+    presets.compile_for_training(
+        preset, distiller, presets.build_optimizer(preset, 10), run_eagerly=True
+    )
+    for _ in range(train_steps(preset)):
+        logs = distiller.train_on_batch(x, y, return_dict=True)
+    for term in ("ce_loss", "dkd_loss", "feature_loss", "consistency_loss", "loss", "accuracy"):
+        assert term in logs
+        assert np.isfinite(float(logs[term])), (term, logs)
+
+
+@pytest.mark.parametrize("method", presets.METHODS)
+def test_every_method_builds_and_steps(method):
+    if method == "fitnet" and not hasattr(keras_unikd, "FitNetDistiller"):
+        pytest.skip("FitNetDistiller not available yet")
+    keras.utils.set_random_seed(0)
+    preset = presets.get_preset(METHOD_PRESET)
+    teacher, student = presets.build_models(preset)
+    calibrate_batch_norm(teacher, random_batch(preset, 4, seed=1)[0])
+    model = presets.build_distiller(preset, teacher, student, method)
+    expected_terms = {
+        "unikd": {"ce_loss", "dkd_loss", "feature_loss", "consistency_loss"},
+        "dkd": {"ce_loss", "dkd_loss"},
+        "kd": {"ce_loss", "kd_loss"},
+        "fitnet": {"ce_loss", "hint_loss"},
+        "student": set(),
+    }[method]
+    if method == "student":
+        assert model is student
+    else:
+        assert set(model.loss_term_names) == expected_terms
+    presets.compile_for_training(
+        preset, model, presets.build_optimizer(preset, 10), run_eagerly=True
+    )
+    logs = model.train_on_batch(*random_batch(preset, 2), return_dict=True)
+    assert expected_terms | {"loss", "accuracy"} <= set(logs)
+    assert all(np.isfinite(float(value)) for value in logs.values()), logs
