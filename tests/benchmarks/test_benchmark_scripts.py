@@ -70,3 +70,32 @@ def test_speed_quick(tmp_path):
     memory = results["memory"]["fashion_mnist"]
     assert all(entry["peak_rss_mb"] >= entry["models_built_rss_mb"] > 0 for entry in memory.values())
     assert "unikd/kd" in stdout
+
+
+def test_accuracy_cifar100_mode_on_mock_data(tmp_path):
+    """The paper-preset mode, on tensorflow-datasets mock data, in-process."""
+    import importlib.util
+
+    import tensorflow_datasets as tfds
+
+    from keras_unikd import presets
+
+    spec = importlib.util.spec_from_file_location("accuracy", os.path.join(ROOT, "benchmarks", "accuracy.py"))
+    accuracy = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(accuracy)
+    preset = "cifar100_resnet56_resnet20"
+    teacher, _ = presets.build_models(preset)
+    teacher_path = str(tmp_path / "teacher.keras")
+    teacher.save(teacher_path)
+    output = tmp_path / "cifar.json"
+    with tfds.testing.mock_data(num_examples=8):
+        accuracy.main([
+            "--dataset", "cifar100", "--preset", preset, "--teacher", teacher_path,
+            "--methods", "fitnet+kd", "fdp-only", "--seeds", "1", "--epochs", "1",
+            "--take", "8", "--output", str(output),
+        ])
+    results = json.loads(output.read_text())
+    assert results["preset"] == preset and set(results["methods"]) == {"fitnet+kd", "fdp-only"}
+    fitnet_kd = results["methods"]["fitnet+kd"]["runs"][0]["history"]
+    assert {"hint_loss", "kd_loss", "ce_loss"} <= set(fitnet_kd)
+    assert "feature_loss" in results["methods"]["fdp-only"]["runs"][0]["history"]
