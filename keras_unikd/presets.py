@@ -711,8 +711,6 @@ def build_distiller(preset, teacher, student, method="unikd", seed=None):
 
     Raises:
         ValueError: for an unknown method.
-        RuntimeError: for `"fitnet"` when `keras_unikd.FitNetDistiller` does
-            not exist in this version.
     """
     import keras_unikd
 
@@ -721,13 +719,7 @@ def build_distiller(preset, teacher, student, method="unikd", seed=None):
     if method == "student":
         return student
     if method == "fitnet":
-        fitnet = getattr(keras_unikd, "FitNetDistiller", None)
-        if fitnet is None:
-            raise RuntimeError(
-                "method='fitnet' needs keras_unikd.FitNetDistiller, which this "
-                "version of keras_unikd does not provide."
-            )
-        return fitnet(teacher, student, **kwargs)
+        return keras_unikd.FitNetDistiller(teacher, student, **kwargs)
     if method == "unikd":
         kwargs["seed"] = seed
     return keras_unikd.Distiller(teacher=teacher, student=student, **kwargs)
