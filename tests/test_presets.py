@@ -250,8 +250,6 @@ def test_preset_builds_and_trains(name):
 
 @pytest.mark.parametrize("method", presets.METHODS)
 def test_every_method_builds_and_steps(method):
-    if method == "fitnet" and not hasattr(keras_unikd, "FitNetDistiller"):
-        pytest.skip("FitNetDistiller not available yet")
     keras.utils.set_random_seed(0)
     preset = presets.get_preset(METHOD_PRESET)
     teacher, student = presets.build_models(preset)
