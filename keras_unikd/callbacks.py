@@ -1,10 +1,26 @@
 """Callbacks for distillation runs."""
 
+import json
+import math
+import os
+import uuid
+
 import keras
+import numpy as np
+
+from keras_unikd.validation import check_choice
+
+
+class _Callback(keras.callbacks.Callback):
+    """A callback whose `get_config()` holds its constructor's arguments."""
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**config)
 
 
 @keras.saving.register_keras_serializable(package="keras_unikd")
-class EpochCounter(keras.callbacks.Callback):
+class EpochCounter(_Callback):
     """Tells a `keras_unikd.Distiller` which epoch is running.
 
     The Distiller scales its logits loss by `min(epoch / warmup_epochs, 1)`
@@ -24,3 +40,278 @@ class EpochCounter(keras.callbacks.Callback):
 
     def get_config(self):
         return {}
+
+
+@keras.saving.register_keras_serializable(package="keras_unikd")
+class NonFiniteLossGuard(_Callback):
+    """Stops a Distiller's training at the first non-finite value, naming why.
+
+    After every training batch (and on the epoch's logs, which under
+    `tf.distribute` aggregate all replicas) the guard looks at the running
+    means of the Distiller's loss terms, in `loss_term_names` order:
+
+    - a term that is NaN or Inf: the message names it first, then the
+      other terms that went non-finite in the same batch (NaN/Inf inputs
+      make every term non-finite; a broken teacher leaves `ce_loss` finite);
+    - `loss` NaN while every term is finite: the Distiller's mark of a batch
+      with labels outside `[0, num_classes)`;
+    - `val_loss` non-finite while training is fine: a last step that made the
+      student's weights non-finite, or else bad validation data.
+
+    At the end of training it also checks that the student's weights are
+    finite (the losses of the very last step are logged before its update).
+
+    `Distiller.fit` adds a guard unless `callbacks` holds one. Like Keras's
+    `TerminateOnNaN`, it reads the logs after every batch, which makes the
+    JAX backend wait for each step (TensorFlow does so anyway).
+
+    Args:
+        raise_error: If `False` (default, like `TerminateOnNaN`), print the
+            message and stop training (`model.stop_training`); `fit` returns
+            the `History` so far. If `True`, raise instead: `ValueError` for
+            labels and validation data, `RuntimeError` for non-finite losses
+            or weights. Raising skips the other callbacks' `on_train_end`,
+            so a `BackupAndRestore` backup from before the failure is kept,
+            and a script stops before it saves a broken student.
+
+    Example:
+
+    ```python
+    distiller.fit(ds, epochs=10, callbacks=[NonFiniteLossGuard(raise_error=True)])
+    ```
+    """
+
+    def __init__(self, raise_error=False):
+        super().__init__()
+        self.raise_error = raise_error
+        self._epoch = 0
+        self._reported = False
+
+    def on_train_begin(self, logs=None):
+        self._reported = False
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch = epoch
+
+    def on_train_batch_end(self, batch, logs=None):
+        self._check(self._diagnose_logs, logs, f"Epoch {self._epoch + 1}, batch {batch + 1}")
+
+    def on_epoch_end(self, epoch, logs=None):
+        self._check(self._diagnose_logs, logs, f"End of epoch {epoch + 1}")
+
+    def on_train_end(self, logs=None):
+        self._check(self._diagnose_weights, logs, "End of training")
+
+    def _check(self, diagnose, logs, where):
+        error = None if self._reported else diagnose(logs or {}, where)
+        if error is None:
+            return
+        self._reported = True
+        if self.raise_error:
+            raise error
+        print(error, flush=True)
+        self.model.stop_training = True
+
+    def _diagnose_logs(self, logs, where):
+        """The error that describes `logs`, or `None` when they are finite."""
+        terms = [name for name in self.model.loss_term_names if name in logs]
+        bad = [name for name in terms if not math.isfinite(logs[name])]
+        if bad:
+            others = ", ".join(bad[1:])
+            others = f" (also non-finite in this batch: {others})" if others else ""
+            return RuntimeError(
+                f"{where}: the loss term {bad[0]!r} became non-finite first "
+                f"({logs[bad[0]]}){others}; training stopped. Look for NaN or "
+                "Inf in the input batches (tf.debugging.check_numerics in the "
+                "data pipeline finds them), a teacher whose weights or outputs "
+                "are not finite (check teacher.predict on a batch), or a "
+                "learning rate that is too high; under mixed_float16, try "
+                "mixed_bfloat16."
+            )
+        classes = self.model.num_classes
+        if "loss" in logs and not math.isfinite(logs["loss"]):
+            return ValueError(
+                f"{where}: a batch has labels outside [0, {classes}) (the "
+                "Distiller sets the loss of such a batch to NaN; every loss "
+                "term stayed finite); training stopped. Labels must be sparse "
+                f"integer class ids 0..{classes - 1}: check the label "
+                "pipeline (1-based labels? a different number of classes?)."
+            )
+        if "val_loss" in logs and not math.isfinite(logs["val_loss"]):
+            return self._diagnose_weights(logs, where) or ValueError(
+                f"{where}: val_loss is {logs['val_loss']} while the training "
+                "losses and the student's weights are finite: the validation "
+                f"data has labels outside [0, {classes}) or NaN/Inf inputs. "
+                "Check validation_data."
+            )
+        return None
+
+    def _diagnose_weights(self, logs, where):
+        """An error when the student's weights are not all finite."""
+        weights = [keras.ops.convert_to_numpy(weight) for weight in self.model.student.weights]
+        if all(np.isfinite(weight).all() for weight in weights):
+            return None
+        return RuntimeError(
+            f"{where}: the student's weights are not finite: a training step "
+            "diverged (its own losses, logged before the update, were still "
+            "finite); training stopped. Lower the learning rate or the loss "
+            "weights, or clip the gradients (optimizer clipnorm=...)."
+        )
+
+    def get_config(self):
+        return {"raise_error": self.raise_error}
+
+
+def _atomic_write(path, write):
+    """Calls `write(temporary_path)`, then moves the file onto `path`.
+
+    The temporary file lives in the same directory (so `os.replace` is an
+    atomic rename) and is flushed to disk first: `path` is always either
+    the previous complete file or the new complete file, never a partial
+    one. The temporary file is removed if writing fails.
+    """
+    directory, name = os.path.split(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    # A fresh name (not mkstemp's file) keeps the default file permissions.
+    temporary = os.path.join(
+        directory, f".{name}.{uuid.uuid4().hex[:12]}{os.path.splitext(name)[1]}"
+    )
+    try:
+        write(temporary)
+        with open(temporary, "rb") as written:
+            os.fsync(written.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        if os.path.exists(temporary):
+            os.remove(temporary)
+        raise
+
+
+@keras.saving.register_keras_serializable(package="keras_unikd")
+class StudentCheckpoint(_Callback):
+    """Saves the Distiller's student alone as a `.keras` file, atomically.
+
+    At the end of each epoch the student (`distiller.student`, without the
+    teacher, the aggregators or the heads) is saved to `filepath`; with
+    `save_best_only`, only when `monitor` improves. The file is written under
+    a temporary name in the same directory and renamed over `filepath`, so a
+    crash never leaves a half-written checkpoint.
+
+    With `save_best_only`, the best value is kept beside the checkpoint in
+    `filepath + ".json"` (written the same way). A run that starts at epoch
+    0 starts afresh; a run resumed at a later epoch (by
+    `keras.callbacks.BackupAndRestore` or `initial_epoch`) reads the best
+    value back, so it replaces the checkpoint only with a better student.
+
+    In multi-worker training, give the callback to one worker (the chief)
+    only, or a different `filepath` to each.
+
+    Args:
+        filepath: Path of the `.keras` file.
+        monitor: Name of the logged metric to watch, e.g. `"val_accuracy"`
+            (needs `validation_data` in every epoch) or `"val_loss"`.
+        mode: `"max"` or `"min"`: whether a larger or a smaller value is
+            better.
+        save_best_only: If `False`, save after every epoch.
+
+    Raises:
+        ValueError: for a `filepath` not ending in `.keras`, an unknown
+            `mode`, or (at the end of an epoch) a `monitor` missing from
+            the logs.
+
+    Example:
+
+    ```python
+    checkpoint = keras_unikd.callbacks.StudentCheckpoint(
+        "runs/best_student.keras", monitor="val_accuracy", mode="max"
+    )
+    distiller.fit(train_ds, validation_data=val_ds, epochs=240,
+                  callbacks=[checkpoint])
+    student = keras.models.load_model("runs/best_student.keras")
+    ```
+    """
+
+    def __init__(self, filepath, monitor="val_accuracy", mode="max", save_best_only=True):
+        super().__init__()
+        filepath = os.fspath(filepath)
+        if not filepath.endswith(".keras"):
+            raise ValueError(
+                f"StudentCheckpoint saves a .keras file; got filepath="
+                f"{filepath!r}. Use a path ending in '.keras'."
+            )
+        check_choice("mode", mode, ("max", "min"))
+        self.filepath = filepath
+        self.monitor = monitor
+        self.mode = mode
+        self.save_best_only = save_best_only
+        self.best = None
+        self._starting = True
+
+    @property
+    def state_path(self):
+        """Where the best monitored value is kept."""
+        return self.filepath + ".json"
+
+    def on_train_begin(self, logs=None):
+        self.best = None
+        self._starting = True
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if self._starting and epoch > 0:
+            self.best = self._stored_best()
+        self._starting = False
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self.save_best_only:
+            value = self._monitored_value(logs or {})
+            if not self._improves(value):
+                return
+            self.best = value
+        _atomic_write(self.filepath, self.model.student.save)
+        if self.save_best_only:
+            state = {
+                "monitor": self.monitor,
+                "mode": self.mode,
+                "best": self.best,
+                "epoch": epoch + 1,
+            }
+            _atomic_write(self.state_path, lambda path: _write_json(path, state))
+
+    def _monitored_value(self, logs):
+        if self.monitor not in logs:
+            raise ValueError(
+                f"StudentCheckpoint monitors {self.monitor!r}, which is not in "
+                f"the logs of this epoch ({sorted(logs)}). Pass "
+                "validation_data to fit (and validation_freq=1) for a 'val_' "
+                "metric, compile the metric, or choose another monitor."
+            )
+        return float(logs[self.monitor])
+
+    def _improves(self, value):
+        if math.isnan(value):
+            return False
+        if self.best is None:
+            return True
+        return value > self.best if self.mode == "max" else value < self.best
+
+    def _stored_best(self):
+        if not os.path.exists(self.state_path):
+            return None
+        with open(self.state_path) as file:
+            state = json.load(file)
+        if (state["monitor"], state["mode"]) != (self.monitor, self.mode):
+            return None
+        return state["best"]
+
+    def get_config(self):
+        return {
+            "filepath": self.filepath,
+            "monitor": self.monitor,
+            "mode": self.mode,
+            "save_best_only": self.save_best_only,
+        }
+
+
+def _write_json(path, value):
+    with open(path, "w") as file:
+        json.dump(value, file)

@@ -5,10 +5,15 @@ from keras import ops
 
 from keras_unikd import losses as unikd_losses
 from keras_unikd.callbacks import EpochCounter
+from keras_unikd.callbacks import NonFiniteLossGuard
 from keras_unikd.layers import DistributionHead
 from keras_unikd.layers import MultiStageAggregator
 from keras_unikd.taps import FeatureTap
 from keras_unikd.trainers import DistillerSteps
+from keras_unikd.validation import check_choice
+from keras_unikd.validation import check_no_shared_weights
+from keras_unikd.validation import check_not_empty
+from keras_unikd.validation import load_model_argument
 
 LOGITS_LOSSES = ("dkd", "kd")
 
@@ -16,14 +21,6 @@ LOGITS_LOSSES = ("dkd", "kd")
 def _as_map_shape(shape):
     """`(H, W, C)` of a tapped feature; vectors are 1x1 maps."""
     return (1, 1, shape[-1]) if len(shape) == 2 else tuple(shape[1:])
-
-
-def check_choice(argument, value, choices):
-    if value not in choices:
-        raise ValueError(
-            f"Unknown {argument}={value!r}; expected one of "
-            f"{', '.join(repr(choice) for choice in choices)}."
-        )
 
 
 @keras.saving.register_keras_serializable(package="keras_unikd")
@@ -55,13 +52,18 @@ class Distiller(DistillerSteps, keras.Model):
     `call(x)` is the student, so `evaluate` and `predict` use it alone;
     `test_step` reports the student's cross-entropy as `loss` and the
     compiled metrics. `fit` adds an `EpochCounter` callback that drives the
-    warm-up. Labels are sparse integer class ids.
+    warm-up and a `NonFiniteLossGuard` that stops training, with a message,
+    at the first non-finite loss. Labels are sparse integer class ids in
+    `[0, num_classes)`; a batch with a label outside that range gets a NaN
+    `loss` (its terms stay finite), which the guard reports as a label error.
 
     Args:
         teacher: Trained functional or Sequential `keras.Model` with a single
-            logits output. It is frozen (`trainable = False`) here.
-        student: Functional or Sequential `keras.Model`, same input shape and
-            number of classes as the teacher.
+            logits output, or the path of one saved as `.keras`. It is frozen
+            (`trainable = False`) here.
+        student: Functional or Sequential `keras.Model` (or a `.keras` path),
+            same input shape and number of classes as the teacher, sharing
+            no layer with it.
         teacher_features: Layer names (shallow to deep) tapped in the teacher;
             `"outer/inner"` reaches inside a nested model.
         student_features: Layer names tapped in the student, shallow to deep;
@@ -94,8 +96,9 @@ class Distiller(DistillerSteps, keras.Model):
     Raises:
         ValueError: for unknown layer names (the message lists the layers
             that exist), teacher and student with different input shapes or
-            class counts, tapped features that are not maps or vectors, or
-            inconsistent options.
+            class counts, a student sharing layers with the teacher, tapped
+            features that are not maps or vectors, or inconsistent options.
+        FileNotFoundError: for a teacher or student path that does not exist.
 
     Example:
 
@@ -153,12 +156,13 @@ class Distiller(DistillerSteps, keras.Model):
         **kwargs,
     ):
         super().__init__(**kwargs)
+        teacher = load_model_argument(teacher, "teacher")
+        student = load_model_argument(student, "student")
         teacher_features = list(teacher_features or [])
         student_features = list(student_features or [])
         self._validate_options(
             teacher_features, student_features, logits_loss, distribution_loss
         )
-        teacher.trainable = False
         self.teacher = teacher
         self.student = student
         self.teacher_features = teacher_features
@@ -183,6 +187,7 @@ class Distiller(DistillerSteps, keras.Model):
         self._teacher_tap = FeatureTap(teacher, teacher_features)
         self._student_tap = FeatureTap(student, student_features)
         self._validate_models()
+        teacher.trainable = False
         self.num_classes = self._student_tap.logits_shape[-1]
         self._build_feature_modules()
 
@@ -233,6 +238,7 @@ class Distiller(DistillerSteps, keras.Model):
             )
 
     def _validate_models(self):
+        check_no_shared_weights(self.teacher, self.student)
         teacher_input = tuple(self.teacher.inputs[0].shape[1:])
         student_input = tuple(self.student.inputs[0].shape[1:])
         if teacher_input != student_input:
@@ -358,14 +364,32 @@ class Distiller(DistillerSteps, keras.Model):
         self.optimizer.build(self.trainable_variables)
 
     def fit(self, x=None, y=None, batch_size=None, epochs=1, verbose="auto",
-            callbacks=None, **kwargs):
-        """`keras.Model.fit`, with an `EpochCounter` for the logits warm-up."""
+            callbacks=None, *, validation_data=None, **kwargs):
+        """`keras.Model.fit`, with the Distiller's own callbacks and checks.
+
+        Adds an `EpochCounter` (the logits warm-up) and a
+        `NonFiniteLossGuard` unless `callbacks` holds one already (pass
+        `NonFiniteLossGuard(raise_error=True)` to raise rather than stop).
+
+        Raises:
+            ValueError: when called before `compile`, or when `x` or
+                `validation_data` yields no batch.
+        """
+        if not self.compiled:
+            raise ValueError(
+                "Call compile(optimizer=..., metrics=[...]) before fit. "
+                "Distiller.compile takes no `loss`: the constructor defines "
+                "the losses."
+            )
+        check_not_empty(x, "x")
+        check_not_empty(validation_data, "validation_data")
         callbacks = list(callbacks or [])
-        if not any(isinstance(callback, EpochCounter) for callback in callbacks):
-            callbacks.append(EpochCounter())
+        for callback_class in (EpochCounter, NonFiniteLossGuard):
+            if not any(isinstance(callback, callback_class) for callback in callbacks):
+                callbacks.append(callback_class())
         return super().fit(
             x, y, batch_size=batch_size, epochs=epochs, verbose=verbose,
-            callbacks=callbacks, **kwargs
+            callbacks=callbacks, validation_data=validation_data, **kwargs
         )
 
     # ------------------------------------------------------------------
@@ -394,6 +418,19 @@ class Distiller(DistillerSteps, keras.Model):
                 "ids of shape (batch,) or (batch, 1)."
             )
         return ops.cast(y, "int32")
+
+    def _checked_labels(self, y):
+        """Sparse labels clipped into range, and whether all were in range.
+
+        The check is a few tensor ops, so it runs inside compiled steps on
+        every backend; the caller turns the batch's loss into NaN when a
+        label is out of range.
+        """
+        labels = self._sparse_labels(y)
+        in_range = ops.all(
+            ops.logical_and(labels >= 0, labels < self.num_classes)
+        )
+        return ops.clip(labels, 0, self.num_classes - 1), in_range
 
     def _add_regularization(self, terms):
         if "regularization_loss" in self.loss_term_names:
@@ -478,11 +515,13 @@ class Distiller(DistillerSteps, keras.Model):
             training: Whether the student and the heads run in training mode.
 
         Returns:
-            `(total, terms, student_logits)`: the float32 total loss, a dict
-            of the weighted terms named as in `loss_term_names`, and the
-            student's logits.
+            `(total, terms, student_logits)`: the float32 total loss (NaN
+            when a label is outside `[0, num_classes)`; the terms are then
+            computed on clipped labels and stay finite), a dict of the
+            weighted terms named as in `loss_term_names`, and the student's
+            logits.
         """
-        labels = self._sparse_labels(y)
+        labels, labels_in_range = self._checked_labels(y)
         teacher_logits, teacher_features = self._teacher_tap(x, training=False)
         teacher_logits = ops.stop_gradient(teacher_logits)
         teacher_features = [ops.stop_gradient(feature) for feature in teacher_features]
@@ -509,20 +548,24 @@ class Distiller(DistillerSteps, keras.Model):
             )
         )
         self._add_regularization(terms)
+        return self._total(terms, labels_in_range), terms, student_logits
+
+    def _total(self, terms, labels_in_range):
         total = ops.sum(ops.stack(list(terms.values())))
-        return total, terms, student_logits
+        return ops.where(labels_in_range, total, float("nan"))
 
     def compute_student_loss(self, x, y, sample_weight=None):
         """The student's cross-entropy (plus regularisation) in inference mode.
 
         Returns:
-            `(loss, student_logits)`.
+            `(loss, student_logits)`; `loss` is NaN when a label is outside
+            `[0, num_classes)`.
         """
-        labels = self._sparse_labels(y)
+        labels, labels_in_range = self._checked_labels(y)
         student_logits = self.student(x, training=False)
         terms = {"ce_loss": unikd_losses.cross_entropy(student_logits, labels, sample_weight)}
         self._add_regularization(terms)
-        return ops.sum(ops.stack(list(terms.values()))), student_logits
+        return self._total(terms, labels_in_range), student_logits
 
     def _batch_size(self, logits):
         return ops.shape(logits)[0]
@@ -579,7 +622,14 @@ class Distiller(DistillerSteps, keras.Model):
 
     @classmethod
     def from_config(cls, config):
+        """Rebuilds a Distiller from `get_config()`.
+
+        `"teacher"` and `"student"` are serialized models, as `get_config`
+        writes them, or paths of `.keras` files (a missing file raises
+        `FileNotFoundError`).
+        """
         config = dict(config)
         for key in ("teacher", "student"):
-            config[key] = keras.saving.deserialize_keras_object(config[key])
+            if not isinstance(config[key], str):
+                config[key] = keras.saving.deserialize_keras_object(config[key])
         return cls(**config)

@@ -36,7 +36,9 @@ def _check_layer_exists(model, name, full_path):
         )
         raise ValueError(
             f"No layer named {name!r} (from path {full_path!r}) in model "
-            f"{model.name!r}. Available layers: {names}.{hint}"
+            f"{model.name!r}. Available layers: {names}. A model holds only "
+            "the layers on the path from its inputs to its outputs: tap a "
+            f"layer that the logits depend on.{hint}"
         )
     return model.get_layer(name)
 
@@ -49,9 +51,12 @@ def _check_tappable(model):
         )
     if not isinstance(model, keras.Sequential) and not hasattr(model, "_nodes_by_depth"):
         raise ValueError(
-            f"Model {model.name!r} is a subclassed model: its intermediate "
-            "outputs cannot be tapped by layer name. Build it with the "
-            "functional API or keras.Sequential."
+            f"Model {model.name!r} is a subclassed model: it has no graph of "
+            "layers, so neither its input shape nor its intermediate outputs "
+            "can be read. Build it with the functional API or "
+            "keras.Sequential; for its logits alone (no tapped features), "
+            "wrap it: inputs = keras.Input(shape); "
+            "model = keras.Model(inputs, subclassed(inputs))."
         )
     if isinstance(model, keras.Sequential) and not model.built:
         raise ValueError(

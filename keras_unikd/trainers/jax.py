@@ -20,7 +20,48 @@ def _run_stateless(variables, values, function, *args, **kwargs):
     return result, new_values
 
 
+_STATE_PARTS = (
+    "trainable_variables",
+    "non_trainable_variables",
+    "optimizer_variables",
+    "metrics_variables",
+)
+
+
 class JaxDistillerSteps:
+    def _get_jax_state(self, purge_model_variables=False, **parts):
+        """Keras's, keeping a purged state where a failure can restore it.
+
+        While `fit`/`evaluate`/`predict` run, Keras detaches the values of
+        the variables and reattaches them from `self._jax_state`, which it
+        sets only once a step has completed. A first step that fails (a
+        label-shape `ValueError` raised while tracing, say) would leave the
+        Distiller without weights. Recording the state before the step lets
+        `jax_state_sync` reattach it.
+        """
+        state = super()._get_jax_state(purge_model_variables=purge_model_variables, **parts)
+        if purge_model_variables:
+            names = [name for name in _STATE_PARTS if parts.get(name)]
+            self._jax_state = dict(zip(names, state))
+            self._jax_state_synced = False
+        return state
+
+    def evaluate(self, *args, **kwargs):
+        # Keras's JAX evaluate (unlike fit) does not reattach the state
+        # when it fails.
+        try:
+            return super().evaluate(*args, **kwargs)
+        except BaseException:
+            self.jax_state_sync()
+            raise
+
+    def predict(self, *args, **kwargs):
+        try:
+            return super().predict(*args, **kwargs)
+        except BaseException:
+            self.jax_state_sync()
+            raise
+
     def train_step(self, state, data):
         trainable, non_trainable, optimizer_state, metrics_state = state
         x, y, sample_weight = unpack_x_y_sample_weight(data)
@@ -36,8 +77,15 @@ class JaxDistillerSteps:
                 sample_weight,
                 training=True,
             )
-            total = outputs[0]
-            return self.optimizer.scale_loss(total), (outputs, values[len(trainable) :])
+            # The loss scale of a LossScaleOptimizer (mixed_float16) is an
+            # optimizer variable: read it from the state, not the model.
+            scaled, _ = _run_stateless(
+                self.optimizer.variables,
+                optimizer_state,
+                self.optimizer.scale_loss,
+                outputs[0],
+            )
+            return scaled, (outputs, values[len(trainable) :])
 
         grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
         (_, (outputs, non_trainable)), grads = grad_fn(trainable, non_trainable)

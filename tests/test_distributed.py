@@ -1,0 +1,96 @@
+"""Data-parallel training matches one-device training (subprocesses, 2 CPU devices).
+
+Devices must be set up before the backend starts, so each configuration runs
+in a fresh process (`workers/distributed.py`): TensorFlow with two logical
+CPUs (`MirroredStrategy`) or two single-CPU workers on localhost
+(`MultiWorkerMirroredStrategy`); JAX with two host devices
+(`DataParallel`, and `ModelParallel` with the documented LayoutMap). Every
+run trains the same student (no BatchNormalization) from the same weights on
+the same global batches with the deterministic `"gaussian"` form.
+"""
+
+import json
+import socket
+
+import keras
+import numpy as np
+import pytest
+
+from workers.launch import start_worker
+from workers.launch import student_weights
+from workers.launch import wait_for
+from workers.launch import worker_env
+
+TF = keras.backend.backend() == "tensorflow"
+# Float32 sums in a different order (per replica, then across replicas);
+# observed differences are below 1e-7.
+WEIGHT_ATOL = 1e-5
+LOSS_RTOL = 1e-5
+
+
+def assert_same_training(results, other, prefix):
+    single = student_weights(results, "single")
+    for index, (a, b) in enumerate(zip(single, student_weights(other, prefix))):
+        np.testing.assert_allclose(b, a, rtol=0, atol=WEIGHT_ATOL, err_msg=f"weight {index}")
+    # The logged losses are those of the global batch: not divided by the
+    # number of replicas.
+    np.testing.assert_allclose(other[f"{prefix}/loss"], results["single/loss"], rtol=LOSS_RTOL)
+
+
+def free_port():
+    with socket.socket() as sock:
+        sock.bind(("localhost", 0))
+        return sock.getsockname()[1]
+
+
+def multiworker_env(cluster, index):
+    task = {"type": "worker", "index": index}
+    return worker_env(TF_CONFIG=json.dumps({"cluster": cluster, "task": task}))
+
+
+@pytest.fixture(scope="module")
+def results(tmp_path_factory):
+    """The workers' results by name; under TensorFlow all three run at once."""
+    directory = tmp_path_factory.mktemp("distributed")
+    env = worker_env(XLA_FLAGS="--xla_force_host_platform_device_count=2")
+    replicas = start_worker(
+        "distributed", "replicas", directory / "replicas.npz", log=directory / "replicas.log", env=env
+    )
+    workers = {"replicas": [replicas]}
+    if TF:
+        cluster = {"worker": [f"localhost:{free_port()}" for _ in range(2)]}
+        workers["multiworker"] = [
+            start_worker(
+                "distributed",
+                "multiworker",
+                directory / "multiworker.npz",
+                log=directory / f"worker{index}.log",
+                env=multiworker_env(cluster, index),
+            )
+            for index in range(2)
+        ]
+    wait_for([process for processes in workers.values() for process in processes])
+    return {name: dict(np.load(directory / f"{name}.npz")) for name in workers}
+
+
+def test_two_replicas_train_like_one_device(results):
+    replicas = results["replicas"]
+    assert_same_training(replicas, replicas, "replicated")
+    if TF:
+        # The sampled form draws noise from the heads' seed generators on
+        # each replica: it trains, with finite losses.
+        assert np.all(np.isfinite(replicas["sampled/loss"]))
+
+
+@pytest.mark.skipif(TF, reason="keras.distribution layouts are a JAX feature")
+def test_model_parallel_teacher_layout_trains_like_one_device(results):
+    replicas = results["replicas"]
+    assert str(replicas["model_parallel/teacher_stage2_spec"]) == "P(None, None, None, 'model')"
+    assert_same_training(replicas, replicas, "model_parallel")
+
+
+@pytest.mark.skipif(not TF, reason="MultiWorkerMirroredStrategy is TensorFlow's")
+def test_two_workers_train_like_one_device(results):
+    workers = results["multiworker"]
+    assert_same_training(results["replicas"], workers, "multiworker")
+    assert np.all(np.isfinite(workers["multiworker/val_loss"]))

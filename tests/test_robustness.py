@@ -1,0 +1,285 @@
+"""The bad-input matrix of docs/robustness.md: one test per row.
+
+Rows already covered elsewhere: teacher and student with different input
+shapes or class counts, labels of the wrong rank, `compile(loss=...)`
+(tests/test_distiller.py).
+"""
+
+import os
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import keras_unikd
+from conftest import make_network
+from keras_unikd.validation import check_not_empty
+
+STUDENT_FEATURES = ["s_stage1", "s_stage2", "s_stage3", "s_pool"]
+
+
+def unikd(teacher, student, **kwargs):
+    options = dict(
+        teacher_features=["t_stage1_preact"],
+        student_features=STUDENT_FEATURES,
+        distribution_loss="gaussian",
+        warmup_epochs=0,
+        seed=0,
+    )
+    options.update(kwargs)
+    return keras_unikd.Distiller(teacher, student, **options)
+
+
+@pytest.fixture(scope="module")
+def compiled():
+    """One compiled Distiller for the tests that train (compiling is slow)."""
+    keras.utils.set_random_seed(0)
+    distiller = unikd(make_network(8, "t"), make_network(4, "s"))
+    distiller.compile(optimizer=keras.optimizers.SGD(0.01), metrics=["accuracy"], jit_compile=True)
+    distiller.optimizer.build(distiller.trainable_variables)
+    state = [np.array(variable) for variable in distiller.optimizer.variables]
+    return distiller, distiller.get_weights(), state
+
+
+@pytest.fixture
+def distiller(compiled):
+    distiller, weights, optimizer_state = compiled
+    yield distiller
+    distiller.set_weights(weights)
+    for variable, value in zip(distiller.optimizer.variables, optimizer_state):
+        variable.assign(value)
+
+
+def data(examples=24):
+    """Three batches of 8."""
+    rng = np.random.default_rng(1)
+    x = rng.random((examples, 12, 12, 1), dtype=np.float32)
+    y = rng.integers(0, 5, size=(examples,)).astype("int32")
+    return x, y
+
+
+def fit(distiller, x, y, raise_error=True, **kwargs):
+    """Fits with a guard that raises (the default guard prints and stops)."""
+    guard = keras_unikd.callbacks.NonFiniteLossGuard(raise_error=raise_error)
+    return distiller.fit(x, y, batch_size=8, shuffle=False, verbose=0, callbacks=[guard], **kwargs)
+
+
+# --- labels out of range ---------------------------------------------------
+
+
+@pytest.mark.parametrize("bad_label", [5, -1])
+def test_labels_out_of_range_give_a_nan_total_and_finite_terms(pair, batch, bad_label):
+    x, y = batch
+    y = y.copy()
+    y[3] = bad_label
+    distiller = unikd(*pair)
+    total, terms, _ = distiller.compute_distillation_losses(x, y, training=False)
+    assert np.isnan(float(total))
+    assert all(np.isfinite(float(value)) for value in terms.values())
+    assert np.isnan(float(distiller.compute_student_loss(x, y)[0]))
+
+
+@pytest.mark.parametrize("bad_label", [5, -1])
+def test_labels_out_of_range_stop_fit_with_the_fix(distiller, bad_label):
+    x, y = data()
+    y[10] = bad_label  # in the second batch
+    with pytest.raises(ValueError, match=r"Epoch 1, batch 2: a batch has labels outside \[0, 5\).*0\.\.4"):
+        fit(distiller, x, y, epochs=2)
+    # The bad batch's update is zero: the student stays finite.
+    assert all(np.all(np.isfinite(np.array(w))) for w in distiller.student.weights)
+
+
+def test_validation_labels_out_of_range_are_named(distiller):
+    x, y = data()
+    bad = y.copy()
+    bad[0] = 7
+    with pytest.raises(ValueError, match=r"End of epoch 1: val_loss is nan.*validation data"):
+        fit(distiller, x, y, validation_data=(x, bad))
+
+
+def test_one_hot_labels_are_rejected_by_fit(distiller):
+    x, y = data()
+    with pytest.raises(ValueError, match="looks one-hot.*argmax"):
+        fit(distiller, x, np.eye(5, dtype="float32")[y])
+    with pytest.raises(ValueError, match="looks one-hot.*argmax"):
+        distiller.evaluate(x, np.eye(5, dtype="float32")[y], verbose=0)
+    # The error left the Distiller intact: with the fix, it trains.
+    assert np.isfinite(fit(distiller, x, y).history["loss"][0])
+
+
+# --- non-finite values -----------------------------------------------------
+
+
+@pytest.mark.parametrize("value", [np.nan, np.inf])
+def test_non_finite_inputs_stop_fit_naming_the_first_term(distiller, value):
+    x, y = data()
+    x[12, 3, 3, 0] = value
+    with pytest.raises(RuntimeError, match=r"Epoch 1, batch 2: the loss term 'ce_loss' became non-finite first"):
+        fit(distiller, x, y)
+
+
+def test_broken_teacher_is_named_by_its_terms(distiller):
+    x, y = data()
+    kernel = distiller.teacher.get_layer("t_logits").kernel
+    kernel.assign(np.full(kernel.shape, np.nan, "float32"))
+    with pytest.raises(RuntimeError) as error:
+        fit(distiller, x, y)
+    message = str(error.value)
+    assert "Epoch 1, batch 1: the loss term 'dkd_loss' became non-finite first" in message
+    assert "also non-finite in this batch: consistency_loss)" in message
+    assert "ce_loss" not in message and "feature_loss" not in message
+
+
+def test_the_default_guard_stops_with_a_message(distiller, capsys):
+    x, y = data()
+    x[20] = np.nan  # third batch
+    history = distiller.fit(x, y, batch_size=8, epochs=3, shuffle=False, verbose=0)
+    assert history.epoch == [0]
+    output = capsys.readouterr().out
+    assert "Epoch 1, batch 3: the loss term 'ce_loss' became non-finite first" in output
+    assert output.count("non-finite first") == 1  # reported once, not again at the epoch's end
+
+
+# --- empty data ------------------------------------------------------------
+
+
+def empty_inputs():
+    x, y = data(0)
+    some_x, some_y = data(4)
+    return {
+        "arrays": (x, y),
+        "dataset": (tf.data.Dataset.from_tensor_slices((x, y)).batch(8), None),
+        "filtered": (
+            tf.data.Dataset.from_tensor_slices((some_x, some_y)).filter(lambda a, b: b > 9).batch(8),
+            None,
+        ),
+        "drop_remainder": (
+            tf.data.Dataset.from_tensor_slices((some_x, some_y)).batch(8, drop_remainder=True),
+            None,
+        ),
+    }
+
+
+class NoBatches(keras.utils.PyDataset):
+    def __len__(self):
+        return 0
+
+    def __getitem__(self, index):
+        raise IndexError(index)
+
+
+@pytest.mark.parametrize("kind", ["arrays", "dataset", "filtered", "drop_remainder", "py_dataset"])
+def test_empty_training_data_is_rejected(distiller, kind):
+    x, y = (NoBatches(), None) if kind == "py_dataset" else empty_inputs()[kind]
+    with pytest.raises(ValueError, match="The x passed to fit is empty"):
+        distiller.fit(x, y, verbose=0)
+
+
+def test_data_that_yields_batches_passes_the_emptiness_check():
+    x, y = data(4)
+    dataset = tf.data.Dataset.from_tensor_slices((x, y))
+    for value in (
+        None,
+        x,
+        {"images": x},
+        (x, y),
+        dataset.filter(lambda a, b: b >= 0).batch(2),  # unknown cardinality: peeked
+        dataset.repeat().batch(2),  # infinite
+        (batch for batch in [(x, y)]),  # a generator is left to Keras
+    ):
+        check_not_empty(value, "x")
+
+
+def test_empty_validation_data_is_rejected(distiller):
+    x, y = data()
+    with pytest.raises(ValueError, match="The validation_data passed to fit is empty"):
+        fit(distiller, x, y, validation_data=data(0))
+
+
+def test_fit_before_compile(pair):
+    x, y = data()
+    with pytest.raises(ValueError, match=r"Call compile\(optimizer=.*before fit"):
+        unikd(*pair).fit(x, y, verbose=0)
+
+
+# --- models ----------------------------------------------------------------
+
+
+def test_tapped_layer_off_the_path_to_the_logits(pair):
+    teacher, _ = pair
+    inputs = keras.Input((12, 12, 1))
+    hidden = keras.layers.Conv2D(4, 3, name="s_stage1")(inputs)
+    keras.layers.Conv2D(4, 3, name="s_side")(inputs)  # feeds nothing
+    pooled = keras.layers.GlobalAveragePooling2D(name="s_pool")(hidden)
+    student = keras.Model(inputs, keras.layers.Dense(5)(pooled))
+    with pytest.raises(ValueError, match=r"No layer named 's_side'.*only the layers on the path from its inputs"):
+        unikd(teacher, student, student_features=["s_stage1", "s_side"])
+
+
+def test_unbuilt_sequential_teacher(pair):
+    _, student = pair
+    teacher = keras.Sequential([keras.layers.Flatten(), keras.layers.Dense(5)])
+    with pytest.raises(ValueError, match=r"is not built.*keras.Input"):
+        keras_unikd.Distiller(teacher, student, logits_loss="kd", distribution_loss=None)
+
+
+class Subclassed(keras.Model):
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.flatten = keras.layers.Flatten()
+        self.dense = keras.layers.Dense(5)
+
+    def call(self, inputs):
+        return self.dense(self.flatten(inputs))
+
+
+def test_subclassed_teacher_and_the_suggested_wrapper(pair):
+    _, student = pair
+    teacher = Subclassed()
+    with pytest.raises(ValueError, match=r"subclassed model.*wrap it"):
+        keras_unikd.Distiller(teacher, student, logits_loss="kd", distribution_loss=None)
+    inputs = keras.Input((12, 12, 1))
+    wrapped = keras.Model(inputs, teacher(inputs))
+    distiller = keras_unikd.Distiller(wrapped, student, logits_loss="kd", distribution_loss=None)
+    x, y = data(8)
+    assert np.isfinite(float(distiller.compute_distillation_losses(x, y)[0]))
+
+
+def test_student_sharing_layers_with_the_teacher_is_rejected(pair):
+    teacher, _ = pair
+    inputs = keras.Input((12, 12, 1))
+    x = teacher.get_layer("t_conv1")(inputs)  # reused, not copied
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    student = keras.Model(inputs, keras.layers.Dense(5)(x))
+    with pytest.raises(ValueError, match=r"shares 2 weight\(s\) with the teacher \('t_conv1/kernel', 't_conv1/bias'\).*clone_model"):
+        keras_unikd.Distiller(teacher, student, logits_loss="kd", distribution_loss=None)
+    assert teacher.trainable and student.trainable_weights  # nothing was frozen
+
+
+# --- saved models ----------------------------------------------------------
+
+
+def test_missing_teacher_file(pair, tmp_path):
+    _, student = pair
+    missing = os.path.join(tmp_path, "teacher.keras")
+    with pytest.raises(FileNotFoundError, match=r"teacher file '.*teacher.keras' does not exist.*teacher.save"):
+        keras_unikd.Distiller(missing, student, logits_loss="kd", distribution_loss=None)
+    config = unikd(*pair).get_config()
+    config["teacher"] = missing
+    with pytest.raises(FileNotFoundError, match="teacher file"):
+        keras_unikd.Distiller.from_config(config)
+
+
+def test_teacher_given_by_path(pair, batch, tmp_path):
+    teacher, student = pair
+    path = os.path.join(tmp_path, "teacher.keras")
+    teacher.save(path)
+    config = unikd(teacher, student).get_config()
+    config["teacher"] = path
+    distiller = keras_unikd.Distiller.from_config(config)
+    assert not distiller.teacher.trainable
+    x, _ = batch
+    np.testing.assert_allclose(
+        keras.ops.convert_to_numpy(distiller.teacher(x)), keras.ops.convert_to_numpy(teacher(x)), rtol=1e-6
+    )
