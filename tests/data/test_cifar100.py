@@ -44,7 +44,8 @@ def test_shapes_dtypes_and_take():
     )
     assert train.element_spec == spec
     assert test.element_spec == spec
-    assert [len(y) for _, y in train_b] == [4, 2]
+    # Unseeded training pipelines emit batches in a non-deterministic order.
+    assert sorted(len(y) for _, y in train_b) == [2, 4]
     assert [len(y) for _, y in test_b] == [5, 1]
     for x, y in train_b + test_b:
         assert x.dtype == np.float32 and y.dtype == np.int32

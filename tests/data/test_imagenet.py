@@ -62,7 +62,8 @@ def test_shapes_dtypes_and_take():
         tf.TensorSpec((None,), tf.int32),
     )
     assert train.element_spec == spec and val.element_spec == spec
-    assert [len(y) for _, y in train_b] == [2, 1]
+    # Unseeded training pipelines emit batches in a non-deterministic order.
+    assert sorted(len(y) for _, y in train_b) == [1, 2]
     assert [len(y) for _, y in val_b] == [2, 1]
     for x, y in train_b + val_b:
         assert x.dtype == np.float32 and y.dtype == np.int32
