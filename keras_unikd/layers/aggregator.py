@@ -28,13 +28,26 @@ def _as_map(feature):
     return feature
 
 
-class FusionGate(keras.layers.Layer):
-    """Two spatial gates `Sigmoid(Conv1x1_{2M -> 2}(concat[h, r]))`.
+def _pixelwise_matmul(maps, kernel):
+    """`maps @ kernel` over the channel axis, as one 2-D matrix product.
 
-    The 1x1 convolution over the concatenation is computed as
-    `h @ W[:M] + r @ W[M:] + b`: the same numbers without writing (and, in
-    the backward pass, splitting) a `2M`-channel map, which at a stage-1
-    resolution is the largest tensor of the block.
+    TensorFlow runs a rank-4 by rank-2 `matmul` as a `tensordot` whose
+    gradient transposes the whole map; flattening the pixels first avoids it.
+    """
+    height, width, channels = maps.shape[1:]
+    flat = ops.matmul(ops.reshape(maps, (-1, channels)), kernel)
+    return ops.reshape(flat, (-1, height, width, kernel.shape[-1]))
+
+
+class FusionGate(keras.layers.Layer):
+    """Two spatial gates `Sigmoid(Conv1x1_{2M -> 2}(concat[h, resize(r)]))`.
+
+    `h` is the projected stage and `r` the deeper residual at its own, lower
+    resolution. The 1x1 convolution over the concatenation is computed as
+    `h @ W[:M] + resize(r @ W[M:]) + b`: the same numbers (nearest resizing
+    copies pixels, so it commutes with a per-pixel linear map), without
+    writing or splitting a `2M`-channel map, and with the residual's half
+    done at the residual's resolution.
     """
 
     def build(self, mid_channels):
@@ -46,12 +59,11 @@ class FusionGate(keras.layers.Layer):
 
     def call(self, fused, residual):
         mid = fused.shape[-1]
-        logits = (
-            ops.matmul(fused, self.kernel[:mid])
-            + ops.matmul(residual, self.kernel[mid:])
-            + self.bias
+        residual_logits = resize_nearest(
+            _pixelwise_matmul(residual, self.kernel[mid:]), fused.shape[1:3]
         )
-        return ops.sigmoid(logits)
+        logits = _pixelwise_matmul(fused, self.kernel[:mid]) + residual_logits
+        return ops.sigmoid(logits + self.bias)
 
 
 @keras.saving.register_keras_serializable(package="keras_unikd")
@@ -179,8 +191,8 @@ class MultiStageAggregator(keras.layers.Layer):
         for index in reversed(range(len(inputs))):
             fused = ops.relu(self.projections[index](_as_map(inputs[index])))
             if residual is not None:
-                residual = resize_nearest(residual, fused.shape[1:3])
                 weights = self.gates[index](fused, residual)
+                residual = resize_nearest(residual, fused.shape[1:3])
                 fused = weights[..., 0:1] * fused + weights[..., 1:2] * residual
             residual = fused
         residual = resize_nearest(residual, self._out_size)

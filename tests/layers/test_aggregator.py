@@ -88,6 +88,17 @@ def test_gated_fusion_matches_numpy_recomputation():
     assert not any(p.use_bias for p in layer.projections) and not layer.output_conv.use_bias
 
 
+def test_gated_fusion_with_non_integer_scale_factors_matches_numpy():
+    # 3x3 -> 7x7 -> 5x5: nearest resizing repeats some pixels and drops others.
+    inputs = [
+        RNG.standard_normal((2, 7, 7, 3)).astype("float32"),
+        RNG.standard_normal((2, 3, 3, 4)).astype("float32"),
+    ]
+    layer = MultiStageAggregator(output_channels=2, output_size=(5, 5), mid_channels=4)
+    out = ops.convert_to_numpy(layer(inputs))
+    np.testing.assert_allclose(out, np_aggregate(layer, inputs, (5, 5)), rtol=1e-4, atol=1e-5)
+
+
 def test_single_input_is_a_projection_only():
     x = RNG.standard_normal((2, 4, 4, 3)).astype("float32")
     layer = MultiStageAggregator(output_channels=8)
