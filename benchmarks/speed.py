@@ -1,7 +1,8 @@
 """Seconds per training step and peak memory: our KD/DKD/UniKD vs keras.distillation.
 
 For each teacher/student pair at a fixed batch size, and each engine
-configuration (TensorFlow with XLA on, TensorFlow with XLA off, JAX), a child
+configuration (TensorFlow with XLA on, TensorFlow with XLA off, TensorFlow
+under the `mixed_bfloat16` policy, JAX), a child
 process builds every method on the same teacher, warms each up (tracing and
 compilation), then times them in interleaved rounds of `fit` over a fixed
 batch; a method's figure is the median over rounds of the mean step time.
@@ -18,7 +19,7 @@ Pairs: the Fashion-MNIST demo pair at batch 128 (28x28x1), and
 ResNet32x4 -> ResNet8x4 at batch 64 on random 32x32x3 inputs.
 
     python benchmarks/speed.py            # all pairs and engines (~15 min on 2 CPU cores)
-    python benchmarks/speed.py --quick    # smoke run
+    python benchmarks/speed.py --quick    # smoke run (TensorFlow, float32 and bfloat16)
 """
 
 import argparse
@@ -34,10 +35,13 @@ import time
 
 RESULTS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 METHODS = ("student", "kd", "dkd", "unikd", "keras_kd")
+# name: (backend, jit_compile, dtype policy). bfloat16 pays off only where
+# the hardware has bfloat16 arithmetic (AVX512_BF16/AMX CPUs, recent GPUs, TPUs).
 ENGINES = {
-    "tensorflow-xla": ("tensorflow", True),
-    "tensorflow": ("tensorflow", False),
-    "jax": ("jax", True),
+    "tensorflow-xla": ("tensorflow", True, "float32"),
+    "tensorflow": ("tensorflow", False, "float32"),
+    "tensorflow-bf16": ("tensorflow", False, "mixed_bfloat16"),
+    "jax": ("jax", True, "float32"),
 }
 PAIRS = {
     # name: (teacher, student, batch size, input shape, classes)
@@ -62,12 +66,13 @@ def parse_args(argv=None):
     parser.add_argument("--batch-size", type=int, default=None, help="override every pair's")
     parser.add_argument("--no-memory", action="store_true")
     parser.add_argument("--output", default=os.path.join(RESULTS_DIR, "speed.json"))
-    parser.add_argument("--quick", action="store_true", help="smoke run: tiny, one engine")
+    parser.add_argument("--quick", action="store_true", help="smoke run: tiny, TensorFlow only")
     parser.add_argument("--child", choices=["time", "memory"], help=argparse.SUPPRESS)
     parser.add_argument("--jit", choices=["on", "off"], help=argparse.SUPPRESS)
+    parser.add_argument("--policy", default="float32", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.quick:
-        args.pairs, args.engines = ["fashion_mnist"], ["tensorflow"]
+        args.pairs, args.engines = ["fashion_mnist"], ["tensorflow", "tensorflow-bf16"]
         args.methods = ["student", "kd", "unikd", "keras_kd"]
         args.steps, args.rounds, args.warmup_steps, args.batch_size = 2, 2, 1, 16
     return args
@@ -76,7 +81,7 @@ def parse_args(argv=None):
 # --- child processes: the backend is fixed before keras is imported --------
 
 
-def build_method(method, pair, jit_compile):
+def build_method(method, pair, jit_compile, policy="float32"):
     import keras
 
     import keras_unikd
@@ -91,6 +96,7 @@ def build_method(method, pair, jit_compile):
             return builder(input_shape, classes)
         return get_model(name, num_classes=classes)
 
+    keras.mixed_precision.set_global_policy(policy)
     keras.utils.set_random_seed(0)
     teacher, student = build(teacher_name), build(student_name)
     optimizer = keras.optimizers.SGD(0.01, momentum=0.9)
@@ -153,7 +159,9 @@ def child_time(args):
     result = {}
     for pair in args.pairs:
         data, batch_size = batches(pair, args.batch_size)
-        models = {m: build_method(m, pair, args.jit == "on") for m in args.methods}
+        models = {
+            m: build_method(m, pair, args.jit == "on", args.policy) for m in args.methods
+        }
         for model in models.values():
             timed_fit(model, data, args.warmup_steps)
         rounds = {m: [] for m in models}
@@ -168,6 +176,10 @@ def child_time(args):
         }
         result[pair] = {
             "batch_size": batch_size,
+            "student_compute_dtype": {
+                m: getattr(model, "student", model).compute_dtype
+                for m, model in models.items()
+            },
             "step_seconds": step_seconds,
             "rounds": rounds,
             "ratios": ratios,
@@ -196,12 +208,14 @@ def child_memory(args):
 # --- parent -----------------------------------------------------------------
 
 
-def run_child(args, mode, backend, jit, pairs, methods):
+def run_child(args, mode, engine, pairs, methods):
+    backend, jit, policy = ENGINES[engine]
     command = [
         sys.executable,
         os.path.abspath(__file__),
         "--child", mode,
         "--jit", "on" if jit else "off",
+        "--policy", policy,
         "--pairs", *pairs,
         "--methods", *methods,
         "--steps", str(args.steps),
@@ -214,7 +228,7 @@ def run_child(args, mode, backend, jit, pairs, methods):
     completed = subprocess.run(command, env=env, capture_output=True, text=True)
     if completed.returncode != 0:
         raise RuntimeError(
-            f"speed child ({mode}, {backend}, jit={jit}) failed:\n{completed.stderr[-4000:]}"
+            f"speed child ({mode}, {engine}) failed:\n{completed.stderr[-4000:]}"
         )
     return json.loads(completed.stdout.strip().splitlines()[-1])
 
@@ -253,9 +267,8 @@ def main(argv=None):
         return
     timing = {}
     for engine in args.engines:
-        backend, jit = ENGINES[engine]
         print(f"timing {engine} ...", flush=True)
-        timing[engine] = run_child(args, "time", backend, jit, args.pairs, args.methods)
+        timing[engine] = run_child(args, "time", engine, args.pairs, args.methods)
     memory = {}
     if not args.no_memory:
         for pair in args.pairs:
@@ -263,7 +276,7 @@ def main(argv=None):
             for method in args.methods:
                 print(f"memory {pair} {method} ...", flush=True)
                 memory[pair][method] = run_child(
-                    args, "memory", "tensorflow", False, [pair], [method]
+                    args, "memory", "tensorflow", [pair], [method]
                 )
     results = {
         "date": datetime.date.today().isoformat(),

@@ -67,6 +67,10 @@ def test_speed_quick(tmp_path):
     expected = timing["step_seconds"]["unikd"] / timing["step_seconds"]["kd"]
     assert timing["ratios"]["unikd/kd"] == pytest.approx(expected)
     assert set(timing["ratios"]) == {"unikd/kd", "kd/keras_kd", "unikd/student"}
+    assert set(timing["student_compute_dtype"].values()) == {"float32"}
+    bfloat16 = results["timing"]["tensorflow-bf16"]["fashion_mnist"]
+    assert set(bfloat16["student_compute_dtype"].values()) == {"bfloat16"}
+    assert set(bfloat16["step_seconds"]) == set(timing["step_seconds"])
     memory = results["memory"]["fashion_mnist"]
     assert all(entry["peak_rss_mb"] >= entry["models_built_rss_mb"] > 0 for entry in memory.values())
     assert "unikd/kd" in stdout
