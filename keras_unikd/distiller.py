@@ -8,6 +8,7 @@ from keras_unikd.callbacks import EpochCounter
 from keras_unikd.callbacks import NonFiniteLossGuard
 from keras_unikd.layers import DistributionHead
 from keras_unikd.layers import MultiStageAggregator
+from keras_unikd.layers.aggregator import as_map_shape
 from keras_unikd.taps import FeatureTap
 from keras_unikd.trainers import DistillerSteps
 from keras_unikd.validation import check_choice
@@ -16,11 +17,6 @@ from keras_unikd.validation import check_not_empty
 from keras_unikd.validation import load_model_argument
 
 LOGITS_LOSSES = ("dkd", "kd")
-
-
-def _as_map_shape(shape):
-    """`(H, W, C)` of a tapped feature; vectors are 1x1 maps."""
-    return (1, 1, shape[-1]) if len(shape) == 2 else tuple(shape[1:])
 
 
 @keras.saving.register_keras_serializable(package="keras_unikd")
@@ -300,7 +296,7 @@ class Distiller(DistillerSteps, keras.Model):
         student_shapes = self._student_tap.feature_shapes
         # The student's fused map takes the shape of the teacher's first
         # (shallowest) tapped feature, as in the reference.
-        reference = _as_map_shape(teacher_shapes[0])
+        reference = as_map_shape(teacher_shapes[0])[1:]
         self.teacher_aggregator = self._make_aggregator(
             teacher_shapes, self.fuse_teacher_features, reference, "teacher_aggregator"
         )

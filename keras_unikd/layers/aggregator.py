@@ -15,7 +15,7 @@ def _kaiming_uniform():
     )
 
 
-def _as_map_shape(shape):
+def as_map_shape(shape):
     """Shape of a feature seen as a channels-last map: vectors are 1x1 maps."""
     if len(shape) == 2:
         return (shape[0], 1, 1, shape[1])
@@ -145,7 +145,7 @@ class MultiStageAggregator(keras.layers.Layer):
                     "spatial size and channels must be known when the layer "
                     "is built. Give the model a fixed input shape."
                 )
-        return [_as_map_shape(shape) for shape in input_shapes]
+        return [as_map_shape(shape) for shape in input_shapes]
 
     def build(self, input_shape):
         map_shapes = self._validate_input_shapes(input_shape)
