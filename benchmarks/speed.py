@@ -2,14 +2,16 @@
 
 For each teacher/student pair at a fixed batch size, and each engine
 configuration (TensorFlow with XLA on, TensorFlow with XLA off, TensorFlow
-under the `mixed_bfloat16` policy, JAX), a child
-process builds every method on the same teacher, warms each up (tracing and
-compilation), then times them in interleaved rounds of `fit` over a fixed
-batch; a method's figure is the median over rounds of the mean step time.
-Ratios (UniKD / KD, KD / keras.distillation, UniKD / student alone) come from
-the same child process. Peak memory (peak resident set size of a process
-that trains only that method, TensorFlow without XLA) is measured in one
-child process per method.
+under the `mixed_bfloat16` policy, JAX), a child process builds every
+method on the same teacher, warms each up (tracing and compilation), then
+times them in interleaved rounds of `fit` over a fixed
+batch (the order rotates every round); a method's figure is the median over
+rounds of the mean step time. Ratios (UniKD / KD, KD / keras.distillation,
+UniKD / student alone) come from the same child process: the median over
+rounds of the ratio within each round, which cancels slow drifts of the
+machine's speed; the table gives their range over rounds too. Peak memory
+(peak resident set size of a process that trains only that method,
+TensorFlow without XLA) is measured in one child process per method.
 
 Methods: the student alone (plain `fit`), our KD, DKD and UniKD
 (`keras_unikd.Distiller`), and `keras.distillation.Distiller` with
@@ -18,7 +20,7 @@ Methods: the student alone (plain `fit`), our KD, DKD and UniKD
 Pairs: the Fashion-MNIST demo pair at batch 128 (28x28x1), and
 ResNet32x4 -> ResNet8x4 at batch 64 on random 32x32x3 inputs.
 
-    python benchmarks/speed.py            # all pairs and engines (~15 min on 2 CPU cores)
+    python benchmarks/speed.py            # all pairs and engines (~25 min on 2 CPU cores)
     python benchmarks/speed.py --quick    # smoke run (TensorFlow, float32 and bfloat16)
 """
 
@@ -61,7 +63,7 @@ def parse_args(argv=None):
     parser.add_argument("--engines", nargs="+", choices=list(ENGINES), default=list(ENGINES))
     parser.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS))
     parser.add_argument("--steps", type=int, default=4, help="steps per timed round")
-    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--rounds", type=int, default=8)
     parser.add_argument("--warmup-steps", type=int, default=3)
     parser.add_argument("--batch-size", type=int, default=None, help="override every pair's")
     parser.add_argument("--no-memory", action="store_true")
@@ -165,15 +167,19 @@ def child_time(args):
         for model in models.values():
             timed_fit(model, data, args.warmup_steps)
         rounds = {m: [] for m in models}
-        for _ in range(args.rounds):
-            for method, model in models.items():
-                rounds[method].append(timed_fit(model, data, args.steps))
+        order = list(models)
+        for index in range(args.rounds):
+            # Rotated each round, so that no method always runs first or last.
+            shift = index % len(order)
+            for method in order[shift:] + order[:shift]:
+                rounds[method].append(timed_fit(models[method], data, args.steps))
         step_seconds = {m: statistics.median(times) for m, times in rounds.items()}
-        ratios = {
-            name: step_seconds[a] / step_seconds[b]
+        ratio_rounds = {
+            name: [x / y for x, y in zip(rounds[a], rounds[b])]
             for name, (a, b) in RATIOS.items()
-            if a in step_seconds and b in step_seconds
+            if a in rounds and b in rounds
         }
+        ratios = {name: statistics.median(r) for name, r in ratio_rounds.items()}
         result[pair] = {
             "batch_size": batch_size,
             "student_compute_dtype": {
@@ -183,6 +189,7 @@ def child_time(args):
             "step_seconds": step_seconds,
             "rounds": rounds,
             "ratios": ratios,
+            "ratio_rounds": ratio_rounds,
         }
     return result
 
@@ -233,6 +240,14 @@ def run_child(args, mode, engine, pairs, methods):
     return json.loads(completed.stdout.strip().splitlines()[-1])
 
 
+def ratio_cell(entry, ratio):
+    """`median (min-max)` of a ratio over rounds, or `-` when not measured."""
+    if ratio not in entry["ratios"]:
+        return "-"
+    spread = entry["ratio_rounds"][ratio]
+    return f"{entry['ratios'][ratio]:.2f} ({min(spread):.2f}-{max(spread):.2f})"
+
+
 def markdown(results):
     lines = []
     for pair in results["pairs"]:
@@ -246,7 +261,7 @@ def markdown(results):
         for engine, timing in results["timing"].items():
             entry = timing[pair]
             cells = [f"{1000 * entry['step_seconds'][m]:.1f}" for m in results["methods"]]
-            cells += [f"{entry['ratios'].get(r, float('nan')):.2f}" for r in RATIOS]
+            cells += [ratio_cell(entry, r) for r in RATIOS]
             lines.append(f"| {engine} | " + " | ".join(cells) + " |")
         if pair in results.get("memory", {}):
             memory = results["memory"][pair]
