@@ -43,6 +43,12 @@ def parse_args(argv=None):
     parser.add_argument("--subset", type=int, default=recipe_lib.Recipe.subset)
     parser.add_argument("--cache-dir", default="artifacts/teachers")
     parser.add_argument("--output", default=os.path.join(RESULTS_DIR, "accuracy.json"))
+    parser.add_argument(
+        "--policy",
+        default="float32",
+        help="dtype policy of the students, aggregators and heads, e.g. "
+        "mixed_bfloat16; the teacher keeps the one it was trained with",
+    )
     cifar = parser.add_argument_group("--dataset cifar100")
     cifar.add_argument("--preset", default="cifar100_resnet32x4_resnet8x4")
     cifar.add_argument("--teacher", help="the preset's trained teacher (.keras)")
@@ -120,7 +126,10 @@ def run_fashion_mnist(args):
     teacher, teacher_record = recipe_lib.teacher_or_cached(
         dataset, teacher_train, test, recipe, cache_dir
     )
-    students_dir = os.path.join(os.path.dirname(args.output), "students")
+    keras.mixed_precision.set_global_policy(args.policy)
+    # Next to the results file and named after it, so that runs with other
+    # outputs (another --policy, say) keep their own students.
+    students_dir = os.path.splitext(args.output)[0] + "_students"
     os.makedirs(students_dir, exist_ok=True)
     methods = {}
     for method in args.methods:
@@ -146,6 +155,7 @@ def run_fashion_mnist(args):
         "recipe": dataclasses.asdict(recipe),
         "seeds": args.seeds,
         "teacher": teacher_record,
+        "students_dir": os.path.basename(students_dir),
         "methods": methods,
     }
 
@@ -188,6 +198,7 @@ def run_cifar100(args):
     preset = presets.get_preset(args.preset)
     epochs = args.epochs or preset.recipe.epochs
     teacher = keras.models.load_model(args.teacher)
+    keras.mixed_precision.set_global_policy(args.policy)
     methods = {}
     for method in args.methods:
         runs = []
@@ -219,6 +230,7 @@ def main(argv=None):
         machine=f"{platform.machine()}, {os.cpu_count()} CPU cores, {platform.system()}",
         backend=keras.backend.backend(),
         keras_version=keras.__version__,
+        policy=args.policy,
         quick=args.quick,
     )
     os.makedirs(os.path.dirname(args.output), exist_ok=True)

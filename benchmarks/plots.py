@@ -48,7 +48,7 @@ def main(argv=None):
     dataset = dataclasses.replace(dataset, x_test=dataset.x_test[:count], y_test=dataset.y_test[:count])
     _, _, test = recipe_lib.make_pipelines(dataset, recipe_lib.Recipe(**results["recipe"]), seed=0)
     teacher_logits = analysis.predict_logits(keras.models.load_model(results["teacher"]["path"]), test)
-    students_dir = os.path.join(os.path.dirname(args.results), "students")
+    students_dir = os.path.join(os.path.dirname(args.results), results["students_dir"])
     student_logits = {
         method: analysis.predict_logits(
             keras.models.load_model(os.path.join(students_dir, f"{method}.keras")), test

@@ -48,6 +48,19 @@ def test_accuracy_and_plots_quick(tmp_path):
     assert results["quick"] and results["backend"] == "tensorflow"
     assert "| unikd |" in (tmp_path / "results" / "accuracy.md").read_text()
     assert "| unikd |" in stdout
+    assert results["policy"] == "float32"
+
+    # Mixed precision for the students: the teacher cached above is reused.
+    bfloat16_output = tmp_path / "bfloat16" / "accuracy.json"
+    run_script(
+        "accuracy.py", "--quick", "--methods", "unikd", "--policy", "mixed_bfloat16",
+        "--output", str(bfloat16_output), "--cache-dir", str(tmp_path / "teachers"), cwd=tmp_path,
+    )
+    results = json.loads(bfloat16_output.read_text())
+    assert results["policy"] == "mixed_bfloat16"
+    assert 0.0 <= results["methods"]["unikd"]["summary"]["best_mean"] <= 100.0
+    student = keras.models.load_model(tmp_path / "bfloat16" / "accuracy_students" / "unikd.keras")
+    assert student.layers[-1].compute_dtype == "bfloat16"
 
     run_script("plots.py", "--results", str(output), cwd=tmp_path)
     for name in ("training_curves.png", "softmax_gap_cdf.png", "correlation_gap.png"):
