@@ -7,13 +7,17 @@ every method (see `keras_unikd.experiments.fashion_mnist`). Each method runs
 with several seeds; the script reports the mean and standard deviation of the
 best and last test top-1 and the seconds per epoch, writes
 `benchmarks/results/accuracy.json` and a Markdown table, and saves the
-seed-0 students for `benchmarks/plots.py`.
+seed-0 students (in `accuracy_students/` next to it) for
+`benchmarks/plots.py`. `--policy mixed_bfloat16` trains the students,
+aggregators and heads under that dtype policy.
 
 `--dataset cifar100` runs the same methods on the ResNet32x4 -> ResNet8x4
 preset for machines that have the CIFAR-100 data and a GPU.
 
     python benchmarks/accuracy.py                 # ~50 min on 2 CPU cores
     python benchmarks/accuracy.py --quick         # smoke run: tiny subset, 1 epoch
+    python benchmarks/accuracy.py --methods kd unikd --policy mixed_bfloat16 \
+        --output benchmarks/results/accuracy_bfloat16.json
 """
 
 import argparse
