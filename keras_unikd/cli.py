@@ -36,7 +36,6 @@ import math
 import os
 import subprocess
 import sys
-import time
 
 METHODS = ("unikd", "dkd", "kd", "fitnet", "student")
 BACKENDS = ("tensorflow", "jax")
@@ -224,21 +223,6 @@ def _steps_per_epoch(dataset, preset, batch_size, take):
     return math.ceil(examples / batch_size)
 
 
-def _epoch_timer():
-    """Adds `epoch_seconds` (training + validation) to the epoch logs."""
-    import keras
-
-    class _EpochTimer(keras.callbacks.Callback):
-        def on_epoch_begin(self, epoch, logs=None):
-            self._start = time.perf_counter()
-
-        def on_epoch_end(self, epoch, logs=None):
-            if logs is not None:
-                logs["epoch_seconds"] = time.perf_counter() - self._start
-
-    return _EpochTimer()
-
-
 def _best_saver(path, state_path, save):
     """Saves the model when `val_accuracy` improves; survives resumption."""
     import keras
@@ -325,6 +309,7 @@ def _train(args, role):
     import keras
 
     from keras_unikd import presets
+    from keras_unikd.callbacks import EpochTimer
 
     try:
         preset = presets.get_preset(args.preset)
@@ -380,7 +365,7 @@ def _train(args, role):
     last_path = os.path.join(run_dir, f"last_{name}.keras")
     log_path = os.path.join(run_dir, "log.csv")
     callbacks = [
-        _epoch_timer(),  # First: later callbacks see `epoch_seconds`.
+        EpochTimer(),  # First: later callbacks see `epoch_seconds`.
         keras.callbacks.BackupAndRestore(
             os.path.join(run_dir, "backup"), delete_checkpoint=False
         ),

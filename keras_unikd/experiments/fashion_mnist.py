@@ -9,11 +9,11 @@ every method, so that only the distillation method differs.
 import dataclasses
 import json
 import os
-import time
 
 import keras
 import numpy as np
 
+from keras_unikd.callbacks import EpochTimer
 from keras_unikd.data import channel_stats
 from keras_unikd.data import make_image_pipeline
 from keras_unikd.data import take_subset
@@ -86,17 +86,6 @@ class Recipe:
     learning_rate: float = 0.05
     student_width: int = 8
     jit_compile: bool = keras.backend.backend() != "tensorflow"
-
-
-class EpochTimer(keras.callbacks.Callback):
-    """Adds `epoch_seconds`, the wall-clock time of each epoch, to the logs."""
-
-    def on_epoch_begin(self, epoch, logs=None):
-        self._start = time.perf_counter()
-
-    def on_epoch_end(self, epoch, logs=None):
-        if logs is not None:
-            logs["epoch_seconds"] = time.perf_counter() - self._start
 
 
 def make_pipelines(dataset, recipe, seed):
