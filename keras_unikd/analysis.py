@@ -11,16 +11,24 @@
   runs (`History.history` dicts).
 
 The functions take a teacher, a student and a dataset (a `tf.data.Dataset`
-of `(x, y)` or `x` batches, or an array), so they work on any models.
+of `(x, y)` or `x` batches, or an array), so they work on any models. The
+`*_from_logits` functions and `empirical_cdf` take arrays or tensors of any
+Keras backend (a PyTorch tensor that requires grad, or one on a GPU, too).
 Plotting needs matplotlib.
 """
 
+import keras
 import numpy as np
+
+
+def _float64(values):
+    """`values` (array, list or backend tensor) as a float64 NumPy array."""
+    return np.asarray(keras.ops.convert_to_numpy(values), dtype="float64")
 
 
 def predict_logits(model, dataset):
     """Logits of `model` on every example of `dataset`, as a NumPy array."""
-    return np.asarray(model.predict(dataset, verbose=0), dtype="float64")
+    return _float64(model.predict(dataset, verbose=0))
 
 
 def _softmax(logits):
@@ -39,8 +47,8 @@ def softmax_gaps_from_logits(teacher_logits, student_logits):
     >>> [round(float(g), 6) for g in gaps]
     [0.25]
     """
-    teacher = _softmax(np.asarray(teacher_logits, dtype="float64"))
-    student = _softmax(np.asarray(student_logits, dtype="float64"))
+    teacher = _softmax(_float64(teacher_logits))
+    student = _softmax(_float64(student_logits))
     return np.abs(teacher - student).mean(axis=-1)
 
 
@@ -53,7 +61,7 @@ def softmax_gaps(teacher, student, dataset):
 
 def empirical_cdf(values):
     """`(sorted values, fraction of values <= each)` for plotting a CDF."""
-    ordered = np.sort(np.asarray(values, dtype="float64"))
+    ordered = np.sort(_float64(values))
     return ordered, np.arange(1, len(ordered) + 1) / len(ordered)
 
 
@@ -63,8 +71,8 @@ def correlation_gap_from_logits(teacher_logits, student_logits):
     Each argument is `(num_examples, num_classes)`; the result is
     `(num_classes, num_classes)` with a zero diagonal.
     """
-    teacher = np.corrcoef(np.asarray(teacher_logits, dtype="float64"), rowvar=False)
-    student = np.corrcoef(np.asarray(student_logits, dtype="float64"), rowvar=False)
+    teacher = np.corrcoef(_float64(teacher_logits), rowvar=False)
+    student = np.corrcoef(_float64(student_logits), rowvar=False)
     return np.abs(teacher - student)
 
 
@@ -89,6 +97,7 @@ def plot_softmax_gap_cdf(gaps_by_method, path, title=None):
     plt = _pyplot()
     figure, axis = plt.subplots(figsize=(6, 4.5))
     for method, gaps in gaps_by_method.items():
+        gaps = _float64(gaps)
         values, fractions = empirical_cdf(gaps)
         axis.plot(values, fractions, label=f"{method} (mean {np.mean(gaps):.4f})")
     axis.set_xscale("log")
@@ -105,6 +114,7 @@ def plot_softmax_gap_cdf(gaps_by_method, path, title=None):
 def plot_correlation_gaps(gaps_by_method, path, class_names=None):
     """Heat maps of `|corr(teacher) - corr(student)|`, one per method; saves a PNG."""
     plt = _pyplot()
+    gaps_by_method = {method: _float64(gap) for method, gap in gaps_by_method.items()}
     count = len(gaps_by_method)
     figure, axes = plt.subplots(1, count, figsize=(4.6 * count, 4.2), squeeze=False)
     vmax = max(float(gap.max()) for gap in gaps_by_method.values())

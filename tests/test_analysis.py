@@ -32,6 +32,22 @@ def test_correlation_gap_on_hand_made_logits():
     np.testing.assert_allclose(np.diag(gap), 0.0, atol=1e-12)
 
 
+def test_backend_tensors_are_accepted():
+    """Outputs of a model call (under PyTorch: tensors that require grad) work
+    like NumPy arrays."""
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(4)])
+    x = np.random.default_rng(0).random((8, 3)).astype("float32")
+    logits = model(x)
+    expected = keras.ops.convert_to_numpy(logits).astype("float64")
+    np.testing.assert_allclose(analysis.softmax_gaps_from_logits(logits, logits), 0.0)
+    np.testing.assert_allclose(
+        analysis.correlation_gap_from_logits(logits, expected), 0.0, atol=1e-12
+    )
+    values, _ = analysis.empirical_cdf(keras.ops.sum(logits, axis=1))
+    np.testing.assert_allclose(values, np.sort(expected.sum(1)), rtol=1e-6)
+
+
 def test_model_level_functions_and_plots(tmp_path):
     inputs = keras.Input((3,))
     teacher = keras.Model(inputs, keras.layers.Dense(4, kernel_initializer="ones")(inputs))
