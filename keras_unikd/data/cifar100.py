@@ -122,9 +122,9 @@ def cifar100_datasets(
     Augmentation is stateless (per-example seeds), runs in parallel maps
     (`num_parallel_calls=tf.data.AUTOTUNE`) and works with every Keras
     backend (the pipelines are plain `tf.data`; keras-cv layers run in
-    TensorFlow inside `tf.data` also under the JAX backend). Without
-    `shuffle_seed`, the training pipeline is non-deterministic so that the
-    parallel maps keep every CPU core busy.
+    TensorFlow inside `tf.data` also under the JAX and PyTorch backends).
+    Without `shuffle_seed`, the training pipeline is non-deterministic so
+    that the parallel maps keep every CPU core busy.
 
     Args:
         batch_size: Training batch size.

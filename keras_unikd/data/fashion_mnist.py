@@ -6,6 +6,7 @@ scikit-learn's bundled digits when nothing works (so demos and benchmarks
 still run on machines without internet access).
 """
 
+import contextlib
 import gzip
 import os
 import subprocess
@@ -214,6 +215,22 @@ def fashion_mnist_search_paths(data_dir=None):
     return paths
 
 
+@contextlib.contextmanager
+def _keras_messages(verbose):
+    """Keras's own messages ("Downloading data from ...", the progress bar)
+    on stdout when `verbose`, else to absl logging for the duration."""
+    import keras
+
+    interactive = keras.config.is_interactive_logging_enabled()
+    if not verbose:
+        keras.config.disable_interactive_logging()
+    try:
+        yield
+    finally:
+        if interactive:
+            keras.config.enable_interactive_logging()
+
+
 def _download_with_keras():
     """Downloads (or reads the cache) through Keras; may raise anything."""
     import keras
@@ -277,7 +294,8 @@ def load_fashion_mnist(
     Args:
         data_dir: Optional directory to search first.
         verbose: Whether to print where the data came from, and why the
-            fallback was used if it was.
+            fallback was used if it was. When False, Keras's download
+            messages are silenced too.
         allow_download: Whether step 4 (downloading through Keras) may be
             tried.
         fallback: Whether to fall back to `load_digits_dataset()`. When
@@ -314,7 +332,8 @@ def load_fashion_mnist(
     download_error = "download disabled (allow_download=False)"
     if allow_download:
         try:
-            (x_train, y_train), (x_test, y_test) = _download_with_keras()
+            with _keras_messages(verbose):
+                (x_train, y_train), (x_test, y_test) = _download_with_keras()
         except Exception as e:  # No network, proxy, SSL, bad cache, ...
             download_error = f"{type(e).__name__}: {e}"
         else:

@@ -1,8 +1,8 @@
 """`tf.data` input pipelines for small image classification datasets.
 
 The pipelines yield `(float32 images, int32 labels)` batches and can be
-passed to `model.fit()` with any Keras backend (Keras's JAX and TensorFlow
-backends both accept `tf.data.Dataset` objects).
+passed to `model.fit()` with any Keras backend (Keras's TensorFlow, JAX and
+PyTorch backends all accept `tf.data.Dataset` objects).
 """
 
 import numbers

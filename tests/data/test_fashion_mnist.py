@@ -1,6 +1,7 @@
 import gzip
 import subprocess
 
+import keras
 import numpy as np
 import pytest
 
@@ -270,6 +271,23 @@ def test_fallback_is_silent_when_not_verbose(isolated, capsys):
     ds = load_fashion_mnist(verbose=False)
     assert ds.name == "digits"
     assert capsys.readouterr().out == ""
+
+
+def test_keras_download_messages_follow_verbose(isolated, monkeypatch):
+    """Keras prints "Downloading data from ..." unless interactive logging is
+    off: it is off during the download exactly when verbose=False."""
+    seen = []
+
+    def download():
+        seen.append(keras.config.is_interactive_logging_enabled())
+        raise ConnectionError("no internet in the test sandbox")
+
+    monkeypatch.setattr(fashion_mnist, "_download_with_keras", download)
+    assert keras.config.is_interactive_logging_enabled()
+    load_fashion_mnist(verbose=False)
+    load_fashion_mnist(verbose=True)
+    assert seen == [False, True]
+    assert keras.config.is_interactive_logging_enabled()
 
 
 def test_no_fallback_raises(isolated):
