@@ -164,27 +164,18 @@ def run_fashion_mnist(args):
     }
 
 
-# Benchmark methods on a paper preset beyond the preset's own (student, kd,
-# dkd, fitnet, unikd): the foil and the ablations, as overrides of those.
-CIFAR_DERIVED = {
-    "fitnet+kd": ("fitnet", dict(logits_loss="kd", warmup_epochs=0)),
-    "unikd-gaussian": ("unikd", dict(distribution_loss="gaussian")),
-    "aff+fdp-no-logits": ("unikd", dict(logits_loss=None)),
-    "fdp-only": ("unikd", None),  # one student stage, no aggregation
-}
-
-
 def cifar_method(preset, method, teacher, student, seed):
-    """The model `fit` trains for a benchmark method on a paper preset."""
+    """The model `fit` trains for a benchmark method on a paper preset.
+
+    The preset's own methods come from `presets.build_distiller`; the foil
+    and the ablations (`presets.VARIANTS`) change the arguments of theirs.
+    """
     from keras_unikd import presets
 
-    if method not in CIFAR_DERIVED:
+    if method not in presets.VARIANTS:
         return presets.build_distiller(preset, teacher, student, method, seed=seed)
-    base, overrides = CIFAR_DERIVED[method]
-    kwargs = presets.distiller_kwargs(preset, base)
-    if overrides is None:
-        overrides = dict(student_features=kwargs["student_features"][-2:-1])  # deepest map
-    kwargs.update(overrides)
+    base = presets.VARIANTS[method][0]
+    kwargs = presets.variant_kwargs(method, presets.distiller_kwargs(preset, base))
     if base == "fitnet":
         return keras_unikd.FitNetDistiller(teacher, student, **kwargs)
     return keras_unikd.Distiller(teacher, student, seed=seed, **kwargs)

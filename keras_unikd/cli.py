@@ -22,11 +22,10 @@ A run folder holds
   the method, the epochs, the backend and the published numbers.
 
 The Keras backend is chosen with `--backend` (or `KERAS_BACKEND`). Keras
-reads it once, when it is first imported; this module therefore imports
-Keras only after parsing the arguments. Importing the `keras_unikd`
-package itself imports Keras, so when Keras is already loaded with another
-backend the command re-runs itself in a fresh Python process with
-`KERAS_BACKEND` set.
+reads it once, when it is first imported, and importing the `keras_unikd`
+package (this module included) imports Keras; so when Keras is already
+loaded with another backend the command re-runs itself in a fresh Python
+process with `KERAS_BACKEND` set.
 """
 
 import argparse
@@ -37,7 +36,8 @@ import os
 import subprocess
 import sys
 
-METHODS = ("unikd", "dkd", "kd", "fitnet", "student")
+from keras_unikd.presets import METHODS
+
 BACKENDS = ("tensorflow", "jax")
 STRATEGIES = ("none", "mirrored")
 DEFAULT_OUTPUT_ROOT = "runs"
@@ -113,7 +113,8 @@ def build_parser():
     _add_run_arguments(distill)
     distill.add_argument(
         "--method", choices=METHODS, default="unikd",
-        help="unikd (default), dkd, kd, fitnet, or student (no teacher)",
+        help="the distillation method (default: unikd); student trains the "
+        "student alone, without a teacher",
     )
     distill.add_argument(
         "--teacher",

@@ -151,6 +151,49 @@ def test_method_hyperparameters():
     assert (fitnet["teacher_feature"], fitnet["hint_weight"]) == ("stage2", 100.0)
 
 
+def test_variants_change_their_method():
+    vgg = presets.get_preset("cifar100_vgg13_vgg8")  # Four student stages.
+    unikd = presets.distiller_kwargs(vgg, "unikd")
+    fdp_only = presets.variant_kwargs("fdp-only", unikd)
+    assert fdp_only["student_features"] == ["stage4"]
+    assert unikd["student_features"][-2:] == ["stage4", "pool"]  # Unchanged.
+    assert presets.variant_kwargs("unikd-gaussian", unikd)["distribution_loss"] == "gaussian"
+    no_logits = presets.variant_kwargs("aff+fdp-no-logits", unikd)
+    assert no_logits["logits_loss"] is None
+    assert no_logits["student_features"] == unikd["student_features"]
+    fitnet_kd = presets.variant_kwargs("fitnet+kd", presets.distiller_kwargs(vgg, "fitnet"))
+    assert (fitnet_kd["logits_loss"], fitnet_kd["hint_weight"]) == ("kd", 100.0)
+    mobilenet = presets.distiller_kwargs("imagenet_resnet50_mobilenet", "unikd")
+    assert presets.variant_kwargs("fdp-only", mobilenet)["student_features"] == ["conv_pw_13_relu"]
+    with pytest.raises(ValueError, match="Unknown variant"):
+        presets.variant_kwargs("crd", unikd)
+
+
+def test_one_method_table():
+    """The CLI and the Fashion-MNIST experiment take their methods from presets."""
+    from keras_unikd import cli
+    from keras_unikd.experiments import fashion_mnist
+
+    parser = cli.build_parser()
+    for method in presets.METHODS:
+        assert parser.parse_args(["distill", "--preset", METHOD_PRESET, "--method", method]).method == method
+    with pytest.raises(SystemExit):
+        parser.parse_args(["distill", "--preset", METHOD_PRESET, "--method", "fitnet+kd"])
+
+    table = fashion_mnist.METHODS
+    assert set(table) == set(presets.METHODS) | set(presets.VARIANTS)
+    # Each variant follows its method, with that method's class and arguments changed.
+    assert list(table) == [
+        "student", "kd", "dkd", "fitnet", "fitnet+kd",
+        "unikd", "unikd-gaussian", "fdp-only", "aff+fdp-no-logits",
+    ]
+    for variant, (method, _) in presets.VARIANTS.items():
+        distiller_class, options = table[method]
+        assert table[variant] == (distiller_class, presets.variant_kwargs(variant, options))
+    assert table["fdp-only"][1]["student_features"] == ["stage3"]
+    assert table["fitnet+kd"][1]["logits_loss"] == "kd"
+
+
 # ----------------------------------------------------------------------
 # Optimizer
 # ----------------------------------------------------------------------

@@ -8,7 +8,8 @@ accuracies. The package has three modules:
 
 - `recipes`: the records, the registry of the paper's experiments
   (`PRESETS`, `get_preset`, `list_presets`) and the sources of the numbers;
-- `methods`: the distillation methods by name (`METHODS`);
+- `methods`: the distillation methods by name (`METHODS`) and the
+  benchmarks' variants of them (`VARIANTS`, `variant_kwargs`);
 - `builders`: the helpers that turn a preset into Keras objects:
   `build_models(preset)`, `build_optimizer(preset, steps_per_epoch)`,
   `build_distiller(preset, teacher, student, method)` and
@@ -40,6 +41,8 @@ from keras_unikd.presets.builders import distiller_kwargs
 from keras_unikd.presets.builders import learning_rate_schedule
 from keras_unikd.presets.builders import training_metrics
 from keras_unikd.presets.methods import METHODS
+from keras_unikd.presets.methods import VARIANTS
+from keras_unikd.presets.methods import variant_kwargs
 from keras_unikd.presets.recipes import CIFAR100
 from keras_unikd.presets.recipes import CIFAR_LIGHT_STUDENT_RECIPE
 from keras_unikd.presets.recipes import CIFAR_RECIPE

@@ -1,4 +1,63 @@
-"""The distillation methods, by name."""
+"""The distillation methods, by name: the one table of them.
 
-# The paper's methods; every preset builds each of them (`build_distiller`).
+`METHODS` are the paper's methods; every preset builds each of them
+(`build_distiller`), and the command line offers them. `VARIANTS` are the
+paper's foil and UniKD's ablations, which the benchmarks run beside them:
+each changes the distiller arguments of one of `METHODS`
+(`variant_kwargs`). The Fashion-MNIST experiment, the examples and the
+benchmarks take their method names from here.
+"""
+
+import types
+
 METHODS = ("unikd", "dkd", "kd", "fitnet", "student")
+
+# Variant name -> (the method it changes, the arguments it overrides).
+VARIANTS = types.MappingProxyType(
+    {
+        # FitNet's hint plus KD: the "direct combination" of feature and
+        # logits distillation that the paper argues against.
+        "fitnet+kd": ("fitnet", {"logits_loss": "kd", "warmup_epochs": 0}),
+        # The closed-form Gaussian KL instead of one sampled distribution.
+        "unikd-gaussian": ("unikd", {"distribution_loss": "gaussian"}),
+        # FDP on the student's deepest map alone, no aggregation (the
+        # override depends on the taps; see `variant_kwargs`).
+        "fdp-only": ("unikd", {}),
+        # AFF + FDP without any logits loss.
+        "aff+fdp-no-logits": ("unikd", {"logits_loss": None}),
+    }
+)
+
+
+def variant_kwargs(variant, method_kwargs):
+    """The distiller arguments of a variant, from those of its method.
+
+    Args:
+        variant: A key of `VARIANTS`.
+        method_kwargs: The arguments of the method it changes
+            (`VARIANTS[variant][0]`), e.g. from `distiller_kwargs`.
+
+    Returns:
+        A new dict: `method_kwargs` with the variant's overrides. For
+        `"fdp-only"`, `student_features` keeps only the deepest map: the
+        tap before the last one, which is the pooled vector.
+
+    Raises:
+        ValueError: for an unknown variant.
+
+    Example:
+
+    >>> unikd = {"student_features": ["stage1", "stage2", "stage3", "pool"]}
+    >>> variant_kwargs("fdp-only", unikd)
+    {'student_features': ['stage3']}
+    >>> variant_kwargs("aff+fdp-no-logits", unikd)["logits_loss"] is None
+    True
+    """
+    if variant not in VARIANTS:
+        raise ValueError(
+            f"Unknown variant {variant!r}; expected one of {', '.join(VARIANTS)}."
+        )
+    kwargs = dict(method_kwargs, **VARIANTS[variant][1])
+    if variant == "fdp-only":
+        kwargs["student_features"] = list(kwargs["student_features"][-2:-1])
+    return kwargs

@@ -31,6 +31,15 @@ def run_script(name, *args, cwd):
     return completed.stdout
 
 
+def load_script(name):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(name, os.path.join(ROOT, "benchmarks", f"{name}.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def test_accuracy_and_plots_quick(tmp_path):
     output = tmp_path / "results" / "accuracy.json"
     stdout = run_script(
@@ -92,17 +101,24 @@ def test_speed_quick(tmp_path):
     assert "unikd/kd" in stdout
 
 
+def test_benchmark_methods_come_from_the_presets():
+    from keras_unikd import presets
+
+    speed = load_script("speed")
+    assert speed.METHODS == ("student", "kd", "dkd", "unikd", "keras_kd")
+    assert set(speed.METHODS) - set(presets.METHODS) == {"keras_kd"}
+    accuracy = load_script("accuracy")
+    methods = accuracy.parse_args([]).methods
+    assert set(methods) == set(presets.METHODS) | set(presets.VARIANTS)
+
+
 def test_accuracy_cifar100_mode_on_mock_data(tmp_path):
     """The paper-preset mode, on tensorflow-datasets mock data, in-process."""
-    import importlib.util
-
     import tensorflow_datasets as tfds
 
     from keras_unikd import presets
 
-    spec = importlib.util.spec_from_file_location("accuracy", os.path.join(ROOT, "benchmarks", "accuracy.py"))
-    accuracy = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(accuracy)
+    accuracy = load_script("accuracy")
     preset = "cifar100_resnet56_resnet20"
     teacher, _ = presets.build_models(preset)
     teacher_path = str(tmp_path / "teacher.keras")
