@@ -2,6 +2,7 @@
 
 from keras_unikd import callbacks
 from keras_unikd import losses
+from keras_unikd import terms
 from keras_unikd.distiller import Distiller
 from keras_unikd.fitnet import FitNetDistiller
 from keras_unikd.layers import DistributionHead

@@ -21,23 +21,45 @@ class _Callback(keras.callbacks.Callback):
 
 
 @keras.saving.register_keras_serializable(package="keras_unikd")
-class EpochCounter(_Callback):
-    """Tells a `keras_unikd.Distiller` which epoch is running.
+class TrainingPlan(_Callback):
+    """Tells a `keras_unikd.Distiller` how long its epochs and its run are.
 
-    The Distiller scales its logits loss by `min(epoch / warmup_epochs, 1)`
-    (epochs count from 1, as in the UniKD/DKD reference). `Distiller.fit`
-    adds this callback itself; pass it explicitly only when driving training
-    some other way.
+    The Distiller's warm-ups read the epoch from its own step counter and its
+    `steps_per_epoch`. At the start of `fit` this callback sets
+    `steps_per_epoch` from the data (or, when the data cannot say, counts the
+    first epoch's batches) and warns once for every term whose warm-up lasts
+    longer than the run. When a fresh Distiller starts at `initial_epoch > 0`,
+    the step counter is moved to that epoch's first step. `Distiller.fit`
+    adds this callback itself.
 
     Example:
 
-    >>> counter = EpochCounter()
-    >>> isinstance(counter, keras.callbacks.Callback)
+    >>> plan = TrainingPlan()
+    >>> isinstance(plan, keras.callbacks.Callback)
     True
     """
 
+    def on_train_begin(self, logs=None):
+        steps = self.params.get("steps")
+        self._count_batches = not steps
+        if steps:
+            self.model.steps_per_epoch.assign(float(steps))
+        self.model.warn_about_long_warmups(self.params.get("epochs") or 1)
+
     def on_epoch_begin(self, epoch, logs=None):
-        self.model.current_epoch.assign(float(epoch + 1))
+        self._batches = 0
+        steps = float(keras.ops.convert_to_numpy(self.model.steps_per_epoch))
+        first_step = epoch * steps
+        if first_step > float(keras.ops.convert_to_numpy(self.model.training_step)):
+            self.model.training_step.assign(first_step)
+
+    def on_train_batch_end(self, batch, logs=None):
+        self._batches = batch + 1
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self._count_batches and self._batches:
+            self.model.steps_per_epoch.assign(float(self._batches))
+            self._count_batches = False
 
     def get_config(self):
         return {}

@@ -1,57 +1,107 @@
-"""The UniKD Distiller: a `keras.Model` that trains a student from a frozen teacher."""
+"""The Distiller: a `keras.Model` that trains a student from a frozen teacher."""
+
+import warnings
 
 import keras
+import numpy as np
 from keras import ops
 
 from keras_unikd import losses as unikd_losses
-from keras_unikd.callbacks import EpochCounter
 from keras_unikd.callbacks import NonFiniteLossGuard
-from keras_unikd.layers import DistributionHead
-from keras_unikd.layers import MultiStageAggregator
-from keras_unikd.layers.aggregator import as_map_shape
+from keras_unikd.callbacks import TrainingPlan
+from keras_unikd.keras_internals import KerasInternals
+from keras_unikd.keras_internals import reducible_logs
+from keras_unikd.keyword_form import KEYWORD_OPTIONS
+from keras_unikd.keyword_form import terms_from_keywords
 from keras_unikd.taps import FeatureTap
-from keras_unikd.trainers import DistillerSteps
-from keras_unikd.validation import check_choice
+from keras_unikd.terms import DistillationTerm
+from keras_unikd.terms import ForwardRecord
+from keras_unikd.terms import ForwardShapes
 from keras_unikd.validation import check_no_shared_weights
 from keras_unikd.validation import check_not_empty
 from keras_unikd.validation import load_model_argument
 
-LOGITS_LOSSES = ("dkd", "kd")
+
+def _union(path_lists):
+    """The paths of all lists, each once, in order of first appearance."""
+    return list(dict.fromkeys(path for paths in path_lists for path in paths))
+
+
+def _all_layers(model):
+    """The layers of `model`, and of the models nested in it, depth first."""
+    for layer in model.layers:
+        yield layer
+        if isinstance(layer, keras.Model):
+            yield from _all_layers(layer)
+
+
+def _check_terms(terms):
+    terms = list(terms)
+    if not terms:
+        raise ValueError(
+            "terms=[] leaves nothing to train on. Give at least one term, "
+            "e.g. terms=[terms.CrossEntropy(), terms.KD()]."
+        )
+    for term in terms:
+        if not isinstance(term, DistillationTerm):
+            raise TypeError(
+                f"Every term must be a keras_unikd.terms.DistillationTerm; got "
+                f"{term!r}. Layer names go into a term (terms.UniKDFeatures("
+                "teacher_features=..., student_features=...)) or into the "
+                "keyword form (teacher_features=..., student_features=...)."
+            )
+    owners = {}
+    for term in terms:
+        for name in term.loss_names:
+            if name in owners:
+                raise ValueError(
+                    f"Terms {owners[name]!r} and {term.name!r} both report a "
+                    f"loss named {name!r}. Give one of them another name "
+                    f"(e.g. {type(term).__name__}(..., name='{term.name}_2'))."
+                )
+            owners[name] = term.name
+    if len({id(term) for term in terms}) != len(terms):
+        raise ValueError("The same term object is listed twice; list it once.")
+    return terms
 
 
 @keras.saving.register_keras_serializable(package="keras_unikd")
-class Distiller(DistillerSteps, keras.Model):
-    """Trains a student from a frozen teacher with UniKD (ECCV 2024).
+class Distiller(KerasInternals, keras.Model):
+    """Trains a student from a frozen teacher with a sum of distillation terms.
 
-    Each training step runs the teacher (inference mode, frozen, no gradient)
-    and the student once each, tapping their logits and the named stage
-    features. Student stages are fused by a `MultiStageAggregator` and turned
-    by a `DistributionHead` into a Gaussian over the classes; the teacher's
-    tapped feature(s) go through a head of their own, which trains with the
-    student. The optimised loss is the sum of four terms:
+    Each training step runs the teacher (inference mode, frozen, under
+    stop-gradient) and the student once each, tapping their logits and the
+    union of the layers that the terms read, then sums the terms' losses
+    (and the student's own regularisation losses, `regularization_loss`,
+    when it has any). Every loss, weighted as it enters the total, is a
+    metric in the progress bar, `History`, `CSVLogger` and TensorBoard.
 
-    - `ce_loss = ce_weight * CE(student_logits, labels)`
-    - `<logits_loss>_loss = logits_weight * min(epoch / warmup_epochs, 1) *
-      DKD (or KD)(student_logits, teacher_logits)`
-    - `feature_loss = feature_weight * D(student_dist, teacher_dist)`
-    - `consistency_loss = consistency_weight * (KD(z_s, student_logits) +
-      KD(z_t, teacher_logits))`, each distribution tied to its own logits,
+    Two ways to say what to distil:
 
-    plus the student's regularisation losses (`regularization_loss`, when it
-    has any). `D` is `kd_loss` on one Gaussian sample per side
-    (`distribution_loss="sampled"`, the reference) or the closed-form
-    Gaussian KL (`"gaussian"`, deterministic: heads do not sample). Every
-    term, weighted as it enters the total, is a metric in the progress bar
-    and in `History`. With `distribution_loss=None` and no features the
-    Distiller is plain KD or DKD.
+    - `terms=[...]`: a list of `keras_unikd.terms.DistillationTerm`s, e.g.
+      `[terms.CrossEntropy(), terms.DKD(...), terms.UniKDFeatures(...)]`, or
+      terms of your own;
+    - the keyword form (`teacher_features`, `student_features`,
+      `logits_loss`, `distribution_loss`, `ce_weight`, `logits_weight`,
+      `feature_weight`, `consistency_weight`, `temperature`,
+      `distribution_temperature`, `dkd_alpha`, `dkd_beta`, `warmup_epochs`,
+      `fuse_teacher_features`, `fuse_student_features`,
+      `aggregator_mid_channels`, `log_var_range`, `seed`): UniKD on DKD by
+      default, built as `[CrossEntropy, DKD or KD, UniKDFeatures]` by
+      `keras_unikd.keyword_form.terms_from_keywords` (whose docstring lists
+      the defaults: the paper's ResNet32x4 -> ResNet8x4 recipe).
 
-    `call(x)` is the student, so `evaluate` and `predict` use it alone;
-    `test_step` reports the student's cross-entropy as `loss` and the
-    compiled metrics. `fit` adds an `EpochCounter` callback that drives the
-    warm-up and a `NonFiniteLossGuard` that stops training, with a message,
-    at the first non-finite loss. Labels are sparse integer class ids in
+    `call(x)` is the student, so `evaluate` and `predict` use it alone and
+    `val_loss` is the student's cross-entropy; `call(x, training=True)`
+    returns `{"logits", "features"}`, the student's logits and tapped
+    features, which `compute_loss` distils. Warm-ups read the training
+    progress from the Distiller's own step counter (`training_step`) and
+    `steps_per_epoch`, so `fit`, `train_on_batch` and a hand-written loop
+    that calls `compute_loss` give the same factors; `fit` learns the
+    number of steps per epoch from its data. `fit` also adds a
+    `NonFiniteLossGuard`. Labels are sparse integer class ids in
     `[0, num_classes)`; a batch with a label outside that range gets a NaN
-    `loss` (its terms stay finite), which the guard reports as a label error.
+    `loss` (its terms stay finite), which the guard reports.
 
     Args:
         teacher: Trained functional or Sequential `keras.Model` with a single
@@ -60,46 +110,26 @@ class Distiller(DistillerSteps, keras.Model):
         student: Functional or Sequential `keras.Model` (or a `.keras` path),
             same input shape and number of classes as the teacher, sharing
             no layer with it.
-        teacher_features: Layer names (shallow to deep) tapped in the teacher;
-            `"outer/inner"` reaches inside a nested model.
-        student_features: Layer names tapped in the student, shallow to deep;
-            rank-2 outputs (pooled vectors) are allowed.
-        logits_loss: `"dkd"`, `"kd"` or `None`.
-        distribution_loss: `"sampled"`, `"gaussian"` or `None` (no feature
-            distillation; then no features may be given).
-        ce_weight: Weight of the cross-entropy term.
-        logits_weight: Weight of the logits term.
-        feature_weight: Weight of the distribution constraint.
-        consistency_weight: Weight of the consistency term.
-        temperature: Temperature of the logits loss.
-        distribution_temperature: Temperature of the sampled distribution
-            constraint and of the consistency term.
-        dkd_alpha: DKD's target-class weight.
-        dkd_beta: DKD's non-target weight (8 for ResNet32x4->ResNet8x4, 2 for
-            ResNet56->20 and ResNet110->32, 6 for WRN/VGG pairs).
-        warmup_epochs: Epochs of linear warm-up of the logits loss; 0 turns
-            the warm-up off.
-        fuse_teacher_features: Whether a `MultiStageAggregator` fuses the
-            teacher's features. Defaults to `True` when more than one teacher
-            feature is tapped; a single feature feeds its head directly.
-        fuse_student_features: The same for the student.
-        aggregator_mid_channels: Mid width of the aggregators (default
-            `min(512, channels of the deepest input)`).
-        log_var_range: Clip bounds of the log-variances in the closed form.
-        seed: Optional int seed of the heads' sampling noise.
-        **kwargs: Base `keras.Model` arguments (`name`, ...).
+        terms: A list of `DistillationTerm`s, or `None` for the keyword form.
+        steps_per_epoch: Optimizer steps per epoch, for warm-ups outside
+            `fit` (`train_on_batch`, hand-written loops); `fit` sets it from
+            its data.
+        **kwargs: The keyword-form options above (not together with
+            `terms`) and base `keras.Model` arguments (`name`).
 
     Raises:
         ValueError: for unknown layer names (the message lists the layers
             that exist), teacher and student with different input shapes or
             class counts, a student sharing layers with the teacher, tapped
-            features that are not maps or vectors, or inconsistent options.
+            features a term cannot use, two terms reporting the same loss
+            name, or inconsistent options.
         FileNotFoundError: for a teacher or student path that does not exist.
 
     Example:
 
     ```python
-    import keras, keras_unikd
+    import keras
+    from keras_unikd import Distiller, terms
 
     def network(width, name):
         inputs = keras.Input((28, 28, 1))
@@ -112,11 +142,17 @@ class Distiller(DistillerSteps, keras.Model):
         return keras.Model(inputs, keras.layers.Dense(10)(x), name=name)
 
     teacher, student = network(32, "t"), network(8, "s")
-    distiller = keras_unikd.Distiller(
-        teacher=teacher,
-        student=student,
-        teacher_features=["t_stage1"],
-        student_features=["s_stage1", "s_stage2", "s_pool"],
+    distiller = Distiller(
+        teacher,
+        student,
+        terms=[
+            terms.CrossEntropy(),
+            terms.DKD(alpha=1.0, beta=8.0, temperature=4.0, warmup_epochs=2),
+            terms.UniKDFeatures(
+                teacher_features=["t_stage1"],
+                student_features=["s_stage1", "s_stage2", "s_pool"],
+            ),
+        ],
     )
     distiller.compile(optimizer=keras.optimizers.SGD(0.05, momentum=0.9),
                       metrics=["accuracy"])
@@ -127,73 +163,38 @@ class Distiller(DistillerSteps, keras.Model):
     ```
     """
 
-    def __init__(
-        self,
-        teacher,
-        student,
-        teacher_features=None,
-        student_features=None,
-        logits_loss="dkd",
-        distribution_loss="sampled",
-        ce_weight=1.0,
-        logits_weight=1.0,
-        feature_weight=1.0,
-        consistency_weight=1.0,
-        temperature=4.0,
-        distribution_temperature=1.0,
-        dkd_alpha=1.0,
-        dkd_beta=8.0,
-        warmup_epochs=20,
-        fuse_teacher_features=None,
-        fuse_student_features=None,
-        aggregator_mid_channels=None,
-        log_var_range=unikd_losses.DEFAULT_LOG_VAR_RANGE,
-        seed=None,
-        **kwargs,
-    ):
+    def __init__(self, teacher, student, terms=None, steps_per_epoch=None, **kwargs):
+        options = {key: kwargs.pop(key) for key in KEYWORD_OPTIONS if key in kwargs}
         super().__init__(**kwargs)
         teacher = load_model_argument(teacher, "teacher")
         student = load_model_argument(student, "student")
-        teacher_features = list(teacher_features or [])
-        student_features = list(student_features or [])
-        self._validate_options(
-            teacher_features, student_features, logits_loss, distribution_loss
-        )
+        if terms is None:
+            terms = terms_from_keywords(**options)
+        elif options:
+            raise ValueError(
+                f"Give either terms=[...] or the keyword options "
+                f"({', '.join(sorted(options))}), not both: the keyword options "
+                "build terms of their own. Set these values on the terms."
+            )
         self.teacher = teacher
         self.student = student
-        self.teacher_features = teacher_features
-        self.student_features = student_features
-        self.logits_loss = logits_loss
-        self.distribution_loss = distribution_loss
-        self.ce_weight = ce_weight
-        self.logits_weight = logits_weight
-        self.feature_weight = feature_weight
-        self.consistency_weight = consistency_weight
-        self.temperature = temperature
-        self.distribution_temperature = distribution_temperature
-        self.dkd_alpha = dkd_alpha
-        self.dkd_beta = dkd_beta
-        self.warmup_epochs = warmup_epochs
-        self.fuse_teacher_features = fuse_teacher_features
-        self.fuse_student_features = fuse_student_features
-        self.aggregator_mid_channels = aggregator_mid_channels
-        self.log_var_range = tuple(log_var_range)
-        self.seed = seed
-
-        self._teacher_tap = FeatureTap(teacher, teacher_features)
-        self._student_tap = FeatureTap(student, student_features)
+        self.terms = _check_terms(terms)
+        self._teacher_tap = FeatureTap(
+            teacher, _union(term.teacher_features for term in self.terms)
+        )
+        self._student_tap = FeatureTap(
+            student, _union(term.student_features for term in self.terms)
+        )
         self._validate_models()
         teacher.trainable = False
         self.num_classes = self._student_tap.logits_shape[-1]
-        self._build_feature_modules()
+        self._build_terms()
 
-        self.current_epoch = self.add_weight(
-            shape=(),
-            initializer=keras.initializers.Constant(1.0),
-            dtype="float32",
-            trainable=False,
-            name="current_epoch",
-        )
+        # Training progress, in the model's state: saved, restored by
+        # BackupAndRestore, identical under fit, train_on_batch and loops.
+        self.training_step = self._counter("training_step", 0)
+        self.steps_per_epoch = self._counter("steps_per_epoch", steps_per_epoch or 0)
+        self._reports_additional_losses = self._adds_losses()
         self.loss_term_trackers = {
             name: keras.metrics.Mean(name=name) for name in self.loss_term_names
         }
@@ -203,35 +204,15 @@ class Distiller(DistillerSteps, keras.Model):
     # Construction
     # ------------------------------------------------------------------
 
-    def _validate_options(
-        self, teacher_features, student_features, logits_loss, distribution_loss
-    ):
-        check_choice("logits_loss", logits_loss, LOGITS_LOSSES + (None,))
-        check_choice(
-            "distribution_loss",
-            distribution_loss,
-            unikd_losses.DISTRIBUTION_FORMS + (None,),
+    def _counter(self, name, value):
+        return self.add_weight(
+            shape=(),
+            initializer=keras.initializers.Constant(float(value)),
+            dtype="float32",
+            trainable=False,
+            aggregation="only_first_replica",
+            name=name,
         )
-        if distribution_loss is None:
-            if teacher_features or student_features:
-                raise ValueError(
-                    "Features were given but distribution_loss=None, so they "
-                    "would be ignored. Set distribution_loss='sampled' or "
-                    "'gaussian', or drop teacher_features/student_features."
-                )
-            if logits_loss is None:
-                raise ValueError(
-                    "logits_loss=None and distribution_loss=None leave nothing "
-                    "to distil. Train the student alone with student.fit, or "
-                    "choose a loss."
-                )
-        elif not teacher_features or not student_features:
-            raise ValueError(
-                f"distribution_loss={distribution_loss!r} needs at least one "
-                "teacher feature and one student feature (layer names); got "
-                f"teacher_features={teacher_features}, "
-                f"student_features={student_features}."
-            )
 
     def _validate_models(self):
         check_no_shared_weights(self.teacher, self.student)
@@ -255,102 +236,76 @@ class Distiller(DistillerSteps, keras.Model):
                 f"Teacher has {teacher_classes} classes but student has "
                 f"{student_classes}; distillation needs the same classes."
             )
-        for tap in (self._teacher_tap, self._student_tap):
-            for path, shape in zip(tap.feature_paths, tap.feature_shapes):
-                if len(shape) not in (2, 4):
-                    raise ValueError(
-                        f"Tapped layer {path!r} of {tap.model.name!r} outputs "
-                        f"shape {shape} (rank {len(shape)}); features must be "
-                        "channels-last maps (batch, H, W, C) or vectors "
-                        "(batch, C). Tap another layer."
-                    )
 
-    def _make_aggregator(self, feature_shapes, fuse, reference_shape, name):
-        if fuse is None:
-            fuse = len(feature_shapes) > 1
-        if not fuse:
-            if len(feature_shapes) > 1:
-                raise ValueError(
-                    f"{name}: several features were tapped but fusion is off, "
-                    "so all but the first would be ignored. Enable fusion or "
-                    "tap one feature."
-                )
-            return None
-        height, width, channels = reference_shape
-        aggregator = MultiStageAggregator(
-            output_channels=channels,
-            output_size=(height, width),
-            mid_channels=self.aggregator_mid_channels,
-            name=name,
+    def _build_terms(self):
+        shapes = ForwardShapes(
+            teacher=dict(zip(self._teacher_tap.feature_paths, self._teacher_tap.feature_shapes)),
+            student=dict(zip(self._student_tap.feature_paths, self._student_tap.feature_shapes)),
+            num_classes=self.num_classes,
         )
-        aggregator.build(feature_shapes)
-        return aggregator
+        for term in self.terms:
+            if not term.built:
+                term.build(shapes)
 
-    def _build_feature_modules(self):
-        """Builds the layers of the feature terms: aggregators and heads."""
-        self.teacher_aggregator = self.student_aggregator = None
-        self.teacher_head = self.student_head = None
-        if self.distribution_loss is None:
-            return
-        teacher_shapes = self._teacher_tap.feature_shapes
-        student_shapes = self._student_tap.feature_shapes
-        # The student's fused map takes the shape of the teacher's first
-        # (shallowest) tapped feature, as in the reference.
-        reference = as_map_shape(teacher_shapes[0])[1:]
-        self.teacher_aggregator = self._make_aggregator(
-            teacher_shapes, self.fuse_teacher_features, reference, "teacher_aggregator"
-        )
-        self.student_aggregator = self._make_aggregator(
-            student_shapes, self.fuse_student_features, reference, "student_aggregator"
-        )
-        for side, shapes, aggregator in (
-            ("teacher", teacher_shapes, self.teacher_aggregator),
-            ("student", student_shapes, self.student_aggregator),
-        ):
-            head_seed = None if self.seed is None else self.seed + (side == "teacher")
-            head = DistributionHead(self.num_classes, seed=head_seed, name=f"{side}_head")
-            head.build(
-                aggregator.compute_output_shape(shapes) if aggregator else shapes[0]
+    def _adds_losses(self):
+        """Whether the student (or a term) adds losses of its own.
+
+        Weight regularizers are seen on the weights; activity regularizers
+        and `add_loss` losses only in a forward pass, so the student runs
+        once on a batch of zeros, in a scope that keeps its state unchanged.
+        """
+        if any(weight.regularizer is not None for weight in self.trainable_weights):
+            return True
+        shape = self.student.inputs[0].shape[1:]
+        if any(dim is None for dim in shape):
+            return any(
+                getattr(layer, "activity_regularizer", None) is not None
+                for layer in _all_layers(self.student)
             )
-            setattr(self, f"{side}_head", head)
+        zeros = ops.zeros((1, *shape), dtype=self.student.inputs[0].dtype)
+        with keras.StatelessScope(collect_losses=True) as scope:
+            self.student(zeros, training=True)
+        return bool(scope.losses)
 
     @property
     def loss_term_names(self):
-        """Names of the loss terms this configuration reports, in order."""
-        names = ["ce_loss"]
-        if self.logits_loss is not None:
-            names.append(f"{self.logits_loss}_loss")
-        names += self._feature_term_names()
-        if any(weight.regularizer is not None for weight in self.student.trainable_weights):
+        """Names of the losses this Distiller reports, in order."""
+        names = [name for term in self.terms for name in term.loss_names]
+        if self._reports_additional_losses:
             names.append("regularization_loss")
         return names
-
-    def _feature_term_names(self):
-        if self.distribution_loss is None:
-            return []
-        return ["feature_loss", "consistency_loss"]
 
     # ------------------------------------------------------------------
     # Keras API
     # ------------------------------------------------------------------
 
     def call(self, inputs, training=False):
-        """The student's logits."""
-        return self.student(inputs, training=training)
+        """The student's logits; in training also its tapped features.
+
+        Returns:
+            The student's logits, or with `training=True` a dict
+            `{"logits": logits, "features": {layer path: tensor}}` from one
+            forward pass, which `compute_loss` distils.
+        """
+        if not training:
+            return self.student(inputs, training=False)
+        logits, features = self._student_tap(inputs, training=True)
+        return {
+            "logits": logits,
+            "features": dict(zip(self._student_tap.feature_paths, features)),
+        }
 
     def compile(self, optimizer="rmsprop", loss=None, metrics=None, **kwargs):
         """Configures training; see `keras.Model.compile`.
 
-        The losses are defined by the constructor, so `loss` must stay `None`:
-        the student's task loss is the sparse categorical cross-entropy on its
-        logits, weighted by `ce_weight`. `metrics` are computed on the
-        student's logits in training and evaluation.
+        The losses are the terms, so `loss` must stay `None`. `metrics` are
+        computed on the student's logits in training and evaluation.
         """
         if loss is not None:
             raise ValueError(
-                "Distiller.compile does not take a `loss`: the losses are set "
-                "by the Distiller's constructor (ce_weight, logits_loss, "
-                "distribution_loss, ...). Remove `loss=`."
+                "Distiller.compile does not take a `loss`: the losses are the "
+                "Distiller's terms (or its keyword options: ce_weight, "
+                "logits_loss, distribution_loss, ...). Remove `loss=`."
             )
         super().compile(optimizer=optimizer, metrics=metrics, **kwargs)
 
@@ -363,8 +318,9 @@ class Distiller(DistillerSteps, keras.Model):
             callbacks=None, *, validation_data=None, **kwargs):
         """`keras.Model.fit`, with the Distiller's own callbacks and checks.
 
-        Adds an `EpochCounter` (the logits warm-up) and a
-        `NonFiniteLossGuard` unless `callbacks` holds one already (pass
+        Adds a `TrainingPlan` (steps per epoch for the warm-ups, a warning
+        for a warm-up longer than the run) and a `NonFiniteLossGuard`,
+        unless `callbacks` holds one already (pass
         `NonFiniteLossGuard(raise_error=True)` to raise rather than stop).
 
         Raises:
@@ -374,13 +330,12 @@ class Distiller(DistillerSteps, keras.Model):
         if not self.compiled:
             raise ValueError(
                 "Call compile(optimizer=..., metrics=[...]) before fit. "
-                "Distiller.compile takes no `loss`: the constructor defines "
-                "the losses."
+                "Distiller.compile takes no `loss`: the terms are the losses."
             )
         check_not_empty(x, "x")
         check_not_empty(validation_data, "validation_data")
         callbacks = list(callbacks or [])
-        for callback_class in (EpochCounter, NonFiniteLossGuard):
+        for callback_class in (TrainingPlan, NonFiniteLossGuard):
             if not any(isinstance(callback, callback_class) for callback in callbacks):
                 callbacks.append(callback_class())
         return super().fit(
@@ -388,9 +343,35 @@ class Distiller(DistillerSteps, keras.Model):
             callbacks=callbacks, validation_data=validation_data, **kwargs
         )
 
+    def train_on_batch(self, *args, **kwargs):
+        """`keras.Model.train_on_batch`; warns once if a warm-up cannot know the epoch."""
+        if not float(ops.convert_to_numpy(self.steps_per_epoch)) and any(
+            term.warmup_epochs for term in self.terms
+        ):
+            warnings.warn(
+                "steps_per_epoch is unknown, so the warm-ups stay at their "
+                "first-epoch factor under train_on_batch. Pass "
+                "Distiller(..., steps_per_epoch=N) or assign "
+                "distiller.steps_per_epoch.",
+                stacklevel=2,
+            )
+        return super().train_on_batch(*args, **kwargs)
+
+    def warn_about_long_warmups(self, epochs):
+        """Warns for each term whose warm-up outlasts a run of `epochs` epochs."""
+        for term in self.terms:
+            if term.warmup_epochs > epochs:
+                warnings.warn(
+                    f"Term {term.name!r} warms up over {term.warmup_epochs} "
+                    f"epochs but the training runs {epochs}: its losses never "
+                    f"get more than {epochs / term.warmup_epochs:.0%} of their "
+                    f"weight. Lower its warmup_epochs (the paper warms up "
+                    f"over 20 of 240 epochs).",
+                    stacklevel=3,
+                )
+
     # ------------------------------------------------------------------
-    # Training computations (backend-agnostic; the gradient step is in
-    # keras_unikd.trainers)
+    # Losses (backend-agnostic; Keras's train_step and test_step call them)
     # ------------------------------------------------------------------
 
     def _sparse_labels(self, y):
@@ -423,197 +404,154 @@ class Distiller(DistillerSteps, keras.Model):
         label is out of range.
         """
         labels = self._sparse_labels(y)
-        in_range = ops.all(
-            ops.logical_and(labels >= 0, labels < self.num_classes)
-        )
+        in_range = ops.all(ops.logical_and(labels >= 0, labels < self.num_classes))
         return ops.clip(labels, 0, self.num_classes - 1), in_range
 
-    def _add_regularization(self, terms):
-        if "regularization_loss" in self.loss_term_names:
-            terms["regularization_loss"] = ops.sum(
-                [ops.cast(loss, "float32") for loss in self.student.losses]
-            )
-        return terms
+    def _epoch(self):
+        """The running epoch, counted from 1, from the step counter."""
+        steps = ops.maximum(self.steps_per_epoch, 1.0)
+        epoch = ops.floor(self.training_step / steps) + 1.0
+        return ops.where(self.steps_per_epoch > 0, epoch, 1.0)
 
-    def _fuse(self, aggregator, features):
-        return aggregator(features) if aggregator is not None else features[0]
-
-    def _warmup_factor(self):
-        if not self.warmup_epochs:
-            return 1.0
-        return ops.minimum(self.current_epoch / float(self.warmup_epochs), 1.0)
-
-    def _logits_term(self, student_logits, teacher_logits, labels, sample_weight):
-        if self.logits_loss == "dkd":
-            return unikd_losses.dkd_loss(
-                student_logits,
-                teacher_logits,
-                labels,
-                alpha=self.dkd_alpha,
-                beta=self.dkd_beta,
-                temperature=self.temperature,
-                sample_weight=sample_weight,
-            )
-        return unikd_losses.kd_loss(
-            student_logits, teacher_logits, self.temperature, sample_weight=sample_weight
-        )
-
-    def _feature_terms(
-        self,
-        student_features,
-        teacher_features,
-        student_logits,
-        teacher_logits,
-        sample_weight,
-        training,
-    ):
-        """UniKD's distribution constraint and consistency terms."""
-        if self.distribution_loss is None:
-            return {}
-        sample = self.distribution_loss == "sampled" and training
-        student_dist = self.student_head(
-            self._fuse(self.student_aggregator, student_features), sample=sample
-        )
-        teacher_dist = self.teacher_head(
-            self._fuse(self.teacher_aggregator, teacher_features), sample=sample
-        )
-        feature_loss = self.feature_weight * unikd_losses.distribution_loss(
-            student_dist,
-            teacher_dist,
-            form=self.distribution_loss,
-            temperature=self.distribution_temperature,
-            log_var_range=self.log_var_range,
+    def _term_losses(self, x, y, student_logits, student_features, sample_weight, training):
+        """The terms' losses and their NaN-marked total for one forward record."""
+        labels, labels_in_range = self._checked_labels(y)
+        # The student's own losses are read before the teacher runs, so that
+        # only what the student and the terms add is counted.
+        additional = list(self.losses) if self._reports_additional_losses else []
+        teacher_logits, teacher_features = self._teacher_tap(x, training=False)
+        record = ForwardRecord(
+            teacher_logits=ops.stop_gradient(teacher_logits),
+            student_logits=student_logits,
+            teacher_features={
+                path: ops.stop_gradient(feature)
+                for path, feature in zip(self._teacher_tap.feature_paths, teacher_features)
+            },
+            student_features=student_features,
+            labels=labels,
             sample_weight=sample_weight,
+            training=bool(training),
+            step=ops.convert_to_tensor(self.training_step),
+            epoch=self._epoch(),
         )
-        consistency_loss = self.consistency_weight * (
-            unikd_losses.kd_loss(
-                student_dist["z"],
-                student_logits,
-                self.distribution_temperature,
-                sample_weight=sample_weight,
-            )
-            + unikd_losses.kd_loss(
-                teacher_dist["z"],
-                teacher_logits,
-                self.distribution_temperature,
-                sample_weight=sample_weight,
-            )
-        )
-        return {"feature_loss": feature_loss, "consistency_loss": consistency_loss}
+        terms = {}
+        for term in self.terms:
+            terms.update(term(record))
+        if self._reports_additional_losses:
+            terms["regularization_loss"] = self._sum(additional)
+        return self._total(terms, labels_in_range), terms
+
+    def _sum(self, values):
+        if not values:
+            return ops.zeros((), "float32")
+        return ops.sum(ops.stack([ops.cast(value, "float32") for value in values]))
+
+    def _total(self, terms, labels_in_range):
+        return ops.where(labels_in_range, self._sum(list(terms.values())), float("nan"))
 
     def compute_distillation_losses(self, x, y, sample_weight=None, training=True):
         """Runs teacher and student once and computes every loss term.
+
+        For inspection: the step counter does not advance.
 
         Args:
             x: Input batch.
             y: Sparse integer labels, `(batch,)` or `(batch, 1)`.
             sample_weight: Optional `(batch,)` weights applied to every term.
-            training: Whether the student and the heads run in training mode.
+            training: Whether the student and the terms run in training mode.
 
         Returns:
             `(total, terms, student_logits)`: the float32 total loss (NaN
             when a label is outside `[0, num_classes)`; the terms are then
             computed on clipped labels and stay finite), a dict of the
-            weighted terms named as in `loss_term_names`, and the student's
+            weighted losses named as in `loss_term_names`, and the student's
             logits.
         """
-        labels, labels_in_range = self._checked_labels(y)
-        teacher_logits, teacher_features = self._teacher_tap(x, training=False)
-        teacher_logits = ops.stop_gradient(teacher_logits)
-        teacher_features = [ops.stop_gradient(feature) for feature in teacher_features]
-        student_logits, student_features = self._student_tap(x, training=training)
-
-        terms = {
-            "ce_loss": self.ce_weight
-            * unikd_losses.cross_entropy(student_logits, labels, sample_weight)
-        }
-        if self.logits_loss is not None:
-            terms[f"{self.logits_loss}_loss"] = (
-                self.logits_weight
-                * self._warmup_factor()
-                * self._logits_term(student_logits, teacher_logits, labels, sample_weight)
-            )
-        terms.update(
-            self._feature_terms(
-                student_features,
-                teacher_features,
-                student_logits,
-                teacher_logits,
-                sample_weight,
-                training,
-            )
+        student_logits, features = self._student_tap(x, training=training)
+        features = dict(zip(self._student_tap.feature_paths, features))
+        total, terms = self._term_losses(
+            x, y, student_logits, features, sample_weight, training
         )
-        self._add_regularization(terms)
-        return self._total(terms, labels_in_range), terms, student_logits
-
-    def _total(self, terms, labels_in_range):
-        total = ops.sum(ops.stack(list(terms.values())))
-        return ops.where(labels_in_range, total, float("nan"))
+        return total, terms, student_logits
 
     def compute_student_loss(self, x, y, sample_weight=None):
-        """The student's cross-entropy (plus regularisation) in inference mode.
+        """The student's cross-entropy plus its own losses, in inference mode.
 
         Returns:
             `(loss, student_logits)`; `loss` is NaN when a label is outside
             `[0, num_classes)`.
         """
-        labels, labels_in_range = self._checked_labels(y)
         student_logits = self.student(x, training=False)
-        terms = {"ce_loss": unikd_losses.cross_entropy(student_logits, labels, sample_weight)}
-        self._add_regularization(terms)
-        return self._total(terms, labels_in_range), student_logits
+        return self._student_loss(y, student_logits, sample_weight), student_logits
 
-    def _batch_size(self, logits):
-        return ops.shape(logits)[0]
+    def _student_loss(self, y, student_logits, sample_weight):
+        labels, labels_in_range = self._checked_labels(y)
+        loss = unikd_losses.cross_entropy(student_logits, labels, sample_weight)
+        additional = list(self.losses) if self._reports_additional_losses else []
+        return ops.where(labels_in_range, loss + self._sum(additional), float("nan"))
 
-    def update_train_metrics(self, total, terms, y, student_logits, sample_weight=None):
-        """Updates the loss trackers and compiled metrics; returns the logs."""
-        batch_size = self._batch_size(student_logits)
-        self._loss_tracker.update_state(total, sample_weight=batch_size)
+    def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
+        """The loss Keras's `train_step` / `test_step` minimise or report.
+
+        Training (`y_pred = self(x, training=True)`): the sum of the terms,
+        each tracked as a metric, and the step counter advances. Evaluation
+        (`y_pred`, the student's logits): the student's cross-entropy.
+        Under `tf.distribute` the loss is divided by the number of replicas,
+        as Keras's own losses are.
+        """
+        if not training:
+            logits = y_pred["logits"] if isinstance(y_pred, dict) else y_pred
+            return self._per_replica(self._student_loss(y, logits, sample_weight))
+        if not isinstance(y_pred, dict):
+            raise ValueError(
+                "Distiller.compute_loss(training=True) needs y_pred = "
+                "distiller(x, training=True): the student's logits and tapped "
+                "features from one forward pass."
+            )
+        total, terms = self._term_losses(
+            x, y, y_pred["logits"], y_pred["features"], sample_weight, training
+        )
+        batch_size = ops.shape(y_pred["logits"])[0]
         for name, value in terms.items():
             self.loss_term_trackers[name].update_state(value, sample_weight=batch_size)
-        return self.compute_metrics(
-            None, self._sparse_labels(y), student_logits, sample_weight
-        )
+        self.training_step.assign_add(1.0)
+        return self._per_replica(total)
 
-    def update_test_metrics(self, loss, y, student_logits, sample_weight=None):
-        """Updates `loss` and the compiled metrics; returns the logs."""
-        self._loss_tracker.update_state(
-            loss, sample_weight=self._batch_size(student_logits)
-        )
-        logs = self.compute_metrics(
-            None, self._sparse_labels(y), student_logits, sample_weight
-        )
-        return {name: value for name, value in logs.items() if name not in self.loss_term_trackers}
+    def _per_replica(self, loss):
+        if keras.backend.backend() == "tensorflow":
+            import tensorflow as tf
+
+            replicas = tf.distribute.get_strategy().num_replicas_in_sync
+            if replicas > 1:
+                loss = loss / replicas
+        return loss
+
+    def compute_metrics(self, x, y, y_pred, sample_weight=None):
+        """Compiled metrics on the student's logits, and the loss terms in training."""
+        training = isinstance(y_pred, dict)
+        logits = y_pred["logits"] if training else y_pred
+        logs = super().compute_metrics(x, self._sparse_labels(y), logits, sample_weight)
+        if not training:
+            logs = {
+                name: value
+                for name, value in logs.items()
+                if name not in self.loss_term_trackers
+            }
+        return reducible_logs(logs)
 
     # ------------------------------------------------------------------
     # Serialization
     # ------------------------------------------------------------------
 
     def get_config(self):
+        steps = int(np.asarray(ops.convert_to_numpy(self.steps_per_epoch)))
         return {
             "name": self.name,
             "trainable": self.trainable,
             "teacher": keras.saving.serialize_keras_object(self.teacher),
             "student": keras.saving.serialize_keras_object(self.student),
-            "teacher_features": self.teacher_features,
-            "student_features": self.student_features,
-            "logits_loss": self.logits_loss,
-            "distribution_loss": self.distribution_loss,
-            "ce_weight": self.ce_weight,
-            "logits_weight": self.logits_weight,
-            "feature_weight": self.feature_weight,
-            "consistency_weight": self.consistency_weight,
-            "temperature": self.temperature,
-            "distribution_temperature": self.distribution_temperature,
-            "dkd_alpha": self.dkd_alpha,
-            "dkd_beta": self.dkd_beta,
-            "warmup_epochs": self.warmup_epochs,
-            "fuse_teacher_features": self.fuse_teacher_features,
-            "fuse_student_features": self.fuse_student_features,
-            "aggregator_mid_channels": self.aggregator_mid_channels,
-            "log_var_range": self.log_var_range,
-            "seed": self.seed,
+            "terms": [keras.saving.serialize_keras_object(term) for term in self.terms],
+            "steps_per_epoch": steps or None,
         }
 
     @classmethod
@@ -622,10 +560,15 @@ class Distiller(DistillerSteps, keras.Model):
 
         `"teacher"` and `"student"` are serialized models, as `get_config`
         writes them, or paths of `.keras` files (a missing file raises
-        `FileNotFoundError`).
+        `FileNotFoundError`). A config in the keyword form (no `"terms"`)
+        is accepted too.
         """
         config = dict(config)
         for key in ("teacher", "student"):
             if not isinstance(config[key], str):
                 config[key] = keras.saving.deserialize_keras_object(config[key])
+        if config.get("terms") is not None:
+            config["terms"] = [
+                keras.saving.deserialize_keras_object(term) for term in config["terms"]
+            ]
         return cls(**config)

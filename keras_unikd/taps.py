@@ -49,7 +49,9 @@ def _check_tappable(model):
             f"Expected a keras.Model, got {type(model).__name__}. Build the "
             "network with the functional API or keras.Sequential."
         )
-    if not isinstance(model, keras.Sequential) and not hasattr(model, "_nodes_by_depth"):
+    # Functional and built Sequential models expose their graph's outputs; a
+    # subclassed model has none.
+    if not isinstance(model, keras.Sequential) and getattr(model, "outputs", None) is None:
         raise ValueError(
             f"Model {model.name!r} is a subclassed model: it has no graph of "
             "layers, so neither its input shape nor its intermediate outputs "

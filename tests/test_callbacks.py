@@ -164,7 +164,7 @@ def test_guard_names_a_diverged_last_step(distiller):
 @pytest.mark.parametrize(
     "callback",
     [
-        keras_unikd.callbacks.EpochCounter(),
+        keras_unikd.callbacks.TrainingPlan(),
         keras_unikd.callbacks.EpochTimer(),
         NonFiniteLossGuard(raise_error=True),
         StudentCheckpoint("runs/student.keras", monitor="val_loss", mode="min", save_best_only=False),

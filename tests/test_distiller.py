@@ -36,9 +36,9 @@ def test_fit_trains_student_and_heads_but_not_the_teacher(pair, batch, jit_compi
         for name, layer in [
             ("teacher", teacher),
             ("student", student),
-            ("student_aggregator", distiller.student_aggregator),
-            ("teacher_head", distiller.teacher_head),
-            ("student_head", distiller.student_head),
+            ("student_aggregator", distiller.terms[-1].student_aggregator),
+            ("teacher_head", distiller.terms[-1].teacher_head),
+            ("student_head", distiller.terms[-1].student_head),
         ]
     }
     x, y = batch
@@ -47,7 +47,7 @@ def test_fit_trains_student_and_heads_but_not_the_teacher(pair, batch, jit_compi
     for old, new in zip(before["teacher"], weights_of(teacher)):
         np.testing.assert_array_equal(old, new)  # bit for bit, incl. BN statistics
     for name in ("student", "student_aggregator", "teacher_head", "student_head"):
-        layer = getattr(distiller, name) if name != "student" else student
+        layer = getattr(distiller.terms[-1], name) if name != "student" else student
         changed = [not np.array_equal(a, b) for a, b in zip(before[name], weights_of(layer))]
         assert all(changed) if name != "student" else any(changed), name
 
@@ -60,21 +60,24 @@ def test_fit_trains_student_and_heads_but_not_the_teacher(pair, batch, jit_compi
     # The total is the sum of the terms, epoch by epoch.
     sums = np.sum([history.history[key] for key in terms], axis=0)
     np.testing.assert_allclose(history.history["loss"], sums, rtol=1e-4)
-    assert float(ops.convert_to_numpy(distiller.current_epoch)) == 2.0
+    # Two epochs of two steps: the step counter and the learnt epoch length.
+    assert float(ops.convert_to_numpy(distiller.training_step)) == 4.0
+    assert float(ops.convert_to_numpy(distiller.steps_per_epoch)) == 2.0
 
 
 def test_auxiliary_layers_are_built_in_the_constructor(pair):
     distiller = unikd(*pair)
-    for layer in (distiller.student_aggregator, distiller.student_head, distiller.teacher_head):
+    features = distiller.terms[-1]
+    for layer in (features.student_aggregator, features.student_head, features.teacher_head):
         assert layer.built and layer.weights
-    assert distiller.teacher_aggregator is None  # one teacher feature feeds its head
+    assert features.teacher_aggregator is None  # one teacher feature feeds its head
     ids = {id(v) for v in distiller.trainable_variables}
-    for layer in (distiller.student, distiller.student_aggregator, distiller.teacher_head):
+    for layer in (distiller.student, features.student_aggregator, features.teacher_head):
         assert {id(v) for v in layer.trainable_variables} <= ids
     assert not {id(v) for v in distiller.teacher.weights} & ids
     # The student's fused map has the shape of the teacher's first tapped stage.
     shapes = [(None, 12, 12, 4), (None, 6, 6, 8), (None, 3, 3, 16), (None, 16)]
-    assert distiller.student_aggregator.compute_output_shape(shapes) == (None, 12, 12, 8)
+    assert features.student_aggregator.compute_output_shape(shapes) == (None, 12, 12, 8)
 
 
 def test_terms_match_the_losses_module(pair, batch):
@@ -93,7 +96,8 @@ def test_terms_match_the_losses_module(pair, batch):
         dkd_beta=6.0,
         warmup_epochs=4,
     )
-    distiller.current_epoch.assign(2.0)  # warm-up factor 2/4
+    distiller.steps_per_epoch.assign(10.0)
+    distiller.training_step.assign(15.0)  # epoch 2: warm-up factor 2/4
     total, terms, student_logits = distiller.compute_distillation_losses(x, y, training=False)
 
     t_logits = teacher(x, training=False)
@@ -101,8 +105,9 @@ def test_terms_match_the_losses_module(pair, batch):
     s_feats = keras.Model(
         student.input, [student.get_layer(f"s_{n}").output for n in ("stage1", "stage2", "stage3", "pool")]
     )(x)
-    s_dist = distiller.student_head(distiller.student_aggregator(s_feats))
-    t_dist = distiller.teacher_head(distiller.teacher_aggregator(t_feats))
+    features = distiller.terms[-1]
+    s_dist = features.student_head(features.student_aggregator(s_feats))
+    t_dist = features.teacher_head(features.teacher_aggregator(t_feats))
     expected = {
         "ce_loss": 0.5 * losses.cross_entropy(student_logits, y),
         "dkd_loss": 2.0 * 0.5 * losses.dkd_loss(student_logits, t_logits, y, 1.0, 6.0, 3.0),
@@ -124,8 +129,9 @@ def test_warmup_scales_the_logits_loss_by_epoch(pair, batch):
     x, y = batch
     distiller = unikd(*pair, distribution_loss="gaussian", warmup_epochs=4)
     values = {}
+    distiller.steps_per_epoch.assign(3.0)
     for epoch in (1.0, 2.0, 4.0, 9.0):
-        distiller.current_epoch.assign(epoch)
+        distiller.training_step.assign(3.0 * (epoch - 1) + 2.0)  # the epoch's last step
         values[epoch] = float(distiller.compute_distillation_losses(x, y, training=False)[1]["dkd_loss"])
     assert values[2.0] == pytest.approx(2 * values[1.0], rel=1e-5)
     assert values[4.0] == pytest.approx(4 * values[1.0], rel=1e-5)
@@ -151,7 +157,7 @@ def test_plain_kd_configuration_and_sample_weights(pair, batch):
         teacher, student, logits_loss="kd", distribution_loss=None, warmup_epochs=0
     )
     assert distiller.loss_term_names == ["ce_loss", "kd_loss"]
-    assert distiller.student_head is None
+    assert [type(term).__name__ for term in distiller.terms] == ["CrossEntropy", "KD"]
     total, terms, _ = distiller.compute_distillation_losses(x, y, sample_weight=np.zeros(16, "float32"))
     assert float(total) == 0.0
     _, terms, logits = distiller.compute_distillation_losses(x, y)

@@ -18,7 +18,7 @@ def test_hint_loss_is_weighted_mse_through_the_regressor(pair, batch):
     _, terms, _ = distiller.compute_distillation_losses(x, y, training=False)
     s_feat = keras.Model(student.input, student.get_layer("s_stage2").output)(x)
     t_feat = keras.Model(teacher.input, teacher.get_layer("t_stage2").output)(x)
-    kernel, bias = (ops.convert_to_numpy(w) for w in distiller.regressor.weights)
+    kernel, bias = (ops.convert_to_numpy(w) for w in distiller.terms[-1].regressor.weights)
     guided = np.einsum("bhwc,cd->bhwd", ops.convert_to_numpy(s_feat), kernel[0, 0]) + bias
     expected = 50.0 * np.mean((guided - ops.convert_to_numpy(t_feat)) ** 2)
     np.testing.assert_allclose(float(terms["hint_loss"]), expected, rtol=1e-5)
@@ -31,10 +31,10 @@ def test_fitnet_plus_kd_trains_the_regressor_and_round_trips(pair, batch, tmp_pa
         teacher, student, "t_stage1", "s_stage1", logits_loss="kd", warmup_epochs=0
     )
     distiller.compile(optimizer=keras.optimizers.SGD(0.01), metrics=["accuracy"])
-    before = weights_of(distiller.regressor)
+    before = weights_of(distiller.terms[-1].regressor)
     history = distiller.fit(x, y, batch_size=8, epochs=1, verbose=0)
     assert set(history.history) == {"loss", "ce_loss", "kd_loss", "hint_loss", "accuracy"}
-    assert not np.array_equal(before[0], weights_of(distiller.regressor)[0])
+    assert not np.array_equal(before[0], weights_of(distiller.terms[-1].regressor)[0])
     path = str(tmp_path / "fitnet.keras")
     distiller.save(path)
     loaded = keras.models.load_model(path)

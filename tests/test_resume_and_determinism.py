@@ -93,7 +93,7 @@ def test_run_killed_mid_epoch_resumes_to_the_uninterrupted_result(reference, env
     resumed = dict(np.load(tmp_path / "resumed.npz"))
 
     np.testing.assert_array_equal(resumed["run0/epochs_run"], [1, 2])  # epochs 2 and 3
-    for key in ("current_epoch", "iterations", "evaluation", "predictions"):
+    for key in ("training_step", "iterations", "evaluation", "predictions"):
         np.testing.assert_array_equal(resumed[f"run0/{key}"], expected[f"run0/{key}"], err_msg=key)
     for a, b in zip(student_weights(resumed, "run0"), student_weights(expected, "run0")):
         np.testing.assert_array_equal(a, b)

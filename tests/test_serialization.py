@@ -45,7 +45,8 @@ def test_distiller_save_load_round_trip(pair, batch, tmp_path, form):
     loaded = keras.models.load_model(path)
 
     assert isinstance(loaded, keras_unikd.Distiller)
-    assert loaded.get_config()["dkd_beta"] == 6.0 and loaded.distribution_loss == form
+    assert [type(term).__name__ for term in loaded.terms] == ["CrossEntropy", "DKD", "UniKDFeatures"]
+    assert loaded.terms[1].beta == 6.0 and loaded.terms[2].distribution_loss == form
     assert not loaded.teacher.trainable
     np.testing.assert_array_equal(
         ops.convert_to_numpy(loaded.predict(x, verbose=0)), ops.convert_to_numpy(distiller.predict(x, verbose=0))
@@ -75,10 +76,15 @@ def test_student_alone_holds_no_teacher_or_head_weights(pair, batch, tmp_path):
 
 
 def test_public_classes_are_registered_and_configs_round_trip(pair):
-    for cls in (keras_unikd.Distiller, keras_unikd.MultiStageAggregator, keras_unikd.DistributionHead):
+    from keras_unikd import terms
+
+    public = (keras_unikd.Distiller, keras_unikd.FitNetDistiller, keras_unikd.MultiStageAggregator,
+              keras_unikd.DistributionHead, terms.CrossEntropy, terms.KD, terms.DKD,
+              terms.UniKDFeatures, terms.FitNetHint)
+    for cls in public:
         name = f"keras_unikd>{cls.__name__}"
         assert keras.saving.get_registered_object(name) is cls
     distiller = make_distiller(pair, distribution_loss="gaussian")
     clone = keras_unikd.Distiller.from_config(distiller.get_config())
-    assert clone.get_config()["teacher_features"] == ["t_stage1", "t_stage2"]
+    assert clone.get_config()["terms"][-1]["config"]["teacher_features"] == ["t_stage1", "t_stage2"]
     assert clone.count_params() == distiller.count_params()

@@ -99,7 +99,7 @@ def results(prefix, distiller, history):
     x, y = data()
     arrays = {
         f"{prefix}/epochs_run": np.array(history.epoch),
-        f"{prefix}/current_epoch": np.asarray(distiller.current_epoch),
+        f"{prefix}/training_step": np.asarray(distiller.training_step),
         f"{prefix}/iterations": np.asarray(distiller.optimizer.iterations),
         f"{prefix}/predictions": np.asarray(distiller.student.predict(x, verbose=0)),
         f"{prefix}/evaluation": np.array(distiller.evaluate(x, y, verbose=0)),

@@ -1,0 +1,119 @@
+"""The Distiller's keyword form: its options as a list of terms.
+
+`Distiller(teacher, student, teacher_features=..., logits_loss=..., ...)`
+builds `[CrossEntropy, DKD or KD, UniKDFeatures]` here; with the same
+weights it gives the same losses as the equivalent `terms=[...]`.
+"""
+
+import inspect
+
+from keras_unikd import losses
+from keras_unikd.terms import DKD
+from keras_unikd.terms import KD
+from keras_unikd.terms import CrossEntropy
+from keras_unikd.terms import UniKDFeatures
+from keras_unikd.terms.base import as_layer_paths
+from keras_unikd.validation import check_choice
+
+LOGITS_LOSSES = ("dkd", "kd")
+
+
+def logits_term(logits_loss, weight, temperature, dkd_alpha, dkd_beta, warmup_epochs):
+    """The `"dkd"` or `"kd"` term, or `None` for `logits_loss=None`."""
+    check_choice("logits_loss", logits_loss, LOGITS_LOSSES + (None,))
+    if logits_loss == "dkd":
+        return DKD(
+            alpha=dkd_alpha,
+            beta=dkd_beta,
+            temperature=temperature,
+            weight=weight,
+            warmup_epochs=warmup_epochs,
+        )
+    if logits_loss == "kd":
+        return KD(temperature=temperature, weight=weight, warmup_epochs=warmup_epochs)
+    return None
+
+
+def terms_from_keywords(
+    teacher_features=None,
+    student_features=None,
+    logits_loss="dkd",
+    distribution_loss="sampled",
+    ce_weight=1.0,
+    logits_weight=1.0,
+    feature_weight=1.0,
+    consistency_weight=1.0,
+    temperature=4.0,
+    distribution_temperature=1.0,
+    dkd_alpha=1.0,
+    dkd_beta=8.0,
+    warmup_epochs=20,
+    fuse_teacher_features=None,
+    fuse_student_features=None,
+    aggregator_mid_channels=None,
+    log_var_range=losses.DEFAULT_LOG_VAR_RANGE,
+    seed=None,
+):
+    """The terms of the keyword form (see `keras_unikd.Distiller`).
+
+    Returns:
+        `[CrossEntropy(ce_weight), <logits term>, UniKDFeatures(...)]`,
+        without the logits term for `logits_loss=None` and without the
+        feature term for `distribution_loss=None`.
+
+    Raises:
+        ValueError: for unknown choices, features given with
+            `distribution_loss=None`, a distribution loss without features,
+            or nothing to distil.
+    """
+    check_choice(
+        "distribution_loss", distribution_loss, losses.DISTRIBUTION_FORMS + (None,)
+    )
+    teacher_features = list(as_layer_paths(teacher_features, "teacher_features"))
+    student_features = list(as_layer_paths(student_features, "student_features"))
+    if distribution_loss is None:
+        if teacher_features or student_features:
+            raise ValueError(
+                "Features were given but distribution_loss=None, so they "
+                "would be ignored. Set distribution_loss='sampled' or "
+                "'gaussian', or drop teacher_features/student_features."
+            )
+        if logits_loss is None:
+            raise ValueError(
+                "logits_loss=None and distribution_loss=None leave nothing "
+                "to distil. Train the student alone with student.fit, or "
+                "choose a loss."
+            )
+    elif not teacher_features or not student_features:
+        raise ValueError(
+            f"distribution_loss={distribution_loss!r} needs at least one "
+            "teacher feature and one student feature (layer names); got "
+            f"teacher_features={teacher_features}, "
+            f"student_features={student_features}."
+        )
+    terms = [CrossEntropy(weight=ce_weight)]
+    logits = logits_term(
+        logits_loss, logits_weight, temperature, dkd_alpha, dkd_beta, warmup_epochs
+    )
+    if logits is not None:
+        terms.append(logits)
+    if distribution_loss is not None:
+        terms.append(
+            UniKDFeatures(
+                teacher_features,
+                student_features,
+                distribution_loss=distribution_loss,
+                feature_weight=feature_weight,
+                consistency_weight=consistency_weight,
+                temperature=distribution_temperature,
+                fuse_teacher_features=fuse_teacher_features,
+                fuse_student_features=fuse_student_features,
+                aggregator_mid_channels=aggregator_mid_channels,
+                log_var_range=log_var_range,
+                seed=seed,
+            )
+        )
+    return terms
+
+
+KEYWORD_OPTIONS = tuple(inspect.signature(terms_from_keywords).parameters)

@@ -1,0 +1,231 @@
+"""The term interface: what a distillation method is to the `Distiller`.
+
+A *term* is a Keras layer that owns the weights of one distillation method
+(aggregators, heads, regressors), declares the teacher and student layers it
+reads, and maps one `ForwardRecord` (both networks' logits and tapped
+features from a single forward pass each, the labels, the training progress)
+to named float32 losses. The `Distiller` taps the union of its terms' layers,
+runs each network once per step and sums the terms.
+"""
+
+import dataclasses
+import math
+import typing
+
+import keras
+from keras import ops
+
+
+def as_layer_paths(value, argument):
+    """Layer paths as a tuple of strings; a single string is one path.
+
+    Args:
+        value: `None`, a layer name / `"outer/inner"` path, or a sequence of
+            them.
+        argument: The argument's name, for the message.
+
+    Returns:
+        A tuple of strings (empty for `None`).
+
+    Raises:
+        ValueError: for anything that is not a string or strings.
+    """
+    if value is None:
+        return ()
+    if isinstance(value, str):
+        return (value,)
+    paths = tuple(value)
+    for path in paths:
+        if not isinstance(path, str) or not path:
+            raise ValueError(
+                f"{argument} must be layer names (strings), one name or a "
+                f"list of names; got {value!r}."
+            )
+    return paths
+
+
+def check_non_negative(argument, value):
+    """Raises a `ValueError` unless `value` is a finite number >= 0."""
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float))
+        or not math.isfinite(value)
+        or value < 0
+    ):
+        raise ValueError(
+            f"{argument} must be a finite number >= 0; got {value!r}. A "
+            "negative weight would maximise that loss; use 0 to switch a "
+            "term off."
+        )
+
+
+def check_positive(argument, value):
+    """Raises a `ValueError` unless `value` is a finite number > 0."""
+    check_non_negative(argument, value)
+    if value == 0:
+        raise ValueError(
+            f"{argument} must be > 0; got {value!r} (softmax(z / T) is "
+            "undefined at T = 0)."
+        )
+
+
+@dataclasses.dataclass(frozen=True)
+class ForwardShapes:
+    """The shapes a term is built from.
+
+    Attributes:
+        teacher: `{layer path: shape}` of the teacher's tapped features.
+        student: `{layer path: shape}` of the student's tapped features.
+        num_classes: Number of classes of both networks' logits.
+    """
+
+    teacher: typing.Mapping[str, tuple]
+    student: typing.Mapping[str, tuple]
+    num_classes: int
+
+
+@dataclasses.dataclass(frozen=True)
+class ForwardRecord:
+    """Everything one training (or inspection) step knows, for the terms.
+
+    Attributes:
+        teacher_logits: `(batch, num_classes)`, under stop-gradient.
+        student_logits: `(batch, num_classes)`.
+        teacher_features: `{layer path: tensor}`, under stop-gradient.
+        student_features: `{layer path: tensor}`.
+        labels: int32 class ids, `(batch,)`, in `[0, num_classes)`.
+        sample_weight: `(batch,)` weights or `None`.
+        training: Python bool: whether the student runs in training mode
+            (sampling, dropout, batch statistics).
+        step: float32 scalar, optimizer steps taken before this one.
+        epoch: float32 scalar, the running epoch counted from 1 (the
+            reference's convention for warm-ups).
+    """
+
+    teacher_logits: typing.Any
+    student_logits: typing.Any
+    teacher_features: typing.Mapping[str, typing.Any]
+    student_features: typing.Mapping[str, typing.Any]
+    labels: typing.Any
+    sample_weight: typing.Any
+    training: bool
+    step: typing.Any
+    epoch: typing.Any
+
+
+class DistillationTerm(keras.layers.Layer):
+    """Base class of the distillation terms a `keras_unikd.Distiller` sums.
+
+    A term is a Keras layer: the layers it creates in `build` (aggregators,
+    heads, regressors) are its weights, trained by the Distiller's optimizer
+    and saved with it. Subclasses set `teacher_features` / `student_features`
+    (the layer paths they read; the Distiller taps the union of all terms'
+    paths once per network), create their layers in `build(shapes)` from a
+    `ForwardShapes`, and return from `call(record)` a dict of unweighted
+    float32 scalar losses keyed by `loss_names`. The base class multiplies
+    every loss by `weight` and by the warm-up factor
+    `min(record.epoch / warmup_epochs, 1)` (1 when `warmup_epochs=0`), so
+    every term can be weighted and warmed up alike.
+
+    Args:
+        weight: Non-negative weight of the term's losses.
+        warmup_epochs: Epochs of linear warm-up (`0`: none). Epochs count from
+            1, as in the DKD/UniKD reference code: the factor is
+            `1 / warmup_epochs` during the first epoch.
+        **kwargs: Base `Layer` arguments (`name`, `dtype`).
+
+    Example: attention transfer (Zagoruyko & Komodakis, 2017) as a term.
+
+    >>> import keras
+    >>> from keras import ops
+    >>> class AttentionTransfer(DistillationTerm):
+    ...     def __init__(self, teacher_feature, student_feature, **kwargs):
+    ...         super().__init__(**kwargs)
+    ...         self.teacher_features = (teacher_feature,)
+    ...         self.student_features = (student_feature,)
+    ...     def call(self, record):
+    ...         def attention(feature):
+    ...             a = ops.mean(ops.square(ops.cast(feature, "float32")), axis=-1)
+    ...             a = ops.reshape(a, (ops.shape(a)[0], -1))
+    ...             return a / (ops.norm(a, axis=-1, keepdims=True) + 1e-6)
+    ...         t = attention(record.teacher_features[self.teacher_features[0]])
+    ...         s = attention(record.student_features[self.student_features[0]])
+    ...         per_example = ops.mean(ops.square(s - t), axis=-1)
+    ...         return {self.loss_names[0]: ops.mean(per_example)}
+    ...     def get_config(self):
+    ...         return {**super().get_config(),
+    ...                 "teacher_feature": self.teacher_features[0],
+    ...                 "student_feature": self.student_features[0]}
+    >>> term = AttentionTransfer("t_conv", "s_conv", weight=1000.0, name="at")
+    >>> term.loss_names
+    ('at_loss',)
+    """
+
+    def __init__(self, weight=1.0, warmup_epochs=0, **kwargs):
+        super().__init__(**kwargs)
+        check_non_negative(f"{self.__class__.__name__} weight", weight)
+        if isinstance(warmup_epochs, bool) or not isinstance(warmup_epochs, int) or warmup_epochs < 0:
+            raise ValueError(
+                f"{self.__class__.__name__} warmup_epochs must be an int >= 0 "
+                f"(0 switches the warm-up off); got {warmup_epochs!r}."
+            )
+        self.weight = weight
+        self.warmup_epochs = warmup_epochs
+        self.teacher_features = ()
+        self.student_features = ()
+
+    @property
+    def loss_names(self):
+        """Names of the losses `call` returns (metric names in the logs)."""
+        return (f"{self.name}_loss",)
+
+    def build(self, shapes):
+        """Creates the term's layers from a `ForwardShapes`; none by default."""
+        del shapes
+
+    def call(self, record):
+        """Maps a `ForwardRecord` to `{loss name: unweighted float32 scalar}`."""
+        raise NotImplementedError(
+            f"{self.__class__.__name__} must implement call(record), returning "
+            f"a dict with the keys {self.loss_names}."
+        )
+
+    def warmup_factor(self, epoch):
+        """`min(epoch / warmup_epochs, 1)`, or 1 without a warm-up."""
+        if not self.warmup_epochs:
+            return 1.0
+        return ops.minimum(ops.cast(epoch, "float32") / float(self.warmup_epochs), 1.0)
+
+    def __call__(self, record):
+        """Runs `call` and returns its losses, weighted and warmed up.
+
+        Terms are called with a `ForwardRecord` by the `Distiller`, which
+        builds them first; Keras's tensor-input machinery (autocasting,
+        masking) does not apply to a record, so it is bypassed.
+        """
+        if not isinstance(record, ForwardRecord):
+            raise TypeError(
+                f"A distillation term is called with a ForwardRecord (the "
+                f"Distiller builds one each step); got {type(record).__name__}."
+            )
+        losses = self.call(record)
+        if not isinstance(losses, dict) or set(losses) != set(self.loss_names):
+            got = sorted(losses) if isinstance(losses, dict) else type(losses).__name__
+            raise ValueError(
+                f"{self.__class__.__name__}.call must return a dict with the "
+                f"keys {list(self.loss_names)} (its loss_names); got {got}."
+            )
+        factor = self.weight * self.warmup_factor(record.epoch)
+        return {
+            name: ops.cast(losses[name], "float32") * factor for name in self.loss_names
+        }
+
+    def get_build_config(self):
+        # The Distiller builds its terms from the tapped shapes: no build
+        # config is saved.
+        return None
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({"weight": self.weight, "warmup_epochs": self.warmup_epochs})
+        return config

@@ -1,0 +1,82 @@
+"""FitNet (Romero et al., ICLR 2015): point-wise feature hints, the baseline UniKD replaces."""
+
+import keras
+from keras import ops
+
+from keras_unikd import losses
+from keras_unikd.layers.resize import resize_nearest
+from keras_unikd.terms.base import DistillationTerm
+from keras_unikd.terms.base import as_layer_paths
+
+
+def _single_path(value, argument):
+    paths = as_layer_paths(value, argument)
+    if len(paths) != 1:
+        raise ValueError(f"{argument} must be one layer name; got {value!r}.")
+    return paths[0]
+
+
+@keras.saving.register_keras_serializable(package="keras_unikd")
+class FitNetHint(DistillationTerm):
+    """A hint loss on one intermediate feature map (`hint_loss`).
+
+    A 1x1 convolution (the regressor, trained with the student) maps the
+    student's feature to the teacher's channels; it is nearest-resized to the
+    teacher's spatial size if they differ, and
+    `hint_loss = weight * mean((regressor(f_s) - f_t)^2)`.
+
+    Args:
+        teacher_feature: Teacher layer path of the hint, a `(batch, H, W, C)`
+            map.
+        student_feature: Student layer path of the guided layer.
+        weight: Weight of the hint (100 in mdistiller's CIFAR recipe).
+        **kwargs: `DistillationTerm` arguments (`warmup_epochs`, `name`).
+
+    Example:
+
+    ```python
+    distiller = keras_unikd.Distiller(
+        teacher, student,
+        terms=[terms.CrossEntropy(), terms.FitNetHint("stage2", "stage2")],
+    )
+    ```
+    """
+
+    def __init__(self, teacher_feature, student_feature, weight=100.0, name="hint", **kwargs):
+        super().__init__(weight=weight, name=name, **kwargs)
+        self.teacher_features = (_single_path(teacher_feature, "teacher_feature"),)
+        self.student_features = (_single_path(student_feature, "student_feature"),)
+
+    def build(self, shapes):
+        teacher_shape = shapes.teacher[self.teacher_features[0]]
+        student_shape = shapes.student[self.student_features[0]]
+        for path, shape in (
+            (self.teacher_features[0], teacher_shape),
+            (self.student_features[0], student_shape),
+        ):
+            if len(shape) != 4:
+                raise ValueError(
+                    f"FitNet hints are feature maps; layer {path!r} outputs "
+                    f"shape {tuple(shape)}. Tap a convolutional stage."
+                )
+        self._hint_size = tuple(teacher_shape[1:3])
+        self.regressor = keras.layers.Conv2D(
+            teacher_shape[-1], 1, dtype=self.dtype_policy, name="hint_regressor"
+        )
+        self.regressor.build(student_shape)
+
+    def call(self, record):
+        guided = resize_nearest(
+            self.regressor(record.student_features[self.student_features[0]]),
+            self._hint_size,
+        )
+        hint = ops.cast(record.teacher_features[self.teacher_features[0]], "float32")
+        per_example = ops.mean(ops.square(ops.cast(guided, "float32") - hint), axis=(1, 2, 3))
+        return {self.loss_names[0]: losses.batch_mean(per_example, record.sample_weight)}
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "teacher_feature": self.teacher_features[0],
+            "student_feature": self.student_features[0],
+        }

@@ -1,0 +1,231 @@
+"""UniKD's feature terms: AFF + FDP on both networks, constraint and consistency."""
+
+import keras
+
+from keras_unikd import losses
+from keras_unikd.layers import DistributionHead
+from keras_unikd.layers import MultiStageAggregator
+from keras_unikd.layers.aggregator import as_map_shape
+from keras_unikd.terms.base import DistillationTerm
+from keras_unikd.terms.base import as_layer_paths
+from keras_unikd.terms.base import check_non_negative
+from keras_unikd.terms.base import check_positive
+from keras_unikd.validation import check_choice
+
+
+def _check_feature_ranks(side, shapes):
+    for path, shape in shapes.items():
+        if len(shape) not in (2, 4):
+            raise ValueError(
+                f"Tapped {side} layer {path!r} outputs shape {tuple(shape)} "
+                f"(rank {len(shape)}); UniKD features must be channels-last "
+                "maps (batch, H, W, C) or vectors (batch, C). Tap another layer."
+            )
+
+
+@keras.saving.register_keras_serializable(package="keras_unikd")
+class UniKDFeatures(DistillationTerm):
+    """UniKD's feature distillation (Huang et al., ECCV 2024).
+
+    The student's tapped stages are fused by a `MultiStageAggregator` (AFF;
+    its output takes the shape of the teacher's first tapped feature) and a
+    `DistributionHead` (FDP) turns the fused map into a Gaussian over the
+    classes; the teacher's tapped feature goes through a head of its own (or
+    through an aggregator too, when several teacher features are tapped).
+    The teacher's head and aggregator train with the student, as in the
+    reference. Two losses:
+
+    - `feature_loss = feature_weight * D(student_dist, teacher_dist)`, with
+      `D` the KD loss on one Gaussian sample per side at `temperature`
+      (`distribution_loss="sampled"`, the reference) or the closed-form KL
+      `KL(N_t || N_s)` (`"gaussian"`, deterministic: the heads do not sample);
+    - `consistency_loss = consistency_weight * (KD(z_s, student_logits) +
+      KD(z_t, teacher_logits))` at `temperature`, each distribution tied to
+      its own network's logits.
+
+    Args:
+        teacher_features: Teacher layer path(s), shallow to deep.
+        student_features: Student layer path(s), shallow to deep; pooled
+            vectors are allowed.
+        distribution_loss: `"sampled"` or `"gaussian"`.
+        feature_weight: Weight of the distribution constraint.
+        consistency_weight: Weight of the consistency term.
+        temperature: Temperature of the sampled constraint and of the
+            consistency term (`T_dist`, 1 in the reference).
+        fuse_teacher_features: Whether an aggregator fuses the teacher's
+            features (default: when more than one is tapped).
+        fuse_student_features: The same for the student.
+        aggregator_mid_channels: Mid width of the aggregators (default
+            `min(512, channels of the deepest input)`).
+        log_var_range: Clip bounds of the log-variances in the closed form.
+        seed: Optional int seed of the heads' sampling noise (the student's
+            head uses `seed`, the teacher's `seed + 1`).
+        **kwargs: `DistillationTerm` arguments (`weight`, `warmup_epochs`,
+            `name`).
+
+    Example:
+
+    ```python
+    distiller = keras_unikd.Distiller(
+        teacher, student,
+        terms=[
+            terms.CrossEntropy(),
+            terms.DKD(beta=8.0, warmup_epochs=20),
+            terms.UniKDFeatures(
+                teacher_features=["stage1_preact"],
+                student_features=["stage1", "stage2", "stage3", "pool"],
+            ),
+        ],
+    )
+    ```
+    """
+
+    def __init__(
+        self,
+        teacher_features,
+        student_features,
+        distribution_loss="sampled",
+        feature_weight=1.0,
+        consistency_weight=1.0,
+        temperature=1.0,
+        fuse_teacher_features=None,
+        fuse_student_features=None,
+        aggregator_mid_channels=None,
+        log_var_range=losses.DEFAULT_LOG_VAR_RANGE,
+        seed=None,
+        name="unikd",
+        **kwargs,
+    ):
+        super().__init__(name=name, **kwargs)
+        check_choice("distribution_loss", distribution_loss, losses.DISTRIBUTION_FORMS)
+        check_non_negative("feature_weight", feature_weight)
+        check_non_negative("consistency_weight", consistency_weight)
+        check_positive("UniKDFeatures temperature", temperature)
+        self.teacher_features = as_layer_paths(teacher_features, "teacher_features")
+        self.student_features = as_layer_paths(student_features, "student_features")
+        if not self.teacher_features or not self.student_features:
+            raise ValueError(
+                "UniKD's feature terms need at least one teacher feature and "
+                "one student feature (layer names); got "
+                f"teacher_features={list(self.teacher_features)}, "
+                f"student_features={list(self.student_features)}."
+            )
+        self.distribution_loss = distribution_loss
+        self.feature_weight = feature_weight
+        self.consistency_weight = consistency_weight
+        self.temperature = temperature
+        self.fuse_teacher_features = fuse_teacher_features
+        self.fuse_student_features = fuse_student_features
+        self.aggregator_mid_channels = aggregator_mid_channels
+        self.log_var_range = tuple(log_var_range)
+        self.seed = seed
+
+    @property
+    def loss_names(self):
+        prefix = "" if self.name == "unikd" else f"{self.name}_"
+        return (f"{prefix}feature_loss", f"{prefix}consistency_loss")
+
+    def _aggregator(self, shapes, fuse, reference_shape, side):
+        if fuse is None:
+            fuse = len(shapes) > 1
+        if not fuse:
+            if len(shapes) > 1:
+                raise ValueError(
+                    f"{side}_aggregator: several {side} features were tapped but "
+                    "fusion is off, so all but the first would be ignored. "
+                    f"Set fuse_{side}_features=True or tap one feature."
+                )
+            return None
+        height, width, channels = reference_shape
+        aggregator = MultiStageAggregator(
+            output_channels=channels,
+            output_size=(height, width),
+            mid_channels=self.aggregator_mid_channels,
+            dtype=self.dtype_policy,
+            name=f"{side}_aggregator",
+        )
+        aggregator.build(shapes)
+        return aggregator
+
+    def build(self, shapes):
+        teacher = {path: shapes.teacher[path] for path in self.teacher_features}
+        student = {path: shapes.student[path] for path in self.student_features}
+        _check_feature_ranks("teacher", teacher)
+        _check_feature_ranks("student", student)
+        teacher_shapes, student_shapes = list(teacher.values()), list(student.values())
+        # The student's fused map takes the shape of the teacher's first
+        # (shallowest) tapped feature, as in the reference.
+        reference = as_map_shape(teacher_shapes[0])[1:]
+        self.teacher_aggregator = self._aggregator(
+            teacher_shapes, self.fuse_teacher_features, reference, "teacher"
+        )
+        self.student_aggregator = self._aggregator(
+            student_shapes, self.fuse_student_features, reference, "student"
+        )
+        for side, side_shapes, aggregator, offset in (
+            ("teacher", teacher_shapes, self.teacher_aggregator, 1),
+            ("student", student_shapes, self.student_aggregator, 0),
+        ):
+            head = DistributionHead(
+                shapes.num_classes,
+                seed=None if self.seed is None else self.seed + offset,
+                dtype=self.dtype_policy,
+                name=f"{side}_head",
+            )
+            head.build(
+                aggregator.compute_output_shape(side_shapes) if aggregator else side_shapes[0]
+            )
+            setattr(self, f"{side}_head", head)
+
+    def _distribution(self, head, aggregator, features, sample):
+        fused = aggregator(features) if aggregator is not None else features[0]
+        return head(fused, sample=sample)
+
+    def call(self, record):
+        sample = self.distribution_loss == "sampled" and record.training
+        student = self._distribution(
+            self.student_head,
+            self.student_aggregator,
+            [record.student_features[path] for path in self.student_features],
+            sample,
+        )
+        teacher = self._distribution(
+            self.teacher_head,
+            self.teacher_aggregator,
+            [record.teacher_features[path] for path in self.teacher_features],
+            sample,
+        )
+        feature_loss = losses.distribution_loss(
+            student,
+            teacher,
+            form=self.distribution_loss,
+            temperature=self.temperature,
+            log_var_range=self.log_var_range,
+            sample_weight=record.sample_weight,
+        )
+        consistency_loss = losses.kd_loss(
+            student["z"], record.student_logits, self.temperature, record.sample_weight
+        ) + losses.kd_loss(
+            teacher["z"], record.teacher_logits, self.temperature, record.sample_weight
+        )
+        feature_name, consistency_name = self.loss_names
+        return {
+            feature_name: self.feature_weight * feature_loss,
+            consistency_name: self.consistency_weight * consistency_loss,
+        }
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "teacher_features": list(self.teacher_features),
+            "student_features": list(self.student_features),
+            "distribution_loss": self.distribution_loss,
+            "feature_weight": self.feature_weight,
+            "consistency_weight": self.consistency_weight,
+            "temperature": self.temperature,
+            "fuse_teacher_features": self.fuse_teacher_features,
+            "fuse_student_features": self.fuse_student_features,
+            "aggregator_mid_channels": self.aggregator_mid_channels,
+            "log_var_range": list(self.log_var_range),
+            "seed": self.seed,
+        }
