@@ -232,6 +232,17 @@ def test_optimizer_couples_weight_decay_like_pytorch():
     assert restored.l2_decay == 5e-4
 
 
+def test_optimizer_keeps_its_serialization_name():
+    name = "keras_unikd>CoupledWeightDecaySGD"
+    assert keras.saving.get_registered_name(presets.CoupledWeightDecaySGD) == name
+    serialized = keras.optimizers.serialize(presets.CoupledWeightDecaySGD(l2_decay=1e-4))
+    assert serialized["registered_name"] == name
+    # Files saved when the class lived in keras_unikd/presets.py name that module.
+    serialized["module"] = "keras_unikd.presets"
+    restored = keras.optimizers.deserialize(serialized)
+    assert isinstance(restored, presets.CoupledWeightDecaySGD) and restored.l2_decay == 1e-4
+
+
 # ----------------------------------------------------------------------
 # Models
 # ----------------------------------------------------------------------
