@@ -92,7 +92,6 @@ def parse_args(argv=None):
 def build_method(method, pair, jit_compile, policy="float32"):
     import keras
 
-    import keras_unikd
     from keras_unikd.models import fashion_student, fashion_teacher, get_model
 
     teacher_name, student_name, _, input_shape, classes = PAIRS[pair]
