@@ -45,6 +45,7 @@ python examples/imagenet_unikd.py --epochs 1 --teacher-epochs 5 --take 8 --image
 
 import argparse
 import contextlib
+import json
 import os
 
 import keras
@@ -112,34 +113,15 @@ def strategy_scope(args):
 
 A 100-epoch ImageNet run takes days, so each epoch is backed up
 (`BackupAndRestore`: re-running the same command resumes), logged to CSV
-with every loss term, and the best student (by validation top-1) is saved
-alone.
+with every loss term, and the best network by validation top-1 (the
+student alone, or the teacher) is saved by `presets.best_checkpoint`: a
+`keras_unikd.callbacks.StudentCheckpoint`, which replaces the file
+atomically and keeps its best value across a resume.
 """
 
 
-class SaveBest(keras.callbacks.Callback):
-    """Saves `network` (the student alone, or the teacher) when val top-1 improves."""
-
-    def __init__(self, network, path):
-        super().__init__()
-        self.network, self.path, self.best = network, path, -1.0
-
-    def on_epoch_end(self, epoch, logs=None):
-        accuracy = (logs or {}).get("val_accuracy", -1.0)
-        if accuracy > self.best:
-            self.best = accuracy
-            self.network.save(self.path)
-
-
-def callbacks(run_dir, network, name):
-    return [
-        keras.callbacks.BackupAndRestore(os.path.join(run_dir, "backup"), delete_checkpoint=False),
-        keras.callbacks.CSVLogger(os.path.join(run_dir, "log.csv"), append=True),
-        SaveBest(network, os.path.join(run_dir, f"best_{name}.keras")),
-    ]
-
-
 def fit(preset, model, network, name, role, epochs, batch_size, args):
+    """Trains `model`; returns the best validation top-1 of the whole run."""
     run_dir = os.path.join(args.output_dir, preset.name, name)
     os.makedirs(run_dir, exist_ok=True)
     train_ds, val_ds = imagenet_datasets(
@@ -152,16 +134,25 @@ def fit(preset, model, network, name, role, epochs, batch_size, args):
     steps = int(train_ds.cardinality())
     optimizer = presets.build_optimizer(preset, steps, role=role, epochs=epochs)
     presets.compile_for_training(preset, model, optimizer)
-    history = model.fit(
+    best = presets.best_checkpoint(model, os.path.join(run_dir, f"best_{name}.keras"))
+    model.fit(
         train_ds,
         validation_data=val_ds,
         epochs=epochs,
-        callbacks=callbacks(run_dir, network, name),
+        callbacks=[
+            keras.callbacks.BackupAndRestore(
+                os.path.join(run_dir, "backup"), delete_checkpoint=False
+            ),
+            keras.callbacks.CSVLogger(os.path.join(run_dir, "log.csv"), append=True),
+            best,
+        ],
         verbose=2,
         shuffle=False,
     )
     network.save(os.path.join(run_dir, f"last_{name}.keras"))
-    return history.history
+    # The checkpoint's record covers the epochs before a resume too.
+    with open(best.state_path) as f:
+        return json.load(f)["best"]
 
 
 """
@@ -199,7 +190,7 @@ def main():
             )
         student = presets.build_model(preset, "student", args.image_size)
         model = presets.build_distiller(preset, teacher, student, args.method, seed=args.seed)
-        history = fit(
+        best = fit(
             preset, model, student, "student", "student", epochs,
             args.batch_size or preset.recipe.batch_size, args,
         )
@@ -210,9 +201,8 @@ def main():
     The last line compares the student's best validation top-1 with the
     published one for this method (when known).
     """
-    best = 100 * max(history["val_accuracy"])
     published = getattr(preset.published, args.method, None)
-    print(f"{args.method}: best top-1 {best:.2f}% (published: {published or '-'})")
+    print(f"{args.method}: best top-1 {100 * best:.2f}% (published: {published or '-'})")
 
 
 if __name__ == "__main__":

@@ -17,7 +17,9 @@ A run folder holds
 - `tensorboard/`: TensorBoard logs;
 - `best_<model>.keras` (highest `val_accuracy`) and `last_<model>.keras`,
   where `<model>` is `teacher` or `student` (the student alone, without
-  the distillation modules);
+  the distillation modules); the best is written atomically by
+  `keras_unikd.callbacks.StudentCheckpoint`, which keeps its value and
+  epoch in `best_<model>.keras.json` and reads them back on resume;
 - `results.json`: best and last top-1 (%), seconds per epoch, the preset,
   the method, the epochs, the backend and the published numbers.
 
@@ -224,29 +226,6 @@ def _steps_per_epoch(dataset, preset, batch_size, take):
     return math.ceil(examples / batch_size)
 
 
-def _best_saver(path, state_path, save):
-    """Saves the model when `val_accuracy` improves; survives resumption."""
-    import keras
-
-    class _BestSaver(keras.callbacks.Callback):
-        def on_train_begin(self, logs=None):
-            self.best = -math.inf
-            if os.path.exists(state_path):
-                with open(state_path) as f:
-                    self.best = json.load(f)["val_accuracy"]
-
-        def on_epoch_end(self, epoch, logs=None):
-            value = (logs or {}).get("val_accuracy")
-            if value is None or not value > self.best:
-                return
-            self.best = float(value)
-            save(path)
-            with open(state_path, "w") as f:
-                json.dump({"epoch": epoch + 1, "val_accuracy": self.best}, f)
-
-    return _BestSaver()
-
-
 def _tensorboard_available():
     import importlib.util
 
@@ -262,20 +241,33 @@ def _read_log(path):
         return list(csv.DictReader(f))
 
 
-def _summarise(log_rows, run_info, published):
-    def top1(row):
-        return round(100.0 * float(row["val_accuracy"]), 4)
+def _read_json(path):
+    if not os.path.exists(path):
+        return None
+    with open(path) as f:
+        return json.load(f)
+
+
+def _summarise(log_rows, best, run_info, published):
+    """The content of `results.json`.
+
+    The best top-1 and its epoch are those of the saved best network
+    (`best`: its checkpoint's record, `{"best": val_accuracy, "epoch": ...}`,
+    or `None` when none was saved); the other figures come from the log.
+    """
+
+    def top1(accuracy):
+        return round(100.0 * float(accuracy), 4)
 
     rows = [row for row in log_rows if row.get("val_accuracy") not in (None, "")]
     seconds = [float(row["epoch_seconds"]) for row in log_rows if row.get("epoch_seconds")]
     steady = seconds[1:] or seconds
-    best = max(rows, key=lambda row: float(row["val_accuracy"])) if rows else None
     return {
         **run_info,
         "epochs_completed": len(log_rows),
-        "best_top1": top1(best) if best else None,
-        "best_epoch": int(best["epoch"]) + 1 if best else None,
-        "last_top1": top1(rows[-1]) if rows else None,
+        "best_top1": top1(best["best"]) if best else None,
+        "best_epoch": best["epoch"] if best else None,
+        "last_top1": top1(rows[-1]["val_accuracy"]) if rows else None,
         "seconds_per_epoch": sum(steady) / len(steady) if steady else None,
         "first_epoch_seconds": seconds[0] if seconds else None,
         "published_top1": published,
@@ -362,15 +354,15 @@ def _train(args, role):
         presets.compile_for_training(preset, model, optimizer)
 
     name = "teacher" if role == "teacher" else "student"
-    best_path = os.path.join(run_dir, f"best_{name}.keras")
     last_path = os.path.join(run_dir, f"last_{name}.keras")
     log_path = os.path.join(run_dir, "log.csv")
+    best = presets.best_checkpoint(model, os.path.join(run_dir, f"best_{name}.keras"))
     callbacks = [
         EpochTimer(),  # First: later callbacks see `epoch_seconds`.
         keras.callbacks.BackupAndRestore(
             os.path.join(run_dir, "backup"), delete_checkpoint=False
         ),
-        _best_saver(best_path, os.path.join(run_dir, "best.json"), network.save),
+        best,
         keras.callbacks.CSVLogger(log_path, append=True),
     ]
     if _tensorboard_available():
@@ -400,12 +392,11 @@ def _train(args, role):
         shuffle=False,  # The tf.data pipeline shuffles.
     )
     network.save(last_path)
-    if not os.path.exists(best_path):  # No validation metric was logged.
-        network.save(best_path)
 
     published = preset.published
     results = _summarise(
         _read_log(log_path),
+        _read_json(best.state_path),
         {
             "preset": preset.name,
             "method": method,
@@ -421,7 +412,7 @@ def _train(args, role):
             "strategy": args.strategy,
             "replicas": strategy.num_replicas_in_sync if strategy else 1,
             "teacher_path": teacher_path,
-            "best_model": best_path,
+            "best_model": best.filepath,
             "last_model": last_path,
             "log": log_path,
         },

@@ -11,6 +11,7 @@ import tensorflow_datasets as tfds
 
 from keras_unikd import cli
 from keras_unikd import presets
+from keras_unikd.callbacks import StudentCheckpoint
 
 BACKEND = keras.backend.backend()
 OTHER_BACKEND = "jax" if BACKEND == "tensorflow" else "tensorflow"
@@ -50,7 +51,22 @@ def check_run_dir(run_dir, model_name, loss_terms, epochs=1):
     assert RESULT_KEYS <= set(results)
     assert results["backend"] == BACKEND and results["epochs_completed"] == epochs
     assert 0.0 <= results["best_top1"] <= 100.0
+    # The best network is StudentCheckpoint's: its record beside it, no
+    # temporary file left; results.json reports that network.
+    best = read_best_record(run_dir, model_name)
+    assert (best["monitor"], best["mode"]) == ("val_accuracy", "max")
+    assert results["best_model"] == os.path.join(run_dir, f"best_{model_name}.keras")
+    assert results["best_top1"] == round(100.0 * best["best"], 4)
+    assert results["best_epoch"] == best["epoch"]
+    assert sorted(name for name in os.listdir(run_dir) if name.startswith((".", "best"))) == [
+        f"best_{model_name}.keras", f"best_{model_name}.keras.json",
+    ]
     return results
+
+
+def read_best_record(run_dir, model_name):
+    with open(os.path.join(run_dir, f"best_{model_name}.keras.json")) as f:
+        return json.load(f)
 
 
 @pytest.fixture(scope="module")
@@ -97,17 +113,48 @@ def test_train_teacher_then_distill(trained_teacher):
     assert results["method"] == "unikd" and results["teacher_path"].endswith("best_teacher.keras")
     assert results["preset_config"]["dkd_beta"] == 6.0
 
+    # In one run, the best is the log's best epoch.
+    rows = read_log(os.path.join(run_dir, "log.csv"))
+    assert results["best_top1"] == round(100.0 * float(rows[0]["val_accuracy"]), 4)
+
     # Running again with more epochs resumes from the backup: one more row.
+    # The resumed run keeps the best so far: given one no epoch can beat
+    # (a strictly better val_accuracy than 1.0), it leaves the file alone.
+    best_path = os.path.join(run_dir, "best_student.keras")
+    record = dict(read_best_record(run_dir, "student"), best=1.0)
+    with open(best_path + ".json", "w") as f:
+        json.dump(record, f)
+    with open(best_path, "rb") as f:
+        best_bytes = f.read()
     resumed = [a if a != "1" else "2" for a in SMOKE]
     assert run(["distill", *resumed, "--method", "unikd", "--output-dir", trained_teacher]) == 0
     rows = read_log(os.path.join(run_dir, "log.csv"))
     assert [row["epoch"] for row in rows] == ["0", "1"]
+    assert read_best_record(run_dir, "student") == record
+    with open(best_path, "rb") as f:
+        assert f.read() == best_bytes
+    results = check_run_dir(
+        run_dir, "student", ["ce_loss", "dkd_loss", "feature_loss", "consistency_loss"], epochs=2
+    )
+    assert (results["best_top1"], results["best_epoch"]) == (100.0, 1)
 
 
-def test_distill_student_alone_needs_no_teacher(tmp_path):
+def test_distill_student_alone_needs_no_teacher(tmp_path, monkeypatch):
+    # The bare student's best is saved by StudentCheckpoint too.
+    saves = []
+    on_epoch_end = StudentCheckpoint.on_epoch_end
+
+    def spy(self, epoch, logs=None):
+        saves.append(self.filepath)
+        on_epoch_end(self, epoch, logs)
+
+    monkeypatch.setattr(StudentCheckpoint, "on_epoch_end", spy)
     assert run(["distill", *SMOKE, "--method", "student", "--output-dir", str(tmp_path)]) == 0
-    results = check_run_dir(os.path.join(tmp_path, "student"), "student", [])
+    run_dir = os.path.join(tmp_path, "student")
+    assert saves == [os.path.join(run_dir, "best_student.keras")]
+    results = check_run_dir(run_dir, "student", [])
     assert results["published_top1"] == 70.36
+    assert read_best_record(run_dir, "student")["epoch"] == 1
 
 
 @pytest.mark.skipif(
