@@ -1,18 +1,25 @@
 # The two commands of the README:
 #   make demo  - install into .venv, then distil a Fashion-MNIST CNN four ways
-#   make test  - install into .venv, then run the test suite under TensorFlow and JAX
+#   make test  - install into .venv, then run the test suite (tests and
+#                doctests) under TensorFlow, JAX and PyTorch, in that order;
+#                make test-tensorflow / test-jax / test-torch run one backend
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.keras-unikd-installed
 PYTEST := $(PY) -m pytest -q -p no:cacheprovider --doctest-modules keras_unikd tests
+# The `torch` extra asks for torch>=2.4, which on Linux resolves to PyPI's
+# newest multi-GB CUDA build; the tests install this version, whose CPU build
+# (2.13.0+cpu) the package indexes here serve. Elsewhere, point pip at
+# PyTorch's CPU wheels: PIP_EXTRA_INDEX_URL=https://download.pytorch.org/whl/cpu
+TORCH_FOR_TESTS := torch==2.13.0
 
-.PHONY: install data demo test test-tensorflow test-jax clean
+.PHONY: install data demo test test-tensorflow test-jax test-torch clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e ".[jax,test,demo]"
+	$(PY) -m pip install --quiet "$(TORCH_FOR_TESTS)" -e ".[jax,torch,test,demo]"
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -31,7 +38,10 @@ test-tensorflow: install
 test-jax: install
 	KERAS_BACKEND=jax $(PYTEST)
 
-test: test-tensorflow test-jax
+test-torch: install
+	KERAS_BACKEND=torch $(PYTEST)
+
+test: test-tensorflow test-jax test-torch
 
 clean:
 	rm -rf $(VENV) artifacts .pytest_cache
