@@ -36,7 +36,8 @@ def compiled():
     """One compiled Distiller for the tests that train (compiling is slow)."""
     keras.utils.set_random_seed(0)
     distiller = unikd(make_network(8, "t"), make_network(4, "s"))
-    distiller.compile(optimizer=keras.optimizers.SGD(0.01), metrics=["accuracy"], jit_compile=True)
+    distiller.compile(optimizer=keras.optimizers.SGD(0.01), metrics=["accuracy"],
+                      jit_compile=keras.backend.backend() != "torch")
     distiller.optimizer.build(distiller.trainable_variables)
     state = [np.array(variable) for variable in distiller.optimizer.variables]
     return distiller, distiller.get_weights(), state
