@@ -1,8 +1,9 @@
 # The two commands of the README:
 #   make demo  - install into .venv, then distil a Fashion-MNIST CNN four ways
-#   make test  - install into .venv, then run the test suite (tests and
-#                doctests) under TensorFlow, JAX and PyTorch, in that order;
-#                make test-tensorflow / test-jax / test-torch run one backend
+#   make test  - install into .venv, lint with ruff (make lint), then run
+#                the test suite (tests and doctests) under TensorFlow, JAX
+#                and PyTorch, in that order; make test-tensorflow / test-jax /
+#                test-torch run one backend
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -14,7 +15,7 @@ PYTEST := $(PY) -m pytest -q -p no:cacheprovider --doctest-modules keras_unikd t
 # PyTorch's CPU wheels: PIP_EXTRA_INDEX_URL=https://download.pytorch.org/whl/cpu
 TORCH_FOR_TESTS := torch==2.13.0
 
-.PHONY: install data demo test test-tensorflow test-jax test-torch clean
+.PHONY: install data demo lint test test-tensorflow test-jax test-torch clean
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -32,6 +33,10 @@ data:
 demo: install data
 	KERAS_BACKEND=tensorflow TF_CPP_MIN_LOG_LEVEL=2 $(PY) examples/fashion_mnist_unikd.py
 
+# ruff, configured in pyproject.toml.
+lint: install
+	$(VENV)/bin/ruff check .
+
 test-tensorflow: install
 	KERAS_BACKEND=tensorflow $(PYTEST)
 
@@ -41,7 +46,7 @@ test-jax: install
 test-torch: install
 	KERAS_BACKEND=torch $(PYTEST)
 
-test: test-tensorflow test-jax test-torch
+test: lint test-tensorflow test-jax test-torch
 
 clean:
-	rm -rf $(VENV) artifacts .pytest_cache
+	rm -rf $(VENV) artifacts .pytest_cache .ruff_cache
