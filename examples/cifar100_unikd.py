@@ -210,7 +210,7 @@ def main():
     Short runs are far below them; the full recipe is what the paper used.
     """
     published = preset.published
-    print(f"\n| run | best top-1 (%) | last top-1 (%) | s / epoch | published (%) |")
+    print("\n| run | best top-1 (%) | last top-1 (%) | s / epoch | published (%) |")
     print("|---|---|---|---|---|")
     for run, record in results.items():
         if record is None:

@@ -4,8 +4,7 @@ import pytest
 from keras import ops
 
 import keras_unikd
-from keras_unikd import losses
-from conftest import make_network, weights_of
+from conftest import weights_of
 
 
 def test_hint_loss_is_weighted_mse_through_the_regressor(pair, batch):

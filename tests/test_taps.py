@@ -3,8 +3,8 @@ import numpy as np
 import pytest
 from keras import ops
 
-from keras_unikd import FeatureTap
 from conftest import make_network
+from keras_unikd import FeatureTap
 
 
 def nested_classifier():

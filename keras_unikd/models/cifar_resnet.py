@@ -13,14 +13,12 @@ ReLU) and `stage{1,2,3}_preact` (the residual sum before that ReLU);
 import keras
 from keras import layers
 
-from keras_unikd.models.layers_util import (
-    batch_norm,
-    classifier_head,
-    conv2d,
-    conv_bn,
-    model_input,
-    relu,
-)
+from keras_unikd.models.layers_util import batch_norm
+from keras_unikd.models.layers_util import classifier_head
+from keras_unikd.models.layers_util import conv2d
+from keras_unikd.models.layers_util import conv_bn
+from keras_unikd.models.layers_util import model_input
+from keras_unikd.models.layers_util import relu
 
 _THIN = (16, 16, 32, 64)
 _WIDE = (32, 64, 128, 256)

@@ -10,14 +10,14 @@ Distillation taps: `stem`, `stage{1..4}`, `stage{1..4}_preact`, `pool`, `logits`
 
 import keras
 
-from keras_unikd.models.cifar_resnet import basic_block, bottleneck_block, residual_stage
-from keras_unikd.models.layers_util import (
-    batch_norm,
-    classifier_head,
-    conv2d,
-    model_input,
-    relu,
-)
+from keras_unikd.models.cifar_resnet import basic_block
+from keras_unikd.models.cifar_resnet import bottleneck_block
+from keras_unikd.models.cifar_resnet import residual_stage
+from keras_unikd.models.layers_util import batch_norm
+from keras_unikd.models.layers_util import classifier_head
+from keras_unikd.models.layers_util import conv2d
+from keras_unikd.models.layers_util import model_input
+from keras_unikd.models.layers_util import relu
 
 _STAGE_WIDTHS = (64, 128, 256, 512)
 _STAGE_STRIDES = (1, 2, 2, 2)

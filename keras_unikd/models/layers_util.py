@@ -16,7 +16,8 @@ semantics where Keras differs by default:
 """
 
 import keras
-from keras import layers, ops
+from keras import layers
+from keras import ops
 
 BN_MOMENTUM = 0.9
 BN_EPSILON = 1e-5

@@ -18,15 +18,13 @@ named `stage{k}`. Then `pool`, `logits`.
 import keras
 from keras import layers
 
-from keras_unikd.models.layers_util import (
-    batch_norm,
-    classifier_head,
-    conv2d,
-    conv_bn,
-    depthwise_conv2d,
-    model_input,
-    relu,
-)
+from keras_unikd.models.layers_util import batch_norm
+from keras_unikd.models.layers_util import classifier_head
+from keras_unikd.models.layers_util import conv2d
+from keras_unikd.models.layers_util import conv_bn
+from keras_unikd.models.layers_util import depthwise_conv2d
+from keras_unikd.models.layers_util import model_input
+from keras_unikd.models.layers_util import relu
 
 # (expansion t, channels c, repeats n, first stride s); t=None uses the model's T.
 _SETTINGS = (

@@ -1,21 +1,29 @@
 """Name -> builder registry of the CIFAR-100 distillation model zoo."""
 
-from keras_unikd.models.cifar_resnet import (
-    resnet8,
-    resnet8x4,
-    resnet14,
-    resnet20,
-    resnet32,
-    resnet32x4,
-    resnet44,
-    resnet56,
-    resnet110,
-)
-from keras_unikd.models.cifar_resnet_v2 import resnet18, resnet34, resnet50
+from keras_unikd.models.cifar_resnet import resnet8
+from keras_unikd.models.cifar_resnet import resnet8x4
+from keras_unikd.models.cifar_resnet import resnet14
+from keras_unikd.models.cifar_resnet import resnet20
+from keras_unikd.models.cifar_resnet import resnet32
+from keras_unikd.models.cifar_resnet import resnet32x4
+from keras_unikd.models.cifar_resnet import resnet44
+from keras_unikd.models.cifar_resnet import resnet56
+from keras_unikd.models.cifar_resnet import resnet110
+from keras_unikd.models.cifar_resnet_v2 import resnet18
+from keras_unikd.models.cifar_resnet_v2 import resnet34
+from keras_unikd.models.cifar_resnet_v2 import resnet50
 from keras_unikd.models.mobilenet_v2 import mobilenetv2
-from keras_unikd.models.shufflenet import shufflenetv1, shufflenetv2
-from keras_unikd.models.vgg import vgg8, vgg11, vgg13, vgg16, vgg19
-from keras_unikd.models.wide_resnet import wrn_16_1, wrn_16_2, wrn_40_1, wrn_40_2
+from keras_unikd.models.shufflenet import shufflenetv1
+from keras_unikd.models.shufflenet import shufflenetv2
+from keras_unikd.models.vgg import vgg8
+from keras_unikd.models.vgg import vgg11
+from keras_unikd.models.vgg import vgg13
+from keras_unikd.models.vgg import vgg16
+from keras_unikd.models.vgg import vgg19
+from keras_unikd.models.wide_resnet import wrn_16_1
+from keras_unikd.models.wide_resnet import wrn_16_2
+from keras_unikd.models.wide_resnet import wrn_40_1
+from keras_unikd.models.wide_resnet import wrn_40_2
 
 # Canonical names of the CIFAR-100 KD benchmark models.
 CIFAR_MODELS = {

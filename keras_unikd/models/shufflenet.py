@@ -13,18 +13,15 @@ the reference's `preact` features), `pool`, `logits`.
 import keras
 from keras import layers
 
-from keras_unikd.models.layers_util import (
-    ChannelShuffle,
-    ChannelSplit,
-    avg_pool,
-    batch_norm,
-    classifier_head,
-    conv2d,
-    conv_bn,
-    depthwise_conv2d,
-    model_input,
-    relu,
-)
+from keras_unikd.models.layers_util import ChannelShuffle
+from keras_unikd.models.layers_util import ChannelSplit
+from keras_unikd.models.layers_util import avg_pool
+from keras_unikd.models.layers_util import batch_norm
+from keras_unikd.models.layers_util import classifier_head
+from keras_unikd.models.layers_util import conv_bn
+from keras_unikd.models.layers_util import depthwise_conv2d
+from keras_unikd.models.layers_util import model_input
+from keras_unikd.models.layers_util import relu
 
 
 def _stem(inputs):

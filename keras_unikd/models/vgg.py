@@ -14,13 +14,11 @@ of each block, before that ReLU); `pool`; `logits`.
 import keras
 from keras import layers
 
-from keras_unikd.models.layers_util import (
-    batch_norm,
-    classifier_head,
-    conv2d,
-    model_input,
-    relu,
-)
+from keras_unikd.models.layers_util import batch_norm
+from keras_unikd.models.layers_util import classifier_head
+from keras_unikd.models.layers_util import conv2d
+from keras_unikd.models.layers_util import model_input
+from keras_unikd.models.layers_util import relu
 
 VGG_CONFIGS = {
     "S": ((64,), (128,), (256,), (512,), (512,)),

@@ -16,13 +16,11 @@ ReLU (the first BN of the next stage, or the final BN for stage 3); `pool`;
 import keras
 from keras import layers
 
-from keras_unikd.models.layers_util import (
-    batch_norm,
-    classifier_head,
-    conv2d,
-    model_input,
-    relu,
-)
+from keras_unikd.models.layers_util import batch_norm
+from keras_unikd.models.layers_util import classifier_head
+from keras_unikd.models.layers_util import conv2d
+from keras_unikd.models.layers_util import model_input
+from keras_unikd.models.layers_util import relu
 
 
 def wide_basic_block(x, filters, strides, name, bn1_name=None, add_name=None):

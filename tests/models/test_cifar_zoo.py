@@ -7,14 +7,13 @@ import numpy as np
 import pytest
 
 from keras_unikd.models import layers_util
-from keras_unikd.models.layers_util import ChannelShuffle, ChannelSplit
-from keras_unikd.models.registry import (
-    CIFAR_MODELS,
-    EXACT_PARAMS,
-    PUBLISHED_PARAMS,
-    feature_tap_names,
-    get_model,
-)
+from keras_unikd.models.layers_util import ChannelShuffle
+from keras_unikd.models.layers_util import ChannelSplit
+from keras_unikd.models.registry import CIFAR_MODELS
+from keras_unikd.models.registry import EXACT_PARAMS
+from keras_unikd.models.registry import PUBLISHED_PARAMS
+from keras_unikd.models.registry import feature_tap_names
+from keras_unikd.models.registry import get_model
 
 # Expected output shapes (without batch) of the named tap layers.
 EXPECTED_SHAPES = {
