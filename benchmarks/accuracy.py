@@ -147,7 +147,9 @@ def run_fashion_mnist(args):
             print(f"\n== {method}, seed {seed}")
             history = recipe_lib.fit(model, student_train, test, recipe.student_epochs)
             run = recipe_lib.summarize(history)
-            run.update(seed=seed, history={k: [float(v) for v in vs] for k, vs in history.history.items()})
+            run.update(
+                seed=seed, history={k: [float(v) for v in vs] for k, vs in history.history.items()}
+            )
             runs.append(run)
             if seed == 0:
                 student.save(os.path.join(students_dir, f"{method}.keras"))
@@ -210,10 +212,18 @@ def run_cifar100(args):
             print(f"\n== {method}, seed {seed}")
             history = recipe_lib.fit(model, train, test, epochs)
             run = recipe_lib.summarize(history)
-            run.update(seed=seed, history={k: [float(v) for v in vs] for k, vs in history.history.items()})
+            run.update(
+                seed=seed, history={k: [float(v) for v in vs] for k, vs in history.history.items()}
+            )
             runs.append(run)
         methods[method] = {"runs": runs, "summary": aggregate(runs)}
-    return {"dataset": "cifar100", "preset": preset.name, "epochs": epochs, "seeds": args.seeds, "methods": methods}
+    return {
+        "dataset": "cifar100",
+        "preset": preset.name,
+        "epochs": epochs,
+        "seeds": args.seeds,
+        "methods": methods,
+    }
 
 
 def main(argv=None):

@@ -45,9 +45,12 @@ def main(argv=None):
 
     dataset = load_fashion_mnist(verbose=False)
     count = results["test_examples"]  # the --quick runs use the first ones only
-    dataset = dataclasses.replace(dataset, x_test=dataset.x_test[:count], y_test=dataset.y_test[:count])
+    dataset = dataclasses.replace(
+        dataset, x_test=dataset.x_test[:count], y_test=dataset.y_test[:count]
+    )
     _, _, test = recipe_lib.make_pipelines(dataset, recipe_lib.Recipe(**results["recipe"]), seed=0)
-    teacher_logits = analysis.predict_logits(keras.models.load_model(results["teacher"]["path"]), test)
+    teacher = keras.models.load_model(results["teacher"]["path"])
+    teacher_logits = analysis.predict_logits(teacher, test)
     students_dir = os.path.join(os.path.dirname(args.results), results["students_dir"])
     student_logits = {
         method: analysis.predict_logits(

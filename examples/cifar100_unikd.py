@@ -3,7 +3,7 @@ Title: Reproducing UniKD on CIFAR-100 with presets
 Author: keras_unikd developers
 Date created: 2026/11/26
 Last modified: 2026/11/26
-Description: Train a CIFAR-100 teacher, then distil a student with UniKD, DKD and KD using a paper preset.
+Description: From a paper preset, train a CIFAR-100 teacher and distil it with UniKD, DKD and KD.
 Accelerator: GPU (a full 240-epoch run); CPU for `--take` smoke runs
 
 ## Introduction

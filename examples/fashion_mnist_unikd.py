@@ -50,11 +50,15 @@ def parse_args():
     parser = argparse.ArgumentParser(description="Fashion-MNIST: student alone, KD, DKD, UniKD.")
     parser.add_argument("--teacher-epochs", type=int, default=defaults.teacher_epochs)
     parser.add_argument("--student-epochs", type=int, default=defaults.student_epochs)
-    parser.add_argument("--subset", type=int, default=defaults.subset, help="student training images")
+    parser.add_argument(
+        "--subset", type=int, default=defaults.subset, help="student training images"
+    )
     parser.add_argument("--batch-size", type=int, default=defaults.batch_size)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--output-dir", default="artifacts/demo")
-    parser.add_argument("--cache-dir", default="artifacts/teachers", help="where teachers are cached")
+    parser.add_argument(
+        "--cache-dir", default="artifacts/teachers", help="where teachers are cached"
+    )
     parser.add_argument("--retrain-teacher", action="store_true")
     return parser.parse_args()
 

@@ -156,7 +156,12 @@ def plot_training_curves(histories_by_method, path, metrics=None):
             if metric in history:
                 epochs = np.arange(1, len(history[metric]) + 1)
                 axis.plot(
-                    epochs, history[metric], marker="o", markersize=3, label=method, color=colors[method]
+                    epochs,
+                    history[metric],
+                    marker="o",
+                    markersize=3,
+                    label=method,
+                    color=colors[method],
                 )
         axis.set_title(metric)
         axis.set_xlabel("epoch")
