@@ -3,7 +3,7 @@ Title: UniKD on ImageNet: ResNet34 -> ResNet18 and ResNet50 -> MobileNet
 Author: keras_unikd developers
 Date created: 2026/11/26
 Last modified: 2026/11/26
-Description: Distil an ImageNet student with UniKD from a paper preset, with checkpoints for multi-day runs.
+Description: Distil an ImageNet student with UniKD from a paper preset, in resumable multi-day runs.
 Accelerator: GPU (several for the full recipe); CPU for `--take` smoke runs
 
 ## Introduction
@@ -35,7 +35,8 @@ the ILSVRC2012 tar files; see `keras_unikd.data.imagenet`). Smoke runs:
 
 ```
 python examples/imagenet_unikd.py --epochs 1 --take 64 --image-size 64 --teacher T.keras
-python examples/imagenet_unikd.py --epochs 1 --teacher-epochs 5 --take 8 --image-size 64 --batch-size 2 --mock-data
+python examples/imagenet_unikd.py --epochs 1 --teacher-epochs 5 --take 8 --image-size 64 \
+    --batch-size 2 --mock-data
 ```
 """
 
@@ -52,6 +53,7 @@ import keras
 import tensorflow_datasets as tfds
 
 from keras_unikd import presets
+from keras_unikd.callbacks import StudentCheckpoint
 from keras_unikd.data.imagenet import imagenet_datasets
 
 
@@ -114,7 +116,7 @@ def strategy_scope(args):
 A 100-epoch ImageNet run takes days, so each epoch is backed up
 (`BackupAndRestore`: re-running the same command resumes), logged to CSV
 with every loss term, and the best network by validation top-1 (the
-student alone, or the teacher) is saved by `presets.best_checkpoint`: a
+student alone, or the teacher) is saved by `keras_unikd.callbacks.StudentCheckpoint`: a
 `keras_unikd.callbacks.StudentCheckpoint`, which replaces the file
 atomically and keeps its best value across a resume.
 """
@@ -134,7 +136,7 @@ def fit(preset, model, network, name, role, epochs, batch_size, args):
     steps = int(train_ds.cardinality())
     optimizer = presets.build_optimizer(preset, steps, role=role, epochs=epochs)
     presets.compile_for_training(preset, model, optimizer)
-    best = presets.best_checkpoint(model, os.path.join(run_dir, f"best_{name}.keras"))
+    best = StudentCheckpoint(os.path.join(run_dir, f"best_{name}.keras"))
     model.fit(
         train_ds,
         validation_data=val_ds,

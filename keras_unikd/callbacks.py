@@ -244,7 +244,8 @@ class StudentCheckpoint(_Callback):
     """Saves the Distiller's student alone as a `.keras` file, atomically.
 
     At the end of each epoch the student (`distiller.student`, without the
-    teacher, the aggregators or the heads) is saved to `filepath`; with
+    teacher, the aggregators or the heads; a model without a `student`, such
+    as a teacher trained on its own, is saved itself) is saved to `filepath`; with
     `save_best_only`, only when `monitor` improves. The file is written under
     a temporary name in the same directory and renamed over `filepath`, so a
     crash never leaves a half-written checkpoint.
@@ -319,7 +320,8 @@ class StudentCheckpoint(_Callback):
             if not self._improves(value):
                 return
             self.best = value
-        _atomic_write(self.filepath, self.model.student.save)
+        network = getattr(self.model, "student", self.model)
+        _atomic_write(self.filepath, network.save)
         if self.save_best_only:
             state = {
                 "monitor": self.monitor,

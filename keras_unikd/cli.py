@@ -283,9 +283,13 @@ def _list_presets(args):
     from keras_unikd import presets
 
     if args.json:
-        print(json.dumps([presets.get_preset(n).to_dict() for n in presets.list_presets()], indent=2))
+        records = [presets.get_preset(n).to_dict() for n in presets.list_presets()]
+        print(json.dumps(records, indent=2))
         return 0
-    header = f"{'preset':36s} {'teacher':>19s} -> {'student':19s} {'epochs':>6s} {'lr':>5s} {'beta':>4s}"
+    header = (
+        f"{'preset':36s} {'teacher':>19s} -> {'student':19s} "
+        f"{'epochs':>6s} {'lr':>5s} {'beta':>4s}"
+    )
     print(header)
     print("-" * len(header))
     for name in presets.list_presets():
@@ -303,6 +307,7 @@ def _train(args, role):
 
     from keras_unikd import presets
     from keras_unikd.callbacks import EpochTimer
+    from keras_unikd.callbacks import StudentCheckpoint
 
     try:
         preset = presets.get_preset(args.preset)
@@ -356,7 +361,7 @@ def _train(args, role):
     name = "teacher" if role == "teacher" else "student"
     last_path = os.path.join(run_dir, f"last_{name}.keras")
     log_path = os.path.join(run_dir, "log.csv")
-    best = presets.best_checkpoint(model, os.path.join(run_dir, f"best_{name}.keras"))
+    best = StudentCheckpoint(os.path.join(run_dir, f"best_{name}.keras"))
     callbacks = [
         EpochTimer(),  # First: later callbacks see `epoch_seconds`.
         keras.callbacks.BackupAndRestore(

@@ -176,3 +176,24 @@ def test_callbacks_are_registered_and_round_trip(callback):
     assert keras.saving.get_registered_object(name) is type(callback)
     clone = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(callback))
     assert type(clone) is type(callback) and clone.get_config() == callback.get_config()
+
+
+def test_checkpoint_saves_a_model_without_a_student_itself(tmp_path):
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
+    model.compile(
+        optimizer=keras.optimizers.SGD(0.5),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        metrics=["accuracy"],
+    )
+    initial = model.get_weights()
+    x = np.random.default_rng(0).normal(size=(8, 3)).astype("float32")
+    y = np.arange(8) % 2
+    path = str(tmp_path / "best_teacher.keras")
+    model.fit(x, y, validation_data=(x, y), epochs=1, verbose=0, callbacks=[StudentCheckpoint(path)])
+    saved = keras.models.load_model(path).get_weights()
+    for saved_weight, weight in zip(saved, model.get_weights()):
+        np.testing.assert_array_equal(saved_weight, weight)  # the trained network
+    assert not np.allclose(saved[0], initial[0])
+    with open(path + ".json") as f:
+        assert json.load(f)["epoch"] == 1

@@ -1,8 +1,6 @@
 """Presets of the paper's experiments: data, optimizer, and a short training run each."""
 
-import json
 import math
-import types
 
 import keras
 import numpy as np
@@ -10,7 +8,6 @@ import pytest
 
 import keras_unikd
 from keras_unikd import presets
-from keras_unikd.callbacks import StudentCheckpoint
 from keras_unikd.models import imagenet_resnet
 from keras_unikd.models import layers_util
 
@@ -244,42 +241,6 @@ def test_optimizer_keeps_its_serialization_name():
     serialized["module"] = "keras_unikd.presets"
     restored = keras.optimizers.deserialize(serialized)
     assert isinstance(restored, presets.CoupledWeightDecaySGD) and restored.l2_decay == 1e-4
-
-
-# ----------------------------------------------------------------------
-# Best checkpoint
-# ----------------------------------------------------------------------
-
-
-def test_best_checkpoint_is_a_student_checkpoint(tmp_path):
-    path = str(tmp_path / "best.keras")
-    distiller = presets.best_checkpoint(types.SimpleNamespace(student=None), path)
-    assert type(distiller) is StudentCheckpoint and distiller.filepath == path
-    assert isinstance(presets.best_checkpoint(keras.Sequential(), path), StudentCheckpoint)
-
-
-def test_best_checkpoint_saves_a_bare_network(tmp_path):
-    keras.utils.set_random_seed(0)
-    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
-    model.compile(
-        optimizer=keras.optimizers.SGD(0.5),
-        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-        metrics=["accuracy"],
-    )
-    initial = model.get_weights()
-    x = np.random.default_rng(0).normal(size=(8, 3)).astype("float32")
-    y = np.arange(8) % 2
-    path = str(tmp_path / "best_teacher.keras")
-    model.fit(
-        x, y, validation_data=(x, y), epochs=1, verbose=0,
-        callbacks=[presets.best_checkpoint(model, path)],
-    )
-    saved = keras.models.load_model(path).get_weights()
-    for saved_weight, weight in zip(saved, model.get_weights()):
-        np.testing.assert_array_equal(saved_weight, weight)  # The trained network.
-    assert not np.allclose(saved[0], initial[0])
-    with open(path + ".json") as f:
-        assert json.load(f)["epoch"] == 1
 
 
 # ----------------------------------------------------------------------

@@ -12,9 +12,8 @@ accuracies. The package has three modules:
   benchmarks' variants of them (`VARIANTS`, `variant_kwargs`);
 - `builders`: the helpers that turn a preset into Keras objects:
   `build_models(preset)`, `build_optimizer(preset, steps_per_epoch)`,
-  `build_distiller(preset, teacher, student, method)`,
-  `compile_for_training(preset, model, optimizer)` and
-  `best_checkpoint(model, filepath)`.
+  `build_distiller(preset, teacher, student, method)` and
+  `compile_for_training(preset, model, optimizer)`.
 
 Every name is also available from `keras_unikd.presets` itself.
 
@@ -33,7 +32,6 @@ presets.compile_for_training(preset, distiller, optimizer)
 
 from keras_unikd.presets.builders import MODEL_BUILDERS
 from keras_unikd.presets.builders import CoupledWeightDecaySGD
-from keras_unikd.presets.builders import best_checkpoint
 from keras_unikd.presets.builders import build_distiller
 from keras_unikd.presets.builders import build_model
 from keras_unikd.presets.builders import build_models

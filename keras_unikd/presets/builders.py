@@ -4,14 +4,12 @@
 - `build_optimizer(preset, steps_per_epoch)`: SGD with the step schedule;
 - `build_distiller(preset, teacher, student, method)`: the model to fit;
 - `compile_for_training(preset, model, optimizer)`: compiles it;
-- `best_checkpoint(model, filepath)`: the callback that keeps its best network.
 """
 
 import types
 
 import keras
 
-from keras_unikd.callbacks import StudentCheckpoint
 from keras_unikd.presets.methods import METHODS
 from keras_unikd.presets.recipes import IMAGENET
 from keras_unikd.presets.recipes import get_preset
@@ -368,34 +366,3 @@ def compile_for_training(preset, model, optimizer, **compile_kwargs):
             **compile_kwargs,
         )
     return model
-
-
-class _NetworkCheckpoint(StudentCheckpoint):
-    """A `StudentCheckpoint` for a network fitted on its own, not distilled."""
-
-    @property
-    def model(self):
-        # StudentCheckpoint saves `model.student`: here, the fitted network.
-        return types.SimpleNamespace(student=super().model)
-
-
-def best_checkpoint(model, filepath):
-    """The callback that keeps the best network of a run, by `val_accuracy`.
-
-    A `keras_unikd.callbacks.StudentCheckpoint`: the file is replaced
-    atomically, and the best value is kept in `filepath + ".json"`, so a run
-    resumed at a later epoch (`keras.callbacks.BackupAndRestore`) replaces the
-    file only with a better network.
-
-    Args:
-        model: The model to fit: a distiller from `build_distiller`, whose
-            student alone is saved, or a bare network (the teacher, or the
-            student of method `"student"`), saved itself.
-        filepath: Path of the `.keras` file.
-
-    Returns:
-        The callback, for `model.fit(..., validation_data=...)`.
-    """
-    if hasattr(model, "student"):
-        return StudentCheckpoint(filepath)
-    return _NetworkCheckpoint(filepath)
