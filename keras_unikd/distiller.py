@@ -179,12 +179,8 @@ class Distiller(KerasInternals, keras.Model):
         self.teacher = teacher
         self.student = student
         self.terms = _check_terms(terms)
-        self._teacher_tap = FeatureTap(
-            teacher, _union(term.teacher_features for term in self.terms)
-        )
-        self._student_tap = FeatureTap(
-            student, _union(term.student_features for term in self.terms)
-        )
+        self._teacher_tap = self._tap(teacher, "teacher")
+        self._student_tap = self._tap(student, "student")
         self._validate_models()
         teacher.trainable = False
         self.num_classes = self._student_tap.logits_shape[-1]
@@ -213,6 +209,19 @@ class Distiller(KerasInternals, keras.Model):
             aggregation="only_first_replica",
             name=name,
         )
+
+    def _tap(self, model, side):
+        """One tap of `model` for the union of the terms' `side` features."""
+        paths = {term.name: getattr(term, f"{side}_features") for term in self.terms}
+        try:
+            return FeatureTap(model, _union(paths.values()))
+        except ValueError as error:
+            users = [name for name, own in paths.items() if any(repr(p) in str(error) for p in own)]
+            if not users:
+                raise
+            raise ValueError(
+                f"{error} (The {side} layer is read by term(s) {users}.)"
+            ) from error
 
     def _validate_models(self):
         check_no_shared_weights(self.teacher, self.student)
@@ -244,8 +253,12 @@ class Distiller(KerasInternals, keras.Model):
             num_classes=self.num_classes,
         )
         for term in self.terms:
-            if not term.built:
+            if term.built:
+                continue
+            try:
                 term.build(shapes)
+            except ValueError as error:
+                raise ValueError(f"Term {term.name!r}: {error}") from error
 
     def _adds_losses(self):
         """Whether the student (or a term) adds losses of its own.

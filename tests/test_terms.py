@@ -403,6 +403,13 @@ def test_bad_terms_name_the_fix(pair, build, match):
         build(pair)
 
 
+def test_errors_name_the_term(pair):
+    with pytest.raises(ValueError, match=r"No layer named 's_stage9'.*read by term\(s\) \['hint'\]"):
+        keras_unikd.Distiller(*pair, terms=[terms.CrossEntropy(), terms.FitNetHint("t_stage2", "s_stage9")])
+    with pytest.raises(ValueError, match=r"Term 'hint': FitNet hints are feature maps; layer 's_pool'"):
+        keras_unikd.Distiller(*pair, terms=[terms.CrossEntropy(), terms.FitNetHint("t_stage2", "s_pool")])
+
+
 def test_a_non_term_is_refused(pair):
     with pytest.raises(TypeError, match="must be a keras_unikd.terms.DistillationTerm"):
         keras_unikd.Distiller(*pair, terms=["s_stage1"])
