@@ -63,6 +63,8 @@ def test_model_level_functions_and_plots(tmp_path):
     paths = [tmp_path / name for name in ("curves.png", "cdf.png", "corr.png")]
     analysis.plot_training_curves({"a": history, "b": history}, paths[0])
     analysis.plot_softmax_gap_cdf({"a": np.array([0.1, 0.2]), "b": np.array([0.05, 0.3])}, paths[1])
-    analysis.plot_correlation_gaps({"a": np.eye(3), "b": np.zeros((3, 3))}, paths[2], class_names="xyz")
+    analysis.plot_correlation_gaps(
+        {"a": np.eye(3), "b": np.zeros((3, 3))}, paths[2], class_names="xyz"
+    )
     for path in paths:
         assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

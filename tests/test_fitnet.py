@@ -38,9 +38,11 @@ def test_fitnet_plus_kd_trains_the_regressor_and_round_trips(pair, batch, tmp_pa
     distiller.save(path)
     loaded = keras.models.load_model(path)
     assert isinstance(loaded, keras_unikd.FitNetDistiller)
-    assert (loaded.teacher_feature, loaded.student_feature, loaded.hint_weight) == ("t_stage1", "s_stage1", 100.0)
+    restored = (loaded.teacher_feature, loaded.student_feature, loaded.hint_weight)
+    assert restored == ("t_stage1", "s_stage1", 100.0)
     expected = distiller.compute_distillation_losses(x, y)[1]["hint_loss"]
-    assert float(loaded.compute_distillation_losses(x, y)[1]["hint_loss"]) == pytest.approx(float(expected), rel=1e-6)
+    hint_loss = loaded.compute_distillation_losses(x, y)[1]["hint_loss"]
+    assert float(hint_loss) == pytest.approx(float(expected), rel=1e-6)
 
 
 def test_hints_must_be_feature_maps(pair):

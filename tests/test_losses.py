@@ -159,7 +159,11 @@ def test_losses_compute_in_float32_for_half_precision_inputs():
     ):
         assert ops.convert_to_numpy(value).dtype == np.float32
     half = losses.kd_loss(student.astype("float16"), teacher.astype("float16"), 4.0)
-    full = np_kd(student.astype("float16").astype("float32"), teacher.astype("float16").astype("float32"), 4.0)
+    full = np_kd(
+        student.astype("float16").astype("float32"),
+        teacher.astype("float16").astype("float32"),
+        4.0,
+    )
     np.testing.assert_allclose(ops.convert_to_numpy(half), full, rtol=1e-5)
 
 

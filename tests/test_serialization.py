@@ -45,11 +45,13 @@ def test_distiller_save_load_round_trip(pair, batch, tmp_path, form):
     loaded = keras.models.load_model(path)
 
     assert isinstance(loaded, keras_unikd.Distiller)
-    assert [type(term).__name__ for term in loaded.terms] == ["CrossEntropy", "DKD", "UniKDFeatures"]
+    term_names = [type(term).__name__ for term in loaded.terms]
+    assert term_names == ["CrossEntropy", "DKD", "UniKDFeatures"]
     assert loaded.terms[1].beta == 6.0 and loaded.terms[2].distribution_loss == form
     assert not loaded.teacher.trainable
     np.testing.assert_array_equal(
-        ops.convert_to_numpy(loaded.predict(x, verbose=0)), ops.convert_to_numpy(distiller.predict(x, verbose=0))
+        ops.convert_to_numpy(loaded.predict(x, verbose=0)),
+        ops.convert_to_numpy(distiller.predict(x, verbose=0)),
     )
     for training in (False, True):  # True draws noise: the seed state is saved too
         expected = distiller.compute_distillation_losses(x, y, training=training)[1]

@@ -10,7 +10,9 @@ from keras_unikd import FeatureTap
 def nested_classifier():
     """A classifier whose backbone is a nested functional model."""
     backbone = make_network(4, "backbone")
-    backbone = keras.Model(backbone.input, backbone.get_layer("backbone_stage3").output, name="backbone")
+    backbone = keras.Model(
+        backbone.input, backbone.get_layer("backbone_stage3").output, name="backbone"
+    )
     inputs = keras.Input((12, 12, 1))
     x = backbone(inputs)
     x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
@@ -23,9 +25,13 @@ def test_tap_returns_logits_and_features_of_one_forward():
     assert tap.feature_shapes == [(None, 12, 12, 4), (None, 3, 3, 16), (None, 16)]
     x = np.random.default_rng(0).random((2, 12, 12, 1), dtype=np.float32)
     logits, features = tap(x)
-    np.testing.assert_allclose(ops.convert_to_numpy(logits), ops.convert_to_numpy(model(x)), rtol=1e-6)
+    np.testing.assert_allclose(
+        ops.convert_to_numpy(logits), ops.convert_to_numpy(model(x)), rtol=1e-6
+    )
     reference = keras.Model(model.input, model.get_layer("m_stage3").output)
-    np.testing.assert_allclose(ops.convert_to_numpy(features[1]), ops.convert_to_numpy(reference(x)), rtol=1e-6)
+    np.testing.assert_allclose(
+        ops.convert_to_numpy(features[1]), ops.convert_to_numpy(reference(x)), rtol=1e-6
+    )
     # The tap reuses the model's layers and weights: no copies.
     assert {id(w) for w in tap.tap_model.weights} == {id(w) for w in model.weights}
 
@@ -36,25 +42,38 @@ def test_paths_reach_inside_nested_models():
     assert tap.feature_shapes == [(None, 12, 12, 4), (None, 16)]
     x = np.ones((2, 12, 12, 1), "float32")
     logits, (stage1, _) = tap(x)
-    np.testing.assert_allclose(ops.convert_to_numpy(logits), ops.convert_to_numpy(model(x)), rtol=1e-6)
+    np.testing.assert_allclose(
+        ops.convert_to_numpy(logits), ops.convert_to_numpy(model(x)), rtol=1e-6
+    )
     backbone = model.get_layer("backbone")
     reference = keras.Model(backbone.input, backbone.get_layer("backbone_stage1").output)
-    np.testing.assert_allclose(ops.convert_to_numpy(stage1), ops.convert_to_numpy(reference(x)), rtol=1e-6)
+    np.testing.assert_allclose(
+        ops.convert_to_numpy(stage1), ops.convert_to_numpy(reference(x)), rtol=1e-6
+    )
 
 
 def test_sequential_models_can_be_tapped():
     model = keras.Sequential(
-        [keras.Input((6, 6, 2)), keras.layers.Conv2D(3, 3, name="conv"), keras.layers.Flatten(), keras.layers.Dense(4)]
+        [
+            keras.Input((6, 6, 2)),
+            keras.layers.Conv2D(3, 3, name="conv"),
+            keras.layers.Flatten(),
+            keras.layers.Dense(4),
+        ]
     )
     tap = FeatureTap(model, ["conv"])
     x = np.ones((1, 6, 6, 2), "float32")
     logits, (conv,) = tap(x)
     assert tuple(conv.shape) == (1, 4, 4, 3)
-    np.testing.assert_allclose(ops.convert_to_numpy(logits), ops.convert_to_numpy(model(x)), rtol=1e-6)
+    np.testing.assert_allclose(
+        ops.convert_to_numpy(logits), ops.convert_to_numpy(model(x)), rtol=1e-6
+    )
 
 
 def test_unknown_name_lists_available_layers():
-    with pytest.raises(ValueError, match=r"No layer named 'm_stage9'.*Available layers: \['input_layer.*'m_stage1'"):
+    with pytest.raises(
+        ValueError, match=r"No layer named 'm_stage9'.*Available layers: \['input_layer.*'m_stage1'"
+    ):
         FeatureTap(make_network(4, "m"), ["m_stage9"])
     with pytest.raises(ValueError, match=r"nested models here: \['backbone'\]"):
         FeatureTap(nested_classifier(), ["stage1"])

@@ -41,8 +41,12 @@ def np_conv(x, layer, padding_same=False):
 
 
 def np_aggregate(layer, inputs, out_size):
-    relu = lambda v: np.maximum(v, 0.0)
-    sigmoid = lambda v: 1.0 / (1.0 + np.exp(-v))
+    def relu(v):
+        return np.maximum(v, 0.0)
+
+    def sigmoid(v):
+        return 1.0 / (1.0 + np.exp(-v))
+
     maps = [x[:, None, None, :] if x.ndim == 2 else x for x in inputs]
     residual = None
     for k in reversed(range(len(maps))):

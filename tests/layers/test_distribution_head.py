@@ -32,7 +32,9 @@ def test_without_noise_z_equals_mu():
     head = DistributionHead(num_classes=4, seed=1)
     x = np.ones((2, 8), "float32")
     for out in (head(x, training=False), head(x, training=True, sample=False)):
-        np.testing.assert_array_equal(ops.convert_to_numpy(out["z"]), ops.convert_to_numpy(out["mu"]))
+        np.testing.assert_array_equal(
+            ops.convert_to_numpy(out["z"]), ops.convert_to_numpy(out["mu"])
+        )
 
 
 def test_sampling_follows_the_reparameterisation_and_varies_between_calls():

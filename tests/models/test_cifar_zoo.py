@@ -17,20 +17,62 @@ from keras_unikd.models.registry import get_model
 
 # Expected output shapes (without batch) of the named tap layers.
 EXPECTED_SHAPES = {
-    "resnet8x4": {"stem": (32, 32, 32), "stage1": (32, 32, 64), "stage2": (16, 16, 128), "stage3": (8, 8, 256), "pool": (256,)},
-    "resnet32x4": {"stem": (32, 32, 32), "stage1": (32, 32, 64), "stage2": (16, 16, 128), "stage3": (8, 8, 256), "pool": (256,)},
-    "resnet20": {"stem": (32, 32, 16), "stage1": (32, 32, 16), "stage2": (16, 16, 32), "stage3": (8, 8, 64), "pool": (64,)},
-    "resnet56": {"stem": (32, 32, 16), "stage1": (32, 32, 16), "stage2": (16, 16, 32), "stage3": (8, 8, 64), "pool": (64,)},
-    "resnet110": {"stem": (32, 32, 16), "stage1": (32, 32, 16), "stage2": (16, 16, 32), "stage3": (8, 8, 64), "pool": (64,)},
-    "wrn_16_2": {"stem": (32, 32, 16), "stage1": (32, 32, 32), "stage2": (16, 16, 64), "stage3": (8, 8, 128), "pool": (128,)},
-    "wrn_40_1": {"stem": (32, 32, 16), "stage1": (32, 32, 16), "stage2": (16, 16, 32), "stage3": (8, 8, 64), "pool": (64,)},
-    "wrn_40_2": {"stem": (32, 32, 16), "stage1": (32, 32, 32), "stage2": (16, 16, 64), "stage3": (8, 8, 128), "pool": (128,)},
-    "vgg8": {"stem": (32, 32, 64), "stage1": (16, 16, 128), "stage2": (8, 8, 256), "stage3": (4, 4, 512), "stage4": (4, 4, 512), "pool": (512,)},
-    "vgg13": {"stem": (32, 32, 64), "stage1": (16, 16, 128), "stage2": (8, 8, 256), "stage3": (4, 4, 512), "stage4": (4, 4, 512), "pool": (512,)},
-    "mobilenetv2": {"stem": (16, 16, 16), "stage1": (16, 16, 12), "stage2": (8, 8, 16), "stage3": (4, 4, 48), "stage4": (2, 2, 160), "pool": (1280,)},
-    "shufflenetv1": {"stem": (32, 32, 24), "stage1": (16, 16, 240), "stage2": (8, 8, 480), "stage3": (4, 4, 960), "pool": (960,)},
-    "shufflenetv2": {"stem": (32, 32, 24), "stage1": (16, 16, 116), "stage2": (8, 8, 232), "stage3": (4, 4, 464), "pool": (1024,)},
-    "resnet50": {"stem": (32, 32, 64), "stage1": (32, 32, 256), "stage2": (16, 16, 512), "stage3": (8, 8, 1024), "stage4": (4, 4, 2048), "pool": (2048,)},
+    "resnet8x4": {
+        "stem": (32, 32, 32), "stage1": (32, 32, 64), "stage2": (16, 16, 128),
+        "stage3": (8, 8, 256), "pool": (256,),
+    },
+    "resnet32x4": {
+        "stem": (32, 32, 32), "stage1": (32, 32, 64), "stage2": (16, 16, 128),
+        "stage3": (8, 8, 256), "pool": (256,),
+    },
+    "resnet20": {
+        "stem": (32, 32, 16), "stage1": (32, 32, 16), "stage2": (16, 16, 32),
+        "stage3": (8, 8, 64), "pool": (64,),
+    },
+    "resnet56": {
+        "stem": (32, 32, 16), "stage1": (32, 32, 16), "stage2": (16, 16, 32),
+        "stage3": (8, 8, 64), "pool": (64,),
+    },
+    "resnet110": {
+        "stem": (32, 32, 16), "stage1": (32, 32, 16), "stage2": (16, 16, 32),
+        "stage3": (8, 8, 64), "pool": (64,),
+    },
+    "wrn_16_2": {
+        "stem": (32, 32, 16), "stage1": (32, 32, 32), "stage2": (16, 16, 64),
+        "stage3": (8, 8, 128), "pool": (128,),
+    },
+    "wrn_40_1": {
+        "stem": (32, 32, 16), "stage1": (32, 32, 16), "stage2": (16, 16, 32),
+        "stage3": (8, 8, 64), "pool": (64,),
+    },
+    "wrn_40_2": {
+        "stem": (32, 32, 16), "stage1": (32, 32, 32), "stage2": (16, 16, 64),
+        "stage3": (8, 8, 128), "pool": (128,),
+    },
+    "vgg8": {
+        "stem": (32, 32, 64), "stage1": (16, 16, 128), "stage2": (8, 8, 256),
+        "stage3": (4, 4, 512), "stage4": (4, 4, 512), "pool": (512,),
+    },
+    "vgg13": {
+        "stem": (32, 32, 64), "stage1": (16, 16, 128), "stage2": (8, 8, 256),
+        "stage3": (4, 4, 512), "stage4": (4, 4, 512), "pool": (512,),
+    },
+    "mobilenetv2": {
+        "stem": (16, 16, 16), "stage1": (16, 16, 12), "stage2": (8, 8, 16),
+        "stage3": (4, 4, 48), "stage4": (2, 2, 160), "pool": (1280,),
+    },
+    "shufflenetv1": {
+        "stem": (32, 32, 24), "stage1": (16, 16, 240), "stage2": (8, 8, 480),
+        "stage3": (4, 4, 960), "pool": (960,),
+    },
+    "shufflenetv2": {
+        "stem": (32, 32, 24), "stage1": (16, 16, 116), "stage2": (8, 8, 232),
+        "stage3": (4, 4, 464), "pool": (1024,),
+    },
+    "resnet50": {
+        "stem": (32, 32, 64), "stage1": (32, 32, 256), "stage2": (16, 16, 512),
+        "stage3": (8, 8, 1024), "stage4": (4, 4, 2048), "pool": (2048,),
+    },
 }
 
 
@@ -87,7 +129,9 @@ def test_forward_and_taps(name):
     logits = keras.ops.convert_to_numpy(model(x, training=False))
     assert logits.shape == (2, 10)
     assert np.all(np.isfinite(logits))
-    np.testing.assert_allclose(keras.ops.convert_to_numpy(outs["logits"]), logits, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(
+        keras.ops.convert_to_numpy(outs["logits"]), logits, rtol=1e-5, atol=1e-5
+    )
     stage3 = keras.ops.convert_to_numpy(outs["stage3"])
     preact3 = keras.ops.convert_to_numpy(outs["stage3_preact"])
     assert stage3.min() >= 0.0
