@@ -41,7 +41,9 @@ def test_saves_the_student_alone_when_the_monitor_improves(distiller, tmp_path):
     assert student.count_params() == distiller.student.count_params()
     np.testing.assert_array_equal(saved_kernel(path), 2.0)  # epoch index 2: 0.7
     with open(path + ".json") as file:
-        assert json.load(file) == {"monitor": "val_accuracy", "mode": "max", "best": 0.7, "epoch": 3}
+        assert json.load(file) == {
+            "monitor": "val_accuracy", "mode": "max", "best": 0.7, "epoch": 3
+        }
     assert sorted(os.listdir(tmp_path)) == ["best.keras", "best.keras.json"]  # no temporary files
     umask = os.umask(0)
     os.umask(umask)
@@ -50,7 +52,12 @@ def test_saves_the_student_alone_when_the_monitor_improves(distiller, tmp_path):
 
 def test_min_mode_and_saving_every_epoch(distiller, tmp_path):
     path = os.path.join(tmp_path, "best.keras")
-    run_epochs(StudentCheckpoint(path, monitor="val_loss", mode="min"), distiller, [0.5, 0.3, 0.4], monitor="val_loss")
+    run_epochs(
+        StudentCheckpoint(path, monitor="val_loss", mode="min"),
+        distiller,
+        [0.5, 0.3, 0.4],
+        monitor="val_loss",
+    )
     np.testing.assert_array_equal(saved_kernel(path), 1.0)
     latest = os.path.join(tmp_path, "latest.keras")
     run_epochs(StudentCheckpoint(latest, save_best_only=False), distiller, [0.9, 0.1])
@@ -98,7 +105,10 @@ def test_checkpoint_arguments_and_missing_monitor(distiller, tmp_path):
     checkpoint.set_model(distiller)
     checkpoint.on_train_begin()
     checkpoint.on_epoch_begin(0)
-    with pytest.raises(ValueError, match=r"monitors 'val_accuracy', which is not in.*\['accuracy', 'loss'\].*validation_data"):
+    with pytest.raises(
+        ValueError,
+        match=r"monitors 'val_accuracy', which is not in.*\['accuracy', 'loss'\].*validation_data",
+    ):
         checkpoint.on_epoch_end(0, {"loss": 1.0, "accuracy": 0.5})
 
 
@@ -112,7 +122,9 @@ def test_checkpoint_in_fit(pair, batch, tmp_path):
         callbacks=[StudentCheckpoint(path, save_best_only=False)],
     )
     np.testing.assert_allclose(
-        keras.models.load_model(path).predict(x, verbose=0), distiller.predict(x, verbose=0), rtol=1e-6
+        keras.models.load_model(path).predict(x, verbose=0),
+        distiller.predict(x, verbose=0),
+        rtol=1e-6,
     )
 
 
@@ -120,7 +132,8 @@ def test_checkpoint_in_fit(pair, batch, tmp_path):
     "logs,error,match",
     [
         ({"loss": np.nan, "ce_loss": 1.0, "kd_loss": np.nan}, RuntimeError,
-         r"^Epoch 2, batch 4: the loss term 'kd_loss' became non-finite first \(nan\); training stopped"),
+         r"^Epoch 2, batch 4: the loss term 'kd_loss' became non-finite first \(nan\); "
+         r"training stopped"),
         ({"loss": np.inf, "ce_loss": np.inf, "kd_loss": np.nan}, RuntimeError,
          r"'ce_loss' became non-finite first \(inf\) \(also non-finite in this batch: kd_loss\)"),
         ({"loss": np.nan, "ce_loss": 1.0, "kd_loss": 2.0}, ValueError, r"labels outside \[0, 5\)"),
@@ -143,9 +156,10 @@ def test_guard_checks_validation_and_by_default_just_stops(distiller, capsys):
     distiller.stop_training = False
     guard.on_epoch_end(0, logs)
     assert distiller.stop_training
-    assert "End of epoch 1: val_loss is nan while the training losses and the student's weights are finite" in (
-        capsys.readouterr().out
-    )
+    assert (
+        "End of epoch 1: val_loss is nan while the training losses and the student's weights "
+        "are finite"
+    ) in capsys.readouterr().out
 
 
 def test_guard_names_a_diverged_last_step(distiller):
@@ -167,7 +181,9 @@ def test_guard_names_a_diverged_last_step(distiller):
         keras_unikd.callbacks.TrainingPlan(),
         keras_unikd.callbacks.EpochTimer(),
         NonFiniteLossGuard(raise_error=True),
-        StudentCheckpoint("runs/student.keras", monitor="val_loss", mode="min", save_best_only=False),
+        StudentCheckpoint(
+            "runs/student.keras", monitor="val_loss", mode="min", save_best_only=False
+        ),
     ],
     ids=lambda callback: type(callback).__name__,
 )
@@ -190,7 +206,9 @@ def test_checkpoint_saves_a_model_without_a_student_itself(tmp_path):
     x = np.random.default_rng(0).normal(size=(8, 3)).astype("float32")
     y = np.arange(8) % 2
     path = str(tmp_path / "best_teacher.keras")
-    model.fit(x, y, validation_data=(x, y), epochs=1, verbose=0, callbacks=[StudentCheckpoint(path)])
+    model.fit(
+        x, y, validation_data=(x, y), epochs=1, verbose=0, callbacks=[StudentCheckpoint(path)]
+    )
     saved = keras.models.load_model(path).get_weights()
     for saved_weight, weight in zip(saved, model.get_weights()):
         np.testing.assert_array_equal(saved_weight, weight)  # the trained network

@@ -85,7 +85,9 @@ def test_labels_out_of_range_give_a_nan_total_and_finite_terms(pair, batch, bad_
 def test_labels_out_of_range_stop_fit_with_the_fix(distiller, bad_label):
     x, y = data()
     y[10] = bad_label  # in the second batch
-    with pytest.raises(ValueError, match=r"Epoch 1, batch 2: a batch has labels outside \[0, 5\).*0\.\.4"):
+    with pytest.raises(
+        ValueError, match=r"Epoch 1, batch 2: a batch has labels outside \[0, 5\).*0\.\.4"
+    ):
         fit(distiller, x, y, epochs=2)
     # The bad batch's update is zero: the student stays finite.
     assert all(np.all(np.isfinite(np.array(w))) for w in distiller.student.weights)
@@ -116,7 +118,9 @@ def test_one_hot_labels_are_rejected_by_fit(distiller):
 def test_non_finite_inputs_stop_fit_naming_the_first_term(distiller, value):
     x, y = data()
     x[12, 3, 3, 0] = value
-    with pytest.raises(RuntimeError, match=r"Epoch 1, batch 2: the loss term 'ce_loss' became non-finite first"):
+    with pytest.raises(
+        RuntimeError, match=r"Epoch 1, batch 2: the loss term 'ce_loss' became non-finite first"
+    ):
         fit(distiller, x, y)
 
 
@@ -152,7 +156,9 @@ def empty_inputs():
         "arrays": (x, y),
         "dataset": (tf.data.Dataset.from_tensor_slices((x, y)).batch(8), None),
         "filtered": (
-            tf.data.Dataset.from_tensor_slices((some_x, some_y)).filter(lambda a, b: b > 9).batch(8),
+            tf.data.Dataset.from_tensor_slices((some_x, some_y))
+            .filter(lambda a, b: b > 9)
+            .batch(8),
             None,
         ),
         "drop_remainder": (
@@ -214,7 +220,9 @@ def test_tapped_layer_off_the_path_to_the_logits(pair):
     keras.layers.Conv2D(4, 3, name="s_side")(inputs)  # feeds nothing
     pooled = keras.layers.GlobalAveragePooling2D(name="s_pool")(hidden)
     student = keras.Model(inputs, keras.layers.Dense(5)(pooled))
-    with pytest.raises(ValueError, match=r"No layer named 's_side'.*only the layers on the path from its inputs"):
+    with pytest.raises(
+        ValueError, match=r"No layer named 's_side'.*only the layers on the path from its inputs"
+    ):
         unikd(teacher, student, student_features=["s_stage1", "s_side"])
 
 
@@ -253,7 +261,11 @@ def test_student_sharing_layers_with_the_teacher_is_rejected(pair):
     x = teacher.get_layer("t_conv1")(inputs)  # reused, not copied
     x = keras.layers.GlobalAveragePooling2D()(x)
     student = keras.Model(inputs, keras.layers.Dense(5)(x))
-    with pytest.raises(ValueError, match=r"shares 2 weight\(s\) with the teacher \('t_conv1/kernel', 't_conv1/bias'\).*clone_model"):
+    with pytest.raises(
+        ValueError,
+        match=r"shares 2 weight\(s\) with the teacher \('t_conv1/kernel', 't_conv1/bias'\)"
+        r".*clone_model",
+    ):
         keras_unikd.Distiller(teacher, student, logits_loss="kd", distribution_loss=None)
     assert teacher.trainable and student.trainable_weights  # nothing was frozen
 
@@ -264,7 +276,9 @@ def test_student_sharing_layers_with_the_teacher_is_rejected(pair):
 def test_missing_teacher_file(pair, tmp_path):
     _, student = pair
     missing = os.path.join(tmp_path, "teacher.keras")
-    with pytest.raises(FileNotFoundError, match=r"teacher file '.*teacher.keras' does not exist.*teacher.save"):
+    with pytest.raises(
+        FileNotFoundError, match=r"teacher file '.*teacher.keras' does not exist.*teacher.save"
+    ):
         keras_unikd.Distiller(missing, student, logits_loss="kd", distribution_loss=None)
     config = unikd(*pair).get_config()
     config["teacher"] = missing
@@ -282,5 +296,7 @@ def test_teacher_given_by_path(pair, batch, tmp_path):
     assert not distiller.teacher.trainable
     x, _ = batch
     np.testing.assert_allclose(
-        keras.ops.convert_to_numpy(distiller.teacher(x)), keras.ops.convert_to_numpy(teacher(x)), rtol=1e-6
+        keras.ops.convert_to_numpy(distiller.teacher(x)),
+        keras.ops.convert_to_numpy(teacher(x)),
+        rtol=1e-6,
     )
