@@ -16,7 +16,10 @@ from keras_unikd.callbacks import StudentCheckpoint
 BACKEND = keras.backend.backend()
 OTHER_BACKEND = "jax" if BACKEND == "tensorflow" else "tensorflow"
 PRESET = "cifar100_vgg13_vgg8"  # The fewest layers: the cheapest to compile.
-SMOKE = ["--preset", PRESET, "--epochs", "1", "--take", "8", "--batch-size", "4", "--verbose", "0", "--seed", "0"]
+SMOKE = [
+    "--preset", PRESET, "--epochs", "1", "--take", "8", "--batch-size", "4",
+    "--verbose", "0", "--seed", "0",
+]
 RESULT_KEYS = {
     "preset", "method", "epochs", "backend", "best_top1", "last_top1",
     "best_epoch", "seconds_per_epoch", "epochs_completed", "published_top1",

@@ -59,7 +59,11 @@ def results(tmp_path_factory):
     directory = tmp_path_factory.mktemp("distributed")
     env = worker_env(XLA_FLAGS="--xla_force_host_platform_device_count=2")
     replicas = start_worker(
-        "distributed", "replicas", directory / "replicas.npz", log=directory / "replicas.log", env=env
+        "distributed",
+        "replicas",
+        directory / "replicas.npz",
+        log=directory / "replicas.log",
+        env=env,
     )
     workers = {"replicas": [replicas]}
     if TF:

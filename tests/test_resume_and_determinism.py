@@ -100,7 +100,8 @@ def test_run_killed_mid_epoch_resumes_to_the_uninterrupted_result(reference, env
     assert not backup_dir.exists()  # removed by BackupAndRestore once training completed
 
     # The best-student checkpoint, kept across the crash, is the uninterrupted run's.
-    saved, reference_saved = (keras.models.load_model(path) for path in (checkpoint, expected_checkpoint))
+    saved = keras.models.load_model(checkpoint)
+    reference_saved = keras.models.load_model(expected_checkpoint)
     for a, b in zip(saved.weights, reference_saved.weights):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
     # No temporary checkpoint file was left behind by the kill.

@@ -76,7 +76,8 @@ def train(args):
     if args.checkpoint:
         callbacks.append(keras_unikd.callbacks.StudentCheckpoint(args.checkpoint))
     if args.crash_at:
-        callbacks.append(crash_point(int(args.crash_at[0]), int(args.crash_at[1]), args.crash_at[2]))
+        epoch, batch, marker = args.crash_at
+        callbacks.append(crash_point(int(epoch), int(batch), marker))
     x, y = data()
     history = distiller.fit(
         x,
