@@ -219,9 +219,7 @@ class Distiller(KerasInternals, keras.Model):
             users = [name for name, own in paths.items() if any(repr(p) in str(error) for p in own)]
             if not users:
                 raise
-            raise ValueError(
-                f"{error} (The {side} layer is read by term(s) {users}.)"
-            ) from error
+            raise ValueError(f"{error} (The {side} layer is read by term(s) {users}.)") from error
 
     def _validate_models(self):
         check_no_shared_weights(self.teacher, self.student)
@@ -327,8 +325,18 @@ class Distiller(KerasInternals, keras.Model):
         self.compile(**keras.saving.deserialize_keras_object(config))
         self.optimizer.build(self.trainable_variables)
 
-    def fit(self, x=None, y=None, batch_size=None, epochs=1, verbose="auto",
-            callbacks=None, *, validation_data=None, **kwargs):
+    def fit(
+        self,
+        x=None,
+        y=None,
+        batch_size=None,
+        epochs=1,
+        verbose="auto",
+        callbacks=None,
+        *,
+        validation_data=None,
+        **kwargs,
+    ):
         """`keras.Model.fit`, with the Distiller's own callbacks and checks.
 
         Adds a `TrainingPlan` (steps per epoch for the warm-ups, a warning
@@ -352,8 +360,14 @@ class Distiller(KerasInternals, keras.Model):
             if not any(isinstance(callback, callback_class) for callback in callbacks):
                 callbacks.append(callback_class())
         return super().fit(
-            x, y, batch_size=batch_size, epochs=epochs, verbose=verbose,
-            callbacks=callbacks, validation_data=validation_data, **kwargs
+            x,
+            y,
+            batch_size=batch_size,
+            epochs=epochs,
+            verbose=verbose,
+            callbacks=callbacks,
+            validation_data=validation_data,
+            **kwargs,
         )
 
     def train_on_batch(self, *args, **kwargs):
@@ -482,9 +496,7 @@ class Distiller(KerasInternals, keras.Model):
         """
         student_logits, features = self._student_tap(x, training=training)
         features = dict(zip(self._student_tap.feature_paths, features))
-        total, terms = self._term_losses(
-            x, y, student_logits, features, sample_weight, training
-        )
+        total, terms = self._term_losses(x, y, student_logits, features, sample_weight, training)
         return total, terms, student_logits
 
     def compute_student_loss(self, x, y, sample_weight=None):
@@ -546,9 +558,7 @@ class Distiller(KerasInternals, keras.Model):
         logs = super().compute_metrics(x, self._sparse_labels(y), logits, sample_weight)
         if not training:
             logs = {
-                name: value
-                for name, value in logs.items()
-                if name not in self.loss_term_trackers
+                name: value for name, value in logs.items() if name not in self.loss_term_trackers
             }
         return reducible_logs(logs)
 

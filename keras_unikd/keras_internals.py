@@ -34,9 +34,10 @@ if BACKEND == "tensorflow":
 
     def _in_multi_worker_mode():
         strategy = tf.distribute.get_strategy()
-        return isinstance(
-            strategy, tf.distribute.MultiWorkerMirroredStrategy
-        ) and strategy.extended._in_multi_worker_mode()
+        return (
+            isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
+            and strategy.extended._in_multi_worker_mode()
+        )
 
     def reducible_logs(logs):
         """Logs that Keras can average over the replicas of any strategy."""
@@ -78,9 +79,7 @@ elif BACKEND == "jax":
     class KerasInternals:
         def _get_jax_state(self, purge_model_variables=False, **parts):
             """Keras's, keeping a purged state where a failure can restore it."""
-            state = super()._get_jax_state(
-                purge_model_variables=purge_model_variables, **parts
-            )
+            state = super()._get_jax_state(purge_model_variables=purge_model_variables, **parts)
             if purge_model_variables:
                 names = [name for name in _STATE_PARTS if parts.get(name)]
                 self._jax_state = dict(zip(names, state))

@@ -66,9 +66,7 @@ def terms_from_keywords(
             `distribution_loss=None`, a distribution loss without features,
             or nothing to distil.
     """
-    check_choice(
-        "distribution_loss", distribution_loss, losses.DISTRIBUTION_FORMS + (None,)
-    )
+    check_choice("distribution_loss", distribution_loss, losses.DISTRIBUTION_FORMS + (None,))
     teacher_features = list(as_layer_paths(teacher_features, "teacher_features"))
     student_features = list(as_layer_paths(student_features, "student_features"))
     if distribution_loss is None:

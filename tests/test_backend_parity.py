@@ -46,13 +46,22 @@ def results(tmp_path_factory):
     np.savez(batch_path, x=x, y=y)
     processes = [
         start_worker(
-            "parity", model_path, batch_path, directory / f"{backend}.npz", directory / f"{backend}.keras",
-            log=directory / f"{backend}.log", env=worker_env(KERAS_BACKEND=backend),
+            "parity",
+            model_path,
+            batch_path,
+            directory / f"{backend}.npz",
+            directory / f"{backend}.keras",
+            log=directory / f"{backend}.log",
+            env=worker_env(KERAS_BACKEND=backend),
         )
         for backend in BACKENDS
     ]
     wait_for(processes, timeout=600)
-    return directory, x, {backend: dict(np.load(directory / f"{backend}.npz")) for backend in BACKENDS}
+    return (
+        directory,
+        x,
+        {backend: dict(np.load(directory / f"{backend}.npz")) for backend in BACKENDS},
+    )
 
 
 def test_loss_terms_and_predictions_agree(results):
@@ -62,14 +71,20 @@ def test_loss_terms_and_predictions_agree(results):
     assert len(names) == 4
     for backend in ("jax", "torch"):
         for name in names:
-            np.testing.assert_allclose(by_backend[backend][name], reference[name], rtol=1e-4, err_msg=f"{backend} {name}")
-        np.testing.assert_allclose(by_backend[backend]["predictions"], reference["predictions"], rtol=1e-4, atol=1e-5)
+            np.testing.assert_allclose(
+                by_backend[backend][name], reference[name], rtol=1e-4, err_msg=f"{backend} {name}"
+            )
+        np.testing.assert_allclose(
+            by_backend[backend]["predictions"], reference["predictions"], rtol=1e-4, atol=1e-5
+        )
 
 
 def test_one_step_updates_agree(results):
     _, _, by_backend = results
     reference = by_backend["tensorflow"]
-    updates = sorted((key for key in reference if key.startswith("update/")), key=lambda key: int(key[7:]))
+    updates = sorted(
+        (key for key in reference if key.startswith("update/")), key=lambda key: int(key[7:])
+    )
     # Entries whose gradient is zero in exact arithmetic (a bias before a
     # batch norm) hold float noise: the absolute tolerance is relative to the
     # largest update of the step.
@@ -78,7 +93,11 @@ def test_one_step_updates_agree(results):
     for backend in ("jax", "torch"):
         for key in updates:
             np.testing.assert_allclose(
-                by_backend[backend][key], reference[key], rtol=1e-3, atol=1e-3 * scale, err_msg=f"{backend} {key}"
+                by_backend[backend][key],
+                reference[key],
+                rtol=1e-3,
+                atol=1e-3 * scale,
+                err_msg=f"{backend} {key}",
             )
 
 
@@ -88,5 +107,8 @@ def test_files_saved_by_the_other_backends_load_here(results):
         loaded = keras.models.load_model(directory / f"{backend}.keras")
         assert isinstance(loaded, keras_unikd.Distiller)
         np.testing.assert_allclose(
-            loaded.predict(x, verbose=0), by_backend[backend]["predictions_after"], rtol=1e-4, atol=1e-5
+            loaded.predict(x, verbose=0),
+            by_backend[backend]["predictions_after"],
+            rtol=1e-4,
+            atol=1e-5,
         )

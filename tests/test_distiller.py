@@ -4,8 +4,9 @@ import pytest
 from keras import ops
 
 import keras_unikd
+from conftest import make_network
+from conftest import weights_of
 from keras_unikd import losses
-from conftest import make_network, weights_of
 
 TF = keras.backend.backend() == "tensorflow"
 # Keras's torch backend compiles with torch.compile (dynamo), experimental and
@@ -103,9 +104,12 @@ def test_terms_match_the_losses_module(pair, batch):
     total, terms, student_logits = distiller.compute_distillation_losses(x, y, training=False)
 
     t_logits = teacher(x, training=False)
-    t_feats = keras.Model(teacher.input, [teacher.get_layer(n).output for n in ("t_stage1", "t_stage2")])(x)
+    t_feats = keras.Model(
+        teacher.input, [teacher.get_layer(n).output for n in ("t_stage1", "t_stage2")]
+    )(x)
     s_feats = keras.Model(
-        student.input, [student.get_layer(f"s_{n}").output for n in ("stage1", "stage2", "stage3", "pool")]
+        student.input,
+        [student.get_layer(f"s_{n}").output for n in ("stage1", "stage2", "stage3", "pool")],
     )(x)
     features = distiller.terms[-1]
     s_dist = features.student_head(features.student_aggregator(s_feats))
@@ -116,14 +120,19 @@ def test_terms_match_the_losses_module(pair, batch):
         "feature_loss": 3.0
         * losses.gaussian_kl(s_dist["mu"], s_dist["log_var"], t_dist["mu"], t_dist["log_var"]),
         "consistency_loss": 0.25
-        * (losses.kd_loss(s_dist["mu"], student_logits, 1.0) + losses.kd_loss(t_dist["mu"], t_logits, 1.0)),
+        * (
+            losses.kd_loss(s_dist["mu"], student_logits, 1.0)
+            + losses.kd_loss(t_dist["mu"], t_logits, 1.0)
+        ),
     }
     for key, value in expected.items():
         np.testing.assert_allclose(
             ops.convert_to_numpy(terms[key]), ops.convert_to_numpy(value), rtol=1e-5, err_msg=key
         )
     np.testing.assert_allclose(
-        ops.convert_to_numpy(total), sum(float(ops.convert_to_numpy(v)) for v in expected.values()), rtol=1e-5
+        ops.convert_to_numpy(total),
+        sum(float(ops.convert_to_numpy(v)) for v in expected.values()),
+        rtol=1e-5,
     )
 
 
@@ -134,7 +143,9 @@ def test_warmup_scales_the_logits_loss_by_epoch(pair, batch):
     distiller.steps_per_epoch.assign(3.0)
     for epoch in (1.0, 2.0, 4.0, 9.0):
         distiller.training_step.assign(3.0 * (epoch - 1) + 2.0)  # the epoch's last step
-        values[epoch] = float(distiller.compute_distillation_losses(x, y, training=False)[1]["dkd_loss"])
+        values[epoch] = float(
+            distiller.compute_distillation_losses(x, y, training=False)[1]["dkd_loss"]
+        )
     assert values[2.0] == pytest.approx(2 * values[1.0], rel=1e-5)
     assert values[4.0] == pytest.approx(4 * values[1.0], rel=1e-5)
     assert values[9.0] == pytest.approx(values[4.0], rel=1e-5)
@@ -160,7 +171,9 @@ def test_plain_kd_configuration_and_sample_weights(pair, batch):
     )
     assert distiller.loss_term_names == ["ce_loss", "kd_loss"]
     assert [type(term).__name__ for term in distiller.terms] == ["CrossEntropy", "KD"]
-    total, terms, _ = distiller.compute_distillation_losses(x, y, sample_weight=np.zeros(16, "float32"))
+    total, terms, _ = distiller.compute_distillation_losses(
+        x, y, sample_weight=np.zeros(16, "float32")
+    )
     assert float(total) == 0.0
     _, terms, logits = distiller.compute_distillation_losses(x, y)
     np.testing.assert_allclose(
@@ -181,7 +194,9 @@ def test_regularization_losses_of_the_student_are_reported(batch):
     assert distiller.loss_term_names[-1] == "regularization_loss"
     _, terms, _ = distiller.compute_distillation_losses(x, y)
     kernel = ops.convert_to_numpy(student.layers[-1].kernel)
-    np.testing.assert_allclose(float(terms["regularization_loss"]), 0.1 * np.sum(kernel**2), rtol=1e-5)
+    np.testing.assert_allclose(
+        float(terms["regularization_loss"]), 0.1 * np.sum(kernel**2), rtol=1e-5
+    )
 
 
 def test_evaluate_and_predict_use_the_student(pair, batch):
@@ -202,7 +217,9 @@ def test_evaluate_and_predict_use_the_student(pair, batch):
 
 
 def test_unknown_layer_name_lists_layers(pair):
-    with pytest.raises(ValueError, match=r"No layer named 's_stage7'.*Available layers:.*'s_stage1'"):
+    with pytest.raises(
+        ValueError, match=r"No layer named 's_stage7'.*Available layers:.*'s_stage1'"
+    ):
         unikd(*pair, student_features=["s_stage1", "s_stage7"])
 
 

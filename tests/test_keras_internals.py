@@ -21,7 +21,9 @@ def test_only_keras_internals_touches_private_keras_methods():
         for name in vars(keras_internals.KerasInternals)
         if name.startswith("_") and not name.startswith("__")
     }
-    expected = {"tensorflow": {"_maybe_symbolic_build"}, "jax": {"_get_jax_state"}}.get(BACKEND, set())
+    expected = {"tensorflow": {"_maybe_symbolic_build"}, "jax": {"_get_jax_state"}}.get(
+        BACKEND, set()
+    )
     assert overridden == expected
     assert issubclass(keras_unikd.Distiller, keras_internals.KerasInternals)
 
@@ -47,7 +49,12 @@ def test_tensorflow_symbolic_build_hook_is_still_there():
 def test_jax_state_hooks_are_still_there():
     state = inspect.signature(keras.Model._get_jax_state)
     assert "purge_model_variables" in state.parameters
-    for part in ("trainable_variables", "non_trainable_variables", "optimizer_variables", "metrics_variables"):
+    for part in (
+        "trainable_variables",
+        "non_trainable_variables",
+        "optimizer_variables",
+        "metrics_variables",
+    ):
         assert part in state.parameters
     assert callable(keras.Model.jax_state_sync)
     # jax_state_sync reattaches self._jax_state, a dict of the four parts.

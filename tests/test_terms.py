@@ -54,9 +54,13 @@ def test_cross_entropy_kd_and_dkd_match_numpy():
     labels = r.labels
     log_p = np_log_softmax(r.student_logits.astype("float64"))
     expected_ce = -log_p[np.arange(6), labels].mean()
-    assert value(terms.CrossEntropy(weight=0.5)(r)["ce_loss"]) == pytest.approx(0.5 * expected_ce, rel=1e-5)
+    assert value(terms.CrossEntropy(weight=0.5)(r)["ce_loss"]) == pytest.approx(
+        0.5 * expected_ce, rel=1e-5
+    )
     kd = terms.KD(temperature=3.0, weight=2.0)(r)["kd_loss"]
-    assert value(kd) == pytest.approx(2.0 * np_kd(r.student_logits, r.teacher_logits, 3.0), rel=1e-5)
+    assert value(kd) == pytest.approx(
+        2.0 * np_kd(r.student_logits, r.teacher_logits, 3.0), rel=1e-5
+    )
     dkd = terms.DKD(alpha=0.5, beta=6.0, temperature=2.0, warmup_epochs=0)(r)["dkd_loss"]
     expected = np_dkd(r.student_logits, r.teacher_logits, labels, 0.5, 6.0, 2.0)
     assert value(dkd) == pytest.approx(expected, rel=1e-4)
@@ -67,8 +71,13 @@ def test_warmup_factor_follows_the_epoch():
     r = record()
     full = np_dkd(r.student_logits, r.teacher_logits, r.labels, 1.0, 8.0, 4.0)
     for epoch, factor in ((1.0, 0.25), (3.0, 0.75), (4.0, 1.0), (10.0, 1.0)):
-        got = value(term(record(epoch=epoch, teacher_logits=r.teacher_logits,
-                                student_logits=r.student_logits))["dkd_loss"])
+        got = value(
+            term(
+                record(
+                    epoch=epoch, teacher_logits=r.teacher_logits, student_logits=r.student_logits
+                )
+            )["dkd_loss"]
+        )
         assert got == pytest.approx(factor * full, rel=1e-4), epoch
 
 
@@ -82,11 +91,13 @@ def test_unikd_features_closed_form_matches_numpy():
         consistency_weight=0.5,
         temperature=2.0,
     )
-    term.build(ForwardShapes(
-        teacher={"t_map": (None, 4, 4, 3)},
-        student={"s_map": (None, 4, 4, 2), "s_pool": (None, 7)},
-        num_classes=5,
-    ))
+    term.build(
+        ForwardShapes(
+            teacher={"t_map": (None, 4, 4, 3)},
+            student={"s_map": (None, 4, 4, 2), "s_pool": (None, 7)},
+            num_classes=5,
+        )
+    )
     r = record({"t_map": teacher_map}, {"s_map": student_map, "s_pool": pooled})
     out = term(r)
     # The teacher's head reads its pooled map; the student's the fused map.
@@ -103,7 +114,9 @@ def test_unikd_features_closed_form_matches_numpy():
     mu_t, lv_t = head(term.teacher_head, teacher_map)
     mu_s, lv_s = head(term.student_head, fused)
     expected_feature = 2.0 * np_gaussian_kl(mu_s, lv_s, mu_t, lv_t)
-    expected_consistency = 0.5 * (np_kd(mu_s, r.student_logits, 2.0) + np_kd(mu_t, r.teacher_logits, 2.0))
+    expected_consistency = 0.5 * (
+        np_kd(mu_s, r.student_logits, 2.0) + np_kd(mu_t, r.teacher_logits, 2.0)
+    )
     assert value(out["feature_loss"]) == pytest.approx(expected_feature, rel=1e-4)
     assert value(out["consistency_loss"]) == pytest.approx(expected_consistency, rel=1e-4)
 
@@ -114,14 +127,20 @@ def test_unikd_features_sample_only_in_training():
     features = ({"t": array(6, 8)}, {"s": array(6, 8)})
     logits = dict(teacher_logits=array(6, 5), student_logits=array(6, 5))
     evaluation = [value(term(record(*features, **logits))["feature_loss"]) for _ in range(2)]
-    training = [value(term(record(*features, training=True, **logits))["feature_loss"]) for _ in range(2)]
+    training = [
+        value(term(record(*features, training=True, **logits))["feature_loss"]) for _ in range(2)
+    ]
     assert evaluation[0] == evaluation[1]
     assert training[0] != training[1] and evaluation[0] not in training
 
 
 def test_fitnet_hint_matches_numpy():
     term = terms.FitNetHint("t_map", "s_map", weight=10.0)
-    term.build(ForwardShapes(teacher={"t_map": (None, 2, 2, 3)}, student={"s_map": (None, 4, 4, 2)}, num_classes=5))
+    term.build(
+        ForwardShapes(
+            teacher={"t_map": (None, 2, 2, 3)}, student={"s_map": (None, 4, 4, 2)}, num_classes=5
+        )
+    )
     teacher_map, student_map = array(6, 2, 2, 3), array(6, 4, 4, 2)
     kernel, bias = (ops.convert_to_numpy(w) for w in term.regressor.weights)
     guided = (student_map @ kernel[0, 0] + bias)[:, ::2, ::2]  # nearest 4 -> 2
@@ -136,9 +155,19 @@ def test_fitnet_hint_matches_numpy():
 def keyword_and_terms_distillers(pair):
     teacher, student = pair
     keyword = keras_unikd.Distiller(
-        teacher, student, teacher_features=["t_stage1_preact"], student_features=STUDENT_FEATURES,
-        distribution_loss="gaussian", ce_weight=0.5, logits_weight=2.0, feature_weight=3.0,
-        consistency_weight=0.25, temperature=3.0, dkd_beta=6.0, warmup_epochs=4, seed=0,
+        teacher,
+        student,
+        teacher_features=["t_stage1_preact"],
+        student_features=STUDENT_FEATURES,
+        distribution_loss="gaussian",
+        ce_weight=0.5,
+        logits_weight=2.0,
+        feature_weight=3.0,
+        consistency_weight=0.25,
+        temperature=3.0,
+        dkd_beta=6.0,
+        warmup_epochs=4,
+        seed=0,
     )
     student_copy = keras.models.clone_model(student)
     student_copy.set_weights(student.get_weights())
@@ -170,7 +199,11 @@ def test_keyword_form_and_terms_give_the_same_losses_and_update(pair, batch):
         distiller.training_step.assign(5.0)  # epoch 2 of a 4-epoch warm-up
     expected = keyword.compute_distillation_losses(x, y, training=False)[1]
     actual = explicit.compute_distillation_losses(x, y, training=False)[1]
-    assert list(expected) == list(actual) == ["ce_loss", "dkd_loss", "feature_loss", "consistency_loss"]
+    assert (
+        list(expected)
+        == list(actual)
+        == ["ce_loss", "dkd_loss", "feature_loss", "consistency_loss"]
+    )
     for name in expected:
         assert value(actual[name]) == pytest.approx(value(expected[name]), rel=1e-6), name
     for distiller in (keyword, explicit):
@@ -257,12 +290,18 @@ def test_a_custom_term_trains_saves_and_loads(pair, batch, tmp_path):
     keras.saving.get_custom_objects()["AttentionTransfer"] = AttentionTransfer
     try:
         distiller = keras_unikd.Distiller(
-            teacher, student,
-            terms=[terms.CrossEntropy(), AttentionTransfer("t_stage1", "s_stage1", weight=10.0, name="at")],
+            teacher,
+            student,
+            terms=[
+                terms.CrossEntropy(),
+                AttentionTransfer("t_stage1", "s_stage1", weight=10.0, name="at"),
+            ],
         )
         assert distiller.loss_term_names == ["ce_loss", "at_loss"]
         projection = distiller.terms[1].projection
-        assert {id(w) for w in projection.trainable_weights} <= {id(w) for w in distiller.trainable_weights}
+        assert {id(w) for w in projection.trainable_weights} <= {
+            id(w) for w in distiller.trainable_weights
+        }
         before = weights_of(projection)
         distiller.compile(optimizer=keras.optimizers.SGD(0.5))
         history = distiller.fit(x, y, batch_size=8, epochs=1, verbose=0)
@@ -275,9 +314,9 @@ def test_a_custom_term_trains_saves_and_loads(pair, batch, tmp_path):
         for a, b in zip(weights_of(projection), weights_of(loaded.terms[1].projection)):
             np.testing.assert_array_equal(a, b)
         expected = distiller.compute_distillation_losses(x, y, training=False)[1]["at_loss"]
-        assert value(loaded.compute_distillation_losses(x, y, training=False)[1]["at_loss"]) == pytest.approx(
-            value(expected), rel=1e-6
-        )
+        assert value(
+            loaded.compute_distillation_losses(x, y, training=False)[1]["at_loss"]
+        ) == pytest.approx(value(expected), rel=1e-6)
     finally:
         del keras.saving.get_custom_objects()["AttentionTransfer"]
 
@@ -331,7 +370,9 @@ def test_warmup_factors_agree_under_fit_train_on_batch_and_a_loop(pair, batch):
         for i in (0, 8):
             y_pred = looped(x[i : i + 8], training=True)
             looped.compute_loss(x[i : i + 8], y[i : i + 8], y_pred, training=True)
-            factors.append(float(ops.convert_to_numpy(looped.loss_term_trackers["probe_loss"].result())))
+            factors.append(
+                float(ops.convert_to_numpy(looped.loss_term_trackers["probe_loss"].result()))
+            )
             looped.loss_term_trackers["probe_loss"].reset_state()
     np.testing.assert_allclose(factors, expected, rtol=1e-6)
 
@@ -340,7 +381,9 @@ def test_a_warmup_longer_than_the_run_warns(pair, batch):
     x, y = batch
     distiller = probe_distiller(pair)
     distiller.compile(optimizer="sgd")
-    with pytest.warns(UserWarning, match=r"'probe' warms up over 3 epochs but the training runs 2.*67%"):
+    with pytest.warns(
+        UserWarning, match=r"'probe' warms up over 3 epochs but the training runs 2.*67%"
+    ):
         distiller.fit(x, y, batch_size=8, epochs=2, verbose=0)
     fresh = probe_distiller(pair)
     fresh.compile(optimizer="sgd")
@@ -361,10 +404,14 @@ def test_activity_regularizers_and_add_loss_are_the_regularization_loss(batch):
     x, y = batch
     inputs = keras.Input((12, 12, 1))
     hidden = keras.layers.Flatten()(inputs)
-    hidden = keras.layers.Dense(6, activity_regularizer=keras.regularizers.L2(0.01), name="act")(hidden)
+    hidden = keras.layers.Dense(6, activity_regularizer=keras.regularizers.L2(0.01), name="act")(
+        hidden
+    )
     hidden = PenalisedIdentity()(hidden)
     student = keras.Model(inputs, keras.layers.Dense(5)(hidden))
-    distiller = keras_unikd.Distiller(make_network(8, "t"), student, logits_loss="kd", distribution_loss=None)
+    distiller = keras_unikd.Distiller(
+        make_network(8, "t"), student, logits_loss="kd", distribution_loss=None
+    )
     assert distiller.loss_term_names[-1] == "regularization_loss"
     _, losses, _ = distiller.compute_distillation_losses(x, y)
     activations = ops.convert_to_numpy(keras.Model(inputs, student.get_layer("act").output)(x))
@@ -379,17 +426,25 @@ def test_activity_regularizers_and_add_loss_are_the_regularization_loss(batch):
 
 
 def test_features_given_as_one_string_are_one_name(pair):
-    distiller = keras_unikd.Distiller(*pair, teacher_features="t_stage1", student_features="s_stage1")
+    distiller = keras_unikd.Distiller(
+        *pair, teacher_features="t_stage1", student_features="s_stage1"
+    )
     assert distiller.terms[-1].student_features == ("s_stage1",)
 
 
 @pytest.mark.parametrize(
     "build,match",
     [
-        (lambda pair: keras_unikd.Distiller(*pair, terms=[terms.KD()], logits_loss="kd"),
-         "either terms=.* or the keyword options \\(logits_loss\\)"),
-        (lambda pair: keras_unikd.Distiller(*pair, terms=[terms.KD(), terms.KD(temperature=2.0)]),
-         "both report a loss named 'kd_loss'.*name='kd_2'"),
+        (
+            lambda pair: keras_unikd.Distiller(*pair, terms=[terms.KD()], logits_loss="kd"),
+            "either terms=.* or the keyword options \\(logits_loss\\)",
+        ),
+        (
+            lambda pair: keras_unikd.Distiller(
+                *pair, terms=[terms.KD(), terms.KD(temperature=2.0)]
+            ),
+            "both report a loss named 'kd_loss'.*name='kd_2'",
+        ),
         (lambda pair: keras_unikd.Distiller(*pair, terms=[]), "nothing to train on"),
         (lambda pair: terms.KD(weight=-1.0), "weight must be a finite number >= 0"),
         (lambda pair: terms.KD(temperature=0.0), "temperature must be > 0"),
@@ -404,10 +459,18 @@ def test_bad_terms_name_the_fix(pair, build, match):
 
 
 def test_errors_name_the_term(pair):
-    with pytest.raises(ValueError, match=r"No layer named 's_stage9'.*read by term\(s\) \['hint'\]"):
-        keras_unikd.Distiller(*pair, terms=[terms.CrossEntropy(), terms.FitNetHint("t_stage2", "s_stage9")])
-    with pytest.raises(ValueError, match=r"Term 'hint': FitNet hints are feature maps; layer 's_pool'"):
-        keras_unikd.Distiller(*pair, terms=[terms.CrossEntropy(), terms.FitNetHint("t_stage2", "s_pool")])
+    with pytest.raises(
+        ValueError, match=r"No layer named 's_stage9'.*read by term\(s\) \['hint'\]"
+    ):
+        keras_unikd.Distiller(
+            *pair, terms=[terms.CrossEntropy(), terms.FitNetHint("t_stage2", "s_stage9")]
+        )
+    with pytest.raises(
+        ValueError, match=r"Term 'hint': FitNet hints are feature maps; layer 's_pool'"
+    ):
+        keras_unikd.Distiller(
+            *pair, terms=[terms.CrossEntropy(), terms.FitNetHint("t_stage2", "s_pool")]
+        )
 
 
 def test_a_non_term_is_refused(pair):
@@ -420,5 +483,7 @@ def test_a_term_that_returns_other_names_is_named():
         def call(self, record):
             return {"other": ops.ones(())}
 
-    with pytest.raises(ValueError, match=r"Wrong.call must return a dict with the keys \['wrong_loss'\]"):
+    with pytest.raises(
+        ValueError, match=r"Wrong.call must return a dict with the keys \['wrong_loss'\]"
+    ):
         Wrong(name="wrong")(record())

@@ -15,7 +15,6 @@ from keras_unikd.presets.recipes import IMAGENET
 from keras_unikd.presets.recipes import get_preset
 from keras_unikd.presets.recipes import layer_names
 
-
 # ----------------------------------------------------------------------
 # Models
 # ----------------------------------------------------------------------

@@ -64,8 +64,7 @@ def check_positive(argument, value):
     check_non_negative(argument, value)
     if value == 0:
         raise ValueError(
-            f"{argument} must be > 0; got {value!r} (softmax(z / T) is "
-            "undefined at T = 0)."
+            f"{argument} must be > 0; got {value!r} (softmax(z / T) is undefined at T = 0)."
         )
 
 
@@ -164,7 +163,11 @@ class DistillationTerm(keras.layers.Layer):
     def __init__(self, weight=1.0, warmup_epochs=0, **kwargs):
         super().__init__(**kwargs)
         check_non_negative(f"{self.__class__.__name__} weight", weight)
-        if isinstance(warmup_epochs, bool) or not isinstance(warmup_epochs, int) or warmup_epochs < 0:
+        if (
+            isinstance(warmup_epochs, bool)
+            or not isinstance(warmup_epochs, int)
+            or warmup_epochs < 0
+        ):
             raise ValueError(
                 f"{self.__class__.__name__} warmup_epochs must be an int >= 0 "
                 f"(0 switches the warm-up off); got {warmup_epochs!r}."
@@ -216,9 +219,7 @@ class DistillationTerm(keras.layers.Layer):
                 f"keys {list(self.loss_names)} (its loss_names); got {got}."
             )
         factor = self.weight * self.warmup_factor(record.epoch)
-        return {
-            name: ops.cast(losses[name], "float32") * factor for name in self.loss_names
-        }
+        return {name: ops.cast(losses[name], "float32") * factor for name in self.loss_names}
 
     def get_build_config(self):
         # The Distiller builds its terms from the tapped shapes: no build

@@ -24,7 +24,9 @@ def main(model_path, batch_path, out_path, saved_path):
     x, y = batch["x"], batch["y"]
     distiller = keras.models.load_model(model_path)
     _, terms, _ = distiller.compute_distillation_losses(x, y, training=False)
-    results = {f"loss/{name}": float(keras.ops.convert_to_numpy(value)) for name, value in terms.items()}
+    results = {
+        f"loss/{name}": float(keras.ops.convert_to_numpy(value)) for name, value in terms.items()
+    }
     results["predictions"] = keras.ops.convert_to_numpy(distiller.predict(x, verbose=0))
     before = arrays(distiller)
     distiller.train_on_batch(x, y)
