@@ -3,7 +3,8 @@
 Every function here takes logits (or distribution parameters) of any float
 dtype, computes in float32, reduces over classes and returns the mean over the
 batch (optionally weighted by `sample_weight`, divided by the batch size as
-Keras's `"sum_over_batch_size"` reduction does).
+Keras's `"sum_over_batch_size"` reduction does). The softmax-KL losses take
+`standardize=True` for logit standardization (`standardize_logits`).
 """
 
 import keras
@@ -15,6 +16,13 @@ _TARGET_MASK_OFFSET = 1000.0
 
 DISTRIBUTION_FORMS = ("sampled", "gaussian")
 DEFAULT_LOG_VAR_RANGE = (-10.0, 10.0)
+
+# Logit standardization divides by `epsilon + std`; the reference's epsilon.
+STANDARDIZATION_EPSILON = 1e-7
+# Floor of the variance under the square root: it keeps the gradient of
+# `sqrt` finite for a constant logit vector (variance 0) and changes the
+# standard deviation only below 1e-15, far under `STANDARDIZATION_EPSILON`.
+_MIN_VARIANCE = 1e-30
 
 
 def _float32(x):
@@ -56,17 +64,67 @@ def cross_entropy(logits, labels, sample_weight=None):
     return batch_mean(per_example, sample_weight)
 
 
-def kd_loss(student_logits, teacher_logits, temperature=4.0, sample_weight=None):
+def standardize_logits(logits, epsilon=STANDARDIZATION_EPSILON):
+    """Z-scores each logit vector over the classes (logit standardization).
+
+    `(z - mean(z)) / (epsilon + std(z))` along the last axis, in float32, as
+    in Sun et al., "Logit Standardization in Knowledge Distillation" (CVPR
+    2024). `std` is the unbiased estimator (dividing by `K - 1` for `K`
+    classes), as PyTorch's `Tensor.std` computes it in the reference code
+    (`normalize` in `mdistiller/distillers/KD.py` and `DKD.py` of
+    sunshangquan/logit-standardization-KD); `epsilon` is its `1e-7`. A
+    standardized vector is invariant to `a * z + b` for `a > 0` (up to
+    `epsilon`). A constant vector (std 0) becomes all zeros, with finite
+    gradients (large: about `1 / epsilon`, as in the reference). Needs at
+    least 2 classes.
+
+    Args:
+        logits: Tensor `(..., num_classes)` of any float dtype.
+        epsilon: Added to the standard deviation before dividing.
+
+    Returns:
+        A float32 tensor of the shape of `logits`.
+
+    Example:
+
+    >>> import numpy as np
+    >>> z = standardize_logits(np.array([[1.0, 2.0, 3.0], [5.0, 5.0, 5.0]]))
+    >>> np.round(np.asarray(z), 4).tolist()
+    [[-1.0, 0.0, 1.0], [0.0, 0.0, 0.0]]
+    """
+    logits = _float32(logits)
+    num_classes = ops.cast(ops.shape(logits)[-1], "float32")
+    centered = logits - ops.mean(logits, axis=-1, keepdims=True)
+    variance = ops.sum(ops.square(centered), axis=-1, keepdims=True) / (num_classes - 1.0)
+    std = ops.sqrt(ops.maximum(variance, _MIN_VARIANCE))
+    return centered / (epsilon + std)
+
+
+def _prepare_logits(logits, standardize):
+    return standardize_logits(logits) if standardize else _float32(logits)
+
+
+def kd_loss(
+    student_logits,
+    teacher_logits,
+    temperature=4.0,
+    sample_weight=None,
+    standardize=False,
+):
     """Hinton's knowledge-distillation loss, `T^2 * KL(p_teacher || p_student)`.
 
     Both distributions are softmaxes of the logits divided by `temperature`;
-    the `T^2` factor keeps gradient magnitudes independent of `T`.
+    the `T^2` factor keeps gradient magnitudes independent of `T`. With
+    `standardize=True` each logit vector is first z-scored
+    (`standardize_logits`): `T^2 * KL(softmax(std(z_t) / T) ||
+    softmax(std(z_s) / T))` (logit standardization, Sun et al., CVPR 2024).
 
     Args:
         student_logits: Tensor `(batch, num_classes)`.
         teacher_logits: Tensor `(batch, num_classes)`, the target.
         temperature: Positive float.
         sample_weight: Optional `(batch,)` weights.
+        standardize: Whether to standardize both logit vectors first.
 
     Returns:
         A float32 scalar.
@@ -78,8 +136,10 @@ def kd_loss(student_logits, teacher_logits, temperature=4.0, sample_weight=None)
     >>> float(kd_loss(logits, logits, temperature=4.0))
     0.0
     """
-    log_p_student = ops.log_softmax(_float32(student_logits) / temperature, axis=-1)
-    log_p_teacher = ops.log_softmax(_float32(teacher_logits) / temperature, axis=-1)
+    student = _prepare_logits(student_logits, standardize)
+    teacher = _prepare_logits(teacher_logits, standardize)
+    log_p_student = ops.log_softmax(student / temperature, axis=-1)
+    log_p_teacher = ops.log_softmax(teacher / temperature, axis=-1)
     per_example = _kl_from_log_probs(log_p_teacher, log_p_student)
     return temperature**2 * batch_mean(per_example, sample_weight)
 
@@ -107,13 +167,18 @@ def dkd_loss(
     beta=8.0,
     temperature=4.0,
     sample_weight=None,
+    standardize=False,
 ):
     """Decoupled knowledge distillation (Zhao et al., CVPR 2022).
 
     `DKD = alpha * TCKD + beta * NCKD`, each scaled by `T^2`:
     TCKD is the KL between the binary (target class vs the rest)
     distributions, NCKD the KL between the distributions over the non-target
-    classes (the target logit masked out before the softmax).
+    classes (the target logit masked out before the softmax). With
+    `standardize=True` both logit vectors are z-scored over all the classes
+    (`standardize_logits`) before the division by `T` and the target mask, as
+    `dkd_loss` of the logit-standardization reference does
+    (`mdistiller/distillers/DKD.py`).
 
     Args:
         student_logits: Tensor `(batch, num_classes)`.
@@ -123,6 +188,7 @@ def dkd_loss(
         beta: Weight of the non-target-class term.
         temperature: Positive float.
         sample_weight: Optional `(batch,)` weights.
+        standardize: Whether to standardize both logit vectors first.
 
     Returns:
         A float32 scalar.
@@ -134,8 +200,8 @@ def dkd_loss(
     >>> float(dkd_loss(logits, logits, np.array([0])))
     0.0
     """
-    student = _float32(student_logits) / temperature
-    teacher = _float32(teacher_logits) / temperature
+    student = _prepare_logits(student_logits, standardize) / temperature
+    teacher = _prepare_logits(teacher_logits, standardize) / temperature
     num_classes = ops.shape(student)[-1]
     target_mask = ops.one_hot(ops.cast(labels, "int32"), num_classes, dtype="float32")
 
@@ -206,6 +272,7 @@ def distribution_loss(
     temperature=1.0,
     log_var_range=DEFAULT_LOG_VAR_RANGE,
     sample_weight=None,
+    standardize=False,
 ):
     """UniKD's feature-distribution constraint between two `DistributionHead`s.
 
@@ -219,6 +286,10 @@ def distribution_loss(
         temperature: Temperature of the sampled form.
         log_var_range: Clip bounds of the closed form.
         sample_weight: Optional `(batch,)` weights.
+        standardize: Logit standardization of the samples in the sampled
+            form (`kd_loss(..., standardize=True)`). It does not apply to the
+            closed form, a KL between Gaussians rather than between
+            softmaxes, which ignores it.
 
     Returns:
         A float32 scalar.
@@ -232,6 +303,7 @@ def distribution_loss(
             teacher_distribution["z"],
             temperature,
             sample_weight=sample_weight,
+            standardize=standardize,
         )
     if form == "gaussian":
         return gaussian_kl(

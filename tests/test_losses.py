@@ -1,3 +1,4 @@
+import keras
 import numpy as np
 import pytest
 from keras import ops
@@ -173,4 +174,159 @@ def test_cross_entropy_matches_numpy():
     expected = -np_log_softmax(student)[np.arange(8), labels].mean()
     np.testing.assert_allclose(
         ops.convert_to_numpy(losses.cross_entropy(student, labels)), expected, rtol=1e-5
+    )
+
+
+# --- logit standardization -------------------------------------------------------
+
+
+def np_standardize(z):
+    """Z-score over the classes with the unbiased std (PyTorch's `Tensor.std`)."""
+    z = np.asarray(z, "float64")
+    mean = z.mean(axis=-1, keepdims=True)
+    std = z.std(axis=-1, ddof=1, keepdims=True)
+    return (z - mean) / (1e-7 + std)
+
+
+def gradient(fn, x):
+    """d fn(x) / dx with the backend's own autodiff, as a NumPy array."""
+    backend = keras.backend.backend()
+    if backend == "jax":
+        import jax
+
+        return np.asarray(jax.grad(fn)(jax.numpy.asarray(x)))
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        x = tf.Variable(x)
+        with tf.GradientTape() as tape:
+            y = fn(x)
+        return tape.gradient(y, x).numpy()
+    if backend == "torch":
+        import torch
+
+        x = torch.tensor(x, requires_grad=True)
+        fn(x).backward()
+        return x.grad.detach().cpu().numpy()
+    pytest.skip(f"no gradient helper for {backend}")
+
+
+def test_standardize_logits_is_the_unbiased_z_score():
+    z = logits((8, 10))
+    np.testing.assert_allclose(
+        ops.convert_to_numpy(losses.standardize_logits(z)), np_standardize(z), rtol=1e-5, atol=1e-6
+    )
+    # [1, 2, 3]: unbiased std 1 (the biased one, sqrt(2/3), would give +-1.22).
+    unit = ops.convert_to_numpy(losses.standardize_logits(np.array([[1.0, 2.0, 3.0]])))
+    np.testing.assert_allclose(unit, [[-1.0, 0.0, 1.0]], atol=1e-6)
+    half = losses.standardize_logits(z.astype("float16"))
+    assert ops.convert_to_numpy(half).dtype == np.float32
+
+
+@pytest.mark.parametrize("temperature", [1.0, 2.0, 4.0])
+def test_standardized_kd_matches_numpy(temperature):
+    student, teacher = logits(), logits()
+    value = losses.kd_loss(student, teacher, temperature, standardize=True)
+    expected = np_kd(np_standardize(student), np_standardize(teacher), temperature)
+    np.testing.assert_allclose(ops.convert_to_numpy(value), expected, rtol=1e-5)
+    plain = float(losses.kd_loss(student, teacher, temperature))
+    assert plain != pytest.approx(float(value), rel=1e-2)
+
+
+@pytest.mark.parametrize("alpha,beta,temperature", [(1.0, 8.0, 2.0), (0.5, 2.0, 4.0)])
+def test_standardized_dkd_matches_numpy(alpha, beta, temperature):
+    student, teacher = logits(), logits()
+    labels = RNG.integers(0, 10, size=8)
+    value = losses.dkd_loss(student, teacher, labels, alpha, beta, temperature, standardize=True)
+    expected = np_dkd(
+        np_standardize(student), np_standardize(teacher), labels, alpha, beta, temperature
+    )
+    np.testing.assert_allclose(ops.convert_to_numpy(value), expected, rtol=1e-4)
+
+
+def test_standardized_losses_are_zero_for_identical_logits():
+    student = logits()
+    labels = RNG.integers(0, 10, size=8)
+    for loss in (
+        losses.kd_loss(student, student, 2.0, standardize=True),
+        losses.dkd_loss(student, student, labels, temperature=2.0, standardize=True),
+    ):
+        assert float(loss) == pytest.approx(0.0, abs=1e-6)
+    # Standardization also makes a shifted and scaled copy identical.
+    assert float(
+        losses.kd_loss(3.0 * student + 5.0, student, 2.0, standardize=True)
+    ) == pytest.approx(0.0, abs=1e-5)
+
+
+@pytest.mark.parametrize("scale,shift", [(0.1, 0.0), (7.0, -3.0), (1.0, 100.0)])
+def test_standardized_losses_are_scale_and_shift_invariant(scale, shift):
+    student, teacher = logits(), logits()
+    labels = RNG.integers(0, 10, size=8)
+    kd = float(losses.kd_loss(student, teacher, 2.0, standardize=True))
+    moved = float(losses.kd_loss(scale * student + shift, teacher, 2.0, standardize=True))
+    assert moved == pytest.approx(kd, rel=1e-4)
+    moved_teacher = float(losses.kd_loss(student, scale * teacher + shift, 2.0, standardize=True))
+    assert moved_teacher == pytest.approx(kd, rel=1e-4)
+    dkd = float(losses.dkd_loss(student, teacher, labels, standardize=True))
+    moved = float(losses.dkd_loss(scale * student + shift, teacher, labels, standardize=True))
+    assert moved == pytest.approx(dkd, rel=1e-4)
+    # Without standardization the scale matters.
+    if scale != 1.0:
+        assert float(losses.kd_loss(scale * student, teacher, 2.0)) != pytest.approx(
+            float(losses.kd_loss(student, teacher, 2.0)), rel=1e-2
+        )
+
+
+def test_a_constant_logit_vector_gives_a_finite_loss_and_gradient():
+    constant = np.full((4, 10), 3.0, "float32")
+    teacher = logits((4, 10))
+    labels = np.array([0, 3, 5, 9])
+    np.testing.assert_array_equal(
+        ops.convert_to_numpy(losses.standardize_logits(constant)), np.zeros((4, 10))
+    )
+    for fn in (
+        lambda s: losses.kd_loss(s, teacher, 2.0, standardize=True),
+        lambda s: losses.dkd_loss(s, teacher, labels, temperature=2.0, standardize=True),
+        lambda s: losses.kd_loss(s, s, 2.0, standardize=True),
+    ):
+        assert np.isfinite(ops.convert_to_numpy(fn(constant)))
+        grad = gradient(fn, constant)
+        assert grad.shape == constant.shape and np.all(np.isfinite(grad))
+    # Standardized KD of a uniform student against a teacher: KL(p_t || uniform).
+    p_t = np_softmax(np_standardize(teacher) / 2.0)
+    expected = 4.0 * np_kl(p_t, np.full_like(p_t, 0.1)).mean()
+    value = losses.kd_loss(constant, teacher, 2.0, standardize=True)
+    np.testing.assert_allclose(ops.convert_to_numpy(value), expected, rtol=1e-5)
+
+
+def test_standardized_kd_gradient_matches_finite_differences():
+    student, teacher = logits((2, 5)), logits((2, 5))
+    grad = gradient(lambda s: losses.kd_loss(s, teacher, 2.0, standardize=True), student)
+
+    def reference(s):
+        return np_kd(np_standardize(s), np_standardize(teacher), 2.0)
+
+    step, numeric = 1e-4, np.zeros(student.shape)
+    base = student.astype("float64")
+    for index in np.ndindex(*student.shape):
+        up, down = base.copy(), base.copy()
+        up[index] += step
+        down[index] -= step
+        numeric[index] = (reference(up) - reference(down)) / (2 * step)
+    np.testing.assert_allclose(grad, numeric, rtol=1e-3, atol=1e-5)
+
+
+def test_sampled_distribution_loss_standardizes_only_the_sampled_form():
+    student = {"mu": logits(), "log_var": logits(), "z": logits()}
+    teacher = {"mu": logits(), "log_var": logits(), "z": logits()}
+    value = losses.distribution_loss(
+        student, teacher, form="sampled", temperature=1.0, standardize=True
+    )
+    expected = np_kd(np_standardize(student["z"]), np_standardize(teacher["z"]), 1.0)
+    np.testing.assert_allclose(ops.convert_to_numpy(value), expected, rtol=1e-5)
+    closed = losses.distribution_loss(student, teacher, form="gaussian", standardize=True)
+    np.testing.assert_allclose(
+        ops.convert_to_numpy(closed),
+        np_gaussian_kl(student["mu"], student["log_var"], teacher["mu"], teacher["log_var"]),
+        rtol=1e-5,
     )
