@@ -17,6 +17,7 @@ from test_losses import np_dkd
 from test_losses import np_gaussian_kl
 from test_losses import np_kd
 from test_losses import np_log_softmax
+from test_losses import np_standardize
 
 RNG = np.random.default_rng(7)
 STUDENT_FEATURES = ["s_stage1", "s_stage2", "s_stage3", "s_pool"]
@@ -132,6 +133,139 @@ def test_unikd_features_sample_only_in_training():
     ]
     assert evaluation[0] == evaluation[1]
     assert training[0] != training[1] and evaluation[0] not in training
+
+
+def test_kd_and_dkd_with_logit_standardization_match_numpy():
+    r = record()
+    zs, zt = np_standardize(r.student_logits), np_standardize(r.teacher_logits)
+    kd = terms.KD(temperature=2.0, weight=9.0, logit_standardization=True)(r)["kd_loss"]
+    assert value(kd) == pytest.approx(9.0 * np_kd(zs, zt, 2.0), rel=1e-5)
+    dkd = terms.DKD(
+        alpha=1.0,
+        beta=8.0,
+        temperature=2.0,
+        weight=9.0,
+        warmup_epochs=0,
+        logit_standardization=True,
+    )(r)["dkd_loss"]
+    assert value(dkd) == pytest.approx(9.0 * np_dkd(zs, zt, r.labels, 1.0, 8.0, 2.0), rel=1e-4)
+    # Scale and shift of either network's logits do not move the loss.
+    moved = record(
+        teacher_logits=5.0 * r.teacher_logits - 2.0,
+        student_logits=0.3 * r.student_logits + 1.0,
+        labels=r.labels,
+    )
+    for term, name in (
+        (terms.KD(logit_standardization=True), "kd_loss"),
+        (terms.DKD(warmup_epochs=0, logit_standardization=True), "dkd_loss"),
+    ):
+        assert value(term(moved)[name]) == pytest.approx(value(term(r)[name]), rel=1e-4)
+        same = record(teacher_logits=r.student_logits, student_logits=r.student_logits)
+        assert value(term(same)[name]) == pytest.approx(0.0, abs=1e-6)
+
+
+def unikd_term_and_heads(distribution_loss, **kwargs):
+    term = terms.UniKDFeatures(
+        teacher_features="t_vec",
+        student_features="s_vec",
+        distribution_loss=distribution_loss,
+        feature_weight=2.0,
+        consistency_weight=0.5,
+        temperature=2.0,
+        **kwargs,
+    )
+    term.build(
+        ForwardShapes(teacher={"t_vec": (None, 8)}, student={"s_vec": (None, 7)}, num_classes=5)
+    )
+
+    def head(layer, feature):
+        mean_kernel, mean_bias, var_kernel, var_bias = (
+            ops.convert_to_numpy(w) for w in layer.weights
+        )
+        return feature @ mean_kernel + mean_bias, feature @ var_kernel + var_bias
+
+    return term, head
+
+
+@pytest.mark.parametrize("distribution_loss", ["sampled", "gaussian"])
+def test_unikd_features_with_logit_standardization_match_numpy(distribution_loss):
+    term, head = unikd_term_and_heads(distribution_loss, logit_standardization=True)
+    teacher_feature, student_feature = array(6, 8), array(6, 7)
+    r = record({"t_vec": teacher_feature}, {"s_vec": student_feature})
+    out = term(r)  # training=False: the heads do not sample, z = mu
+    mu_t, lv_t = head(term.teacher_head, teacher_feature)
+    mu_s, lv_s = head(term.student_head, student_feature)
+    if distribution_loss == "sampled":
+        expected_feature = 2.0 * np_kd(np_standardize(mu_s), np_standardize(mu_t), 2.0)
+    else:  # the closed form takes no softmax: standardization does not apply
+        expected_feature = 2.0 * np_gaussian_kl(mu_s, lv_s, mu_t, lv_t)
+    expected_consistency = 0.5 * (
+        np_kd(np_standardize(mu_s), np_standardize(r.student_logits), 2.0)
+        + np_kd(np_standardize(mu_t), np_standardize(r.teacher_logits), 2.0)
+    )
+    assert value(out["feature_loss"]) == pytest.approx(expected_feature, rel=1e-4)
+    assert value(out["consistency_loss"]) == pytest.approx(expected_consistency, rel=1e-4)
+    plain, _ = unikd_term_and_heads(distribution_loss)
+    plain.set_weights(term.get_weights())
+    assert value(plain(r)["consistency_loss"]) != pytest.approx(expected_consistency, rel=1e-3)
+
+
+def test_logit_standardization_is_serialized_and_checked():
+    for term in (
+        terms.KD(logit_standardization=True),
+        terms.DKD(logit_standardization=True),
+        terms.UniKDFeatures("t", "s", logit_standardization=True),
+    ):
+        config = term.get_config()
+        assert config["logit_standardization"] is True
+        assert type(term).from_config(config).logit_standardization is True
+        config.pop("logit_standardization")  # a config saved before the option
+        assert type(term).from_config(config).logit_standardization is False
+        restored = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(term))
+        assert restored.logit_standardization is True
+    for build in (
+        lambda: terms.KD(logit_standardization="yes"),
+        lambda: terms.DKD(logit_standardization=1),
+        lambda: terms.UniKDFeatures("t", "s", logit_standardization=None),
+    ):
+        with pytest.raises(ValueError, match="logit_standardization must be True or False"):
+            build()
+
+
+def constant_logits_student(width=4):
+    """`make_network` with a zero classifier: every logit vector is constant (std 0)."""
+    student = make_network(width, "s")
+    classifier = student.get_layer("s_logits")
+    classifier.set_weights([np.zeros_like(w) for w in classifier.get_weights()])
+    return student
+
+
+def test_a_constant_student_trains_finitely_with_logit_standardization(batch):
+    x, y = batch
+    keras.utils.set_random_seed(0)
+    teacher = make_network(8, "t")
+    for term_list in (
+        [terms.KD(temperature=2.0, weight=9.0, logit_standardization=True)],
+        [terms.DKD(temperature=2.0, warmup_epochs=0, logit_standardization=True)],
+        [
+            terms.UniKDFeatures(
+                "t_stage1", ["s_stage1", "s_pool"], seed=0, logit_standardization=True
+            )
+        ],
+    ):
+        student = constant_logits_student()
+        logits = ops.convert_to_numpy(student(x))
+        assert np.ptp(logits) == 0.0
+        distiller = keras_unikd.Distiller(
+            teacher, student, terms=[terms.CrossEntropy(), *term_list], steps_per_epoch=1
+        )
+        _, losses, _ = distiller.compute_distillation_losses(x, y, training=True)
+        assert all(np.isfinite(value(loss)) for loss in losses.values())
+        distiller.compile(optimizer=keras.optimizers.SGD(1e-3))
+        logs = distiller.train_on_batch(x, y, return_dict=True)
+        assert all(np.isfinite(v) for v in logs.values()), logs
+        assert all(np.all(np.isfinite(w)) for w in weights_of(student))
+        assert np.ptp(ops.convert_to_numpy(student(x))) > 0.0  # the classifier moved
 
 
 def test_fitnet_hint_matches_numpy():

@@ -59,6 +59,12 @@ def check_non_negative(argument, value):
         )
 
 
+def check_bool(argument, value):
+    """Raises a `ValueError` unless `value` is `True` or `False`."""
+    if not isinstance(value, bool):
+        raise ValueError(f"{argument} must be True or False; got {value!r}.")
+
+
 def check_positive(argument, value):
     """Raises a `ValueError` unless `value` is a finite number > 0."""
     check_non_negative(argument, value)

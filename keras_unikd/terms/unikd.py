@@ -8,6 +8,7 @@ from keras_unikd.layers import MultiStageAggregator
 from keras_unikd.layers.aggregator import as_map_shape
 from keras_unikd.terms.base import DistillationTerm
 from keras_unikd.terms.base import as_layer_paths
+from keras_unikd.terms.base import check_bool
 from keras_unikd.terms.base import check_non_negative
 from keras_unikd.terms.base import check_positive
 from keras_unikd.validation import check_choice
@@ -43,6 +44,18 @@ class UniKDFeatures(DistillationTerm):
       KD(z_t, teacher_logits))` at `temperature`, each distribution tied to
       its own network's logits.
 
+    Here `KD(a, b) = T^2 * KL(softmax(b / T) || softmax(a / T))`. With
+    `logit_standardization=True` every such KD z-scores both of its vectors
+    over the classes first, `softmax(zscore(v) / T)` with `zscore(v) =
+    (v - mean(v)) / (1e-7 + std(v))` (Sun et al., CVPR 2024;
+    `keras_unikd.losses.standardize_logits`): the sampled constraint and
+    both consistency KDs (the samples `z`, or the means `mu` when the heads
+    do not sample, are logit-like vectors over the classes). It does not apply to
+    the closed form `KL(N_t || N_s)`, which takes no softmax. No published
+    recipe combines UniKD with standardization: the reference's values for
+    KD and DKD (`temperature=2`, KD weight 9 on CIFAR-100; see `KD` and `DKD`)
+    are the only ones documented.
+
     Args:
         teacher_features: Teacher layer path(s), shallow to deep.
         student_features: Student layer path(s), shallow to deep; pooled
@@ -60,6 +73,9 @@ class UniKDFeatures(DistillationTerm):
         log_var_range: Clip bounds of the log-variances in the closed form.
         seed: Optional int seed of the heads' sampling noise (the student's
             head uses `seed`, the teacher's `seed + 1`).
+        logit_standardization: Whether every softmax KD of the term (the
+            sampled constraint, the consistency term) z-scores its vectors
+            first; the closed form is unaffected.
         **kwargs: `DistillationTerm` arguments (`weight`, `warmup_epochs`,
             `name`).
 
@@ -93,6 +109,7 @@ class UniKDFeatures(DistillationTerm):
         aggregator_mid_channels=None,
         log_var_range=losses.DEFAULT_LOG_VAR_RANGE,
         seed=None,
+        logit_standardization=False,
         name="unikd",
         **kwargs,
     ):
@@ -101,6 +118,7 @@ class UniKDFeatures(DistillationTerm):
         check_non_negative("feature_weight", feature_weight)
         check_non_negative("consistency_weight", consistency_weight)
         check_positive("UniKDFeatures temperature", temperature)
+        check_bool("UniKDFeatures logit_standardization", logit_standardization)
         self.teacher_features = as_layer_paths(teacher_features, "teacher_features")
         self.student_features = as_layer_paths(student_features, "student_features")
         if not self.teacher_features or not self.student_features:
@@ -119,6 +137,7 @@ class UniKDFeatures(DistillationTerm):
         self.aggregator_mid_channels = aggregator_mid_channels
         self.log_var_range = tuple(log_var_range)
         self.seed = seed
+        self.logit_standardization = logit_standardization
 
     @property
     def loss_names(self):
@@ -202,11 +221,20 @@ class UniKDFeatures(DistillationTerm):
             temperature=self.temperature,
             log_var_range=self.log_var_range,
             sample_weight=record.sample_weight,
+            standardize=self.logit_standardization,
         )
         consistency_loss = losses.kd_loss(
-            student["z"], record.student_logits, self.temperature, record.sample_weight
+            student["z"],
+            record.student_logits,
+            self.temperature,
+            record.sample_weight,
+            standardize=self.logit_standardization,
         ) + losses.kd_loss(
-            teacher["z"], record.teacher_logits, self.temperature, record.sample_weight
+            teacher["z"],
+            record.teacher_logits,
+            self.temperature,
+            record.sample_weight,
+            standardize=self.logit_standardization,
         )
         feature_name, consistency_name = self.loss_names
         return {
@@ -228,4 +256,5 @@ class UniKDFeatures(DistillationTerm):
             "aggregator_mid_channels": self.aggregator_mid_channels,
             "log_var_range": list(self.log_var_range),
             "seed": self.seed,
+            "logit_standardization": self.logit_standardization,
         }
