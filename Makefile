@@ -8,7 +8,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.keras-unikd-installed
-PYTEST := $(PY) -m pytest -q -p no:cacheprovider --doctest-modules keras_unikd tests
+PYTEST := $(PY) -m pytest -q -p no:cacheprovider --durations=15 --doctest-modules keras_unikd tests
 # The `torch` extra asks for torch>=2.4, which on Linux resolves to PyPI's
 # newest multi-GB CUDA build; the tests install this version, whose CPU build
 # (2.13.0+cpu) the package indexes here serve. Elsewhere, point pip at
