@@ -2,7 +2,7 @@
 
 For each teacher/student pair at a fixed batch size, and each engine
 configuration (TensorFlow with XLA on, TensorFlow with XLA off, TensorFlow
-under the `mixed_bfloat16` policy, JAX), a child process builds every
+under the `mixed_bfloat16` policy, JAX, PyTorch), a child process builds every
 method on the same teacher, warms each up (tracing and compilation), then
 times them in interleaved rounds of `fit` over a fixed
 batch (the order rotates every round); a method's figure is the median over
@@ -20,8 +20,8 @@ Methods: the student alone (plain `fit`), our KD, DKD and UniKD
 Pairs: the Fashion-MNIST demo pair at batch 128 (28x28x1), and
 ResNet32x4 -> ResNet8x4 at batch 64 on random 32x32x3 inputs.
 
-    python benchmarks/speed.py            # all pairs and engines (~25 min on 2 CPU cores)
-    python benchmarks/speed.py --quick    # smoke run (TensorFlow, float32 and bfloat16)
+    python benchmarks/speed.py            # all pairs and engines (~40 min on 2 CPU cores)
+    python benchmarks/speed.py --quick    # smoke run (TensorFlow float32 and bfloat16, PyTorch)
 """
 
 import argparse
@@ -45,11 +45,14 @@ RESULTS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results"
 METHODS = (*(m for m in DISTILLERS if m in PAPER_METHODS and m != "fitnet"), "keras_kd")
 # name: (backend, jit_compile, dtype policy). bfloat16 pays off only where
 # the hardware has bfloat16 arithmetic (AVX512_BF16/AMX CPUs, recent GPUs, TPUs).
+# PyTorch runs eagerly: Keras's jit_compile there is torch.compile, which
+# Keras calls experimental and which is slow on CPU.
 ENGINES = {
     "tensorflow-xla": ("tensorflow", True, "float32"),
     "tensorflow": ("tensorflow", False, "float32"),
     "tensorflow-bf16": ("tensorflow", False, "mixed_bfloat16"),
     "jax": ("jax", True, "float32"),
+    "torch": ("torch", False, "float32"),
 }
 PAIRS = {
     # name: (teacher, student, batch size, input shape, classes)
@@ -74,13 +77,15 @@ def parse_args(argv=None):
     parser.add_argument("--batch-size", type=int, default=None, help="override every pair's")
     parser.add_argument("--no-memory", action="store_true")
     parser.add_argument("--output", default=os.path.join(RESULTS_DIR, "speed.json"))
-    parser.add_argument("--quick", action="store_true", help="smoke run: tiny, TensorFlow only")
+    parser.add_argument(
+        "--quick", action="store_true", help="smoke run: tiny, TensorFlow and PyTorch"
+    )
     parser.add_argument("--child", choices=["time", "memory"], help=argparse.SUPPRESS)
     parser.add_argument("--jit", choices=["on", "off"], help=argparse.SUPPRESS)
     parser.add_argument("--policy", default="float32", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.quick:
-        args.pairs, args.engines = ["fashion_mnist"], ["tensorflow", "tensorflow-bf16"]
+        args.pairs, args.engines = ["fashion_mnist"], ["tensorflow", "tensorflow-bf16", "torch"]
         args.methods = ["student", "kd", "unikd", "keras_kd"]
         args.steps, args.rounds, args.warmup_steps, args.batch_size = 2, 2, 1, 16
     return args
@@ -92,7 +97,9 @@ def parse_args(argv=None):
 def build_method(method, pair, jit_compile, policy="float32"):
     import keras
 
-    from keras_unikd.models import fashion_student, fashion_teacher, get_model
+    from keras_unikd.models import fashion_student
+    from keras_unikd.models import fashion_teacher
+    from keras_unikd.models import get_model
 
     teacher_name, student_name, _, input_shape, classes = PAIRS[pair]
 
@@ -254,9 +261,10 @@ def ratio_cell(entry, ratio):
 
 def markdown(results):
     lines = []
+    first_engine = next(iter(results["timing"].values()))
     for pair in results["pairs"]:
         lines += [
-            f"**{pair}** (batch {results['timing'][next(iter(results['timing']))][pair]['batch_size']})",
+            f"**{pair}** (batch {first_engine[pair]['batch_size']})",
             "",
             "| engine | " + " | ".join(f"{m} (ms)" for m in results["methods"])
             + " | " + " | ".join(RATIOS) + " |",

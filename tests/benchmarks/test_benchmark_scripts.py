@@ -13,7 +13,10 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 
 pytestmark = pytest.mark.skipif(
     keras.backend.backend() != "tensorflow",
-    reason="the benchmark scripts choose their backends themselves; one smoke run (under the TensorFlow test pass) is enough",
+    reason=(
+        "the benchmark scripts choose their backends themselves; one smoke run (under the "
+        "TensorFlow test pass) is enough"
+    ),
 )
 
 
@@ -34,7 +37,8 @@ def run_script(name, *args, cwd):
 def load_script(name):
     import importlib.util
 
-    spec = importlib.util.spec_from_file_location(name, os.path.join(ROOT, "benchmarks", f"{name}.py"))
+    path = os.path.join(ROOT, "benchmarks", f"{name}.py")
+    spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -96,9 +100,35 @@ def test_speed_quick(tmp_path):
     bfloat16 = results["timing"]["tensorflow-bf16"]["fashion_mnist"]
     assert set(bfloat16["student_compute_dtype"].values()) == {"bfloat16"}
     assert set(bfloat16["step_seconds"]) == set(timing["step_seconds"])
+    torch = results["timing"]["torch"]["fashion_mnist"]
+    assert set(torch["step_seconds"]) == set(timing["step_seconds"])
+    assert all(seconds > 0 for seconds in torch["step_seconds"].values())
+    assert "| torch |" in stdout
     memory = results["memory"]["fashion_mnist"]
-    assert all(entry["peak_rss_mb"] >= entry["models_built_rss_mb"] > 0 for entry in memory.values())
+    assert all(
+        entry["peak_rss_mb"] >= entry["models_built_rss_mb"] > 0 for entry in memory.values()
+    )
     assert "unikd/kd" in stdout
+
+
+def test_compare_versions_quick(tmp_path):
+    """Both trees are this one here: each worker imports keras_unikd from its PYTHONPATH."""
+    output = tmp_path / "versions.json"
+    stdout = run_script(
+        "compare_versions.py", "--quick", "--before", ROOT, "--output", str(output), cwd=tmp_path
+    )
+    results = json.loads(output.read_text())
+    entry = results["engines"]["tensorflow"]
+    assert entry["keras_unikd"] == {
+        "before": os.path.join(ROOT, "keras_unikd"), "after": os.path.join(ROOT, "keras_unikd")
+    }
+    rounds = entry["rounds"]
+    assert all(len(rounds[tree][m]) == 2 for tree in rounds for m in ("student", "kd"))
+    within_rounds = [a / b for a, b in zip(rounds["after"]["kd"], rounds["before"]["kd"])]
+    assert entry["ratio_rounds"]["kd"] == pytest.approx(within_rounds)
+    assert entry["ratios"]["kd"] == pytest.approx(statistics.median(within_rounds))
+    assert len(entry["load_1min"]) == 3
+    assert "| tensorflow | kd |" in stdout
 
 
 def test_benchmark_methods_come_from_the_presets():
