@@ -27,14 +27,6 @@ def _union(path_lists):
     return list(dict.fromkeys(path for paths in path_lists for path in paths))
 
 
-def _all_layers(model):
-    """The layers of `model`, and of the models nested in it, depth first."""
-    for layer in model.layers:
-        yield layer
-        if isinstance(layer, keras.Model):
-            yield from _all_layers(layer)
-
-
 def _check_terms(terms):
     terms = list(terms)
     if not terms:
@@ -264,15 +256,15 @@ class Distiller(KerasInternals, keras.Model):
         Weight regularizers are seen on the weights; activity regularizers
         and `add_loss` losses only in a forward pass, so the student runs
         once on a batch of zeros, in a scope that keeps its state unchanged.
+        A student whose input shape is not fully known cannot run here: its
+        `regularization_loss` is then always reported (zero if it adds none),
+        so that no loss it adds is dropped.
         """
         if any(weight.regularizer is not None for weight in self.trainable_weights):
             return True
         shape = self.student.inputs[0].shape[1:]
         if any(dim is None for dim in shape):
-            return any(
-                getattr(layer, "activity_regularizer", None) is not None
-                for layer in _all_layers(self.student)
-            )
+            return True
         zeros = ops.zeros((1, *shape), dtype=self.student.inputs[0].dtype)
         with keras.StatelessScope(collect_losses=True) as scope:
             self.student(zeros, training=True)

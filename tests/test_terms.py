@@ -626,3 +626,18 @@ def test_a_term_that_returns_other_names_is_named():
         ValueError, match=r"Wrong.call must return a dict with the keys \['wrong_loss'\]"
     ):
         Wrong(name="wrong")(record())
+
+
+def test_a_student_of_unknown_input_size_reports_its_losses(batch):
+    x, y = batch
+    inputs = keras.Input((None, None, 1))
+    hidden = keras.layers.GlobalAveragePooling2D()(keras.layers.Conv2D(4, 3)(inputs))
+    hidden = PenalisedIdentity()(hidden)
+    student = keras.Model(inputs, keras.layers.Dense(5)(hidden))
+    t_inputs = keras.Input((None, None, 1))
+    t_hidden = keras.layers.GlobalAveragePooling2D()(keras.layers.Conv2D(8, 3)(t_inputs))
+    teacher = keras.Model(t_inputs, keras.layers.Dense(5)(t_hidden))
+    distiller = keras_unikd.Distiller(teacher, student, logits_loss="kd", distribution_loss=None)
+    assert distiller.loss_term_names[-1] == "regularization_loss"
+    _, losses, _ = distiller.compute_distillation_losses(x, y)
+    assert value(losses["regularization_loss"]) > 0
