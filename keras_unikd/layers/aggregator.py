@@ -3,6 +3,7 @@
 import keras
 from keras import ops
 
+from keras_unikd.initializers import TorchDefaultUniform
 from keras_unikd.layers.resize import resize_nearest
 
 DEFAULT_MAX_MID_CHANNELS = 512
@@ -48,13 +49,19 @@ class FusionGate(keras.layers.Layer):
     copies pixels, so it commutes with a per-pixel linear map), without
     writing or splitting a `2M`-channel map, and with the residual's half
     done at the residual's resolution.
+
+    Kernel and bias are initialised as PyTorch's default for the reference's
+    `nn.Conv2d(2M, 2, 1)`: uniform in `+-1/sqrt(2M)` (`TorchDefaultUniform`).
     """
 
     def build(self, mid_channels):
+        fan_in = 2 * mid_channels
         self.kernel = self.add_weight(
-            shape=(2 * mid_channels, 2), initializer="glorot_uniform", name="kernel"
+            shape=(fan_in, 2), initializer=TorchDefaultUniform(), name="kernel"
         )
-        self.bias = self.add_weight(shape=(2,), initializer="zeros", name="bias")
+        self.bias = self.add_weight(
+            shape=(2,), initializer=TorchDefaultUniform(fan_in=fan_in), name="bias"
+        )
         self.built = True
 
     def call(self, fused, residual):
@@ -82,9 +89,12 @@ class MultiStageAggregator(keras.layers.Layer):
     - `h` becomes the residual for the next (shallower) stage.
 
     The last `h` is nearest-resized to `output_size` and
-    `ReLU(Conv3x3(h))` produces `output_channels` (no bias). Convolution
-    kernels use PyTorch's Kaiming-uniform (`a=1`) initialisation, as in the
-    reference. With a single input the layer is a projection only.
+    `ReLU(Conv3x3(h))` produces `output_channels` (no bias). Initialisation
+    follows the reference: the projections and the 3x3 convolution are
+    Kaiming-uniform with `a=1` (uniform in `+-sqrt(3/fan_in)`); the gates'
+    1x1 convolution (`2M -> 2`, with bias) has PyTorch's default, weights and
+    biases uniform in `+-1/sqrt(2M)`. With a single input the layer is a
+    projection only.
     Channels-last data only.
 
     Args:

@@ -3,6 +3,8 @@
 import keras
 from keras import ops
 
+from keras_unikd.initializers import TorchDefaultUniform
+
 OUTPUT_KEYS = ("mu", "log_var", "z")
 
 
@@ -16,6 +18,10 @@ class DistributionHead(keras.layers.Layer):
     sample `z = mu + exp(log_var / 2) * eps`, `eps ~ N(0, I)`, is drawn with a
     fresh `eps` at every call; otherwise `z = mu`. The outputs are float32
     even under a mixed-precision policy.
+
+    Both dense layers are initialised as the reference's `nn.Linear(C, K)`,
+    PyTorch's default: kernel and bias uniform in `+-1/sqrt(C)`, `C` being the
+    feature's channels (`TorchDefaultUniform`).
 
     Args:
         num_classes: Number of classes `K`.
@@ -50,11 +56,15 @@ class DistributionHead(keras.layers.Layer):
         self.num_classes = num_classes
         self.seed = seed
         self.seed_generator = keras.random.SeedGenerator(seed, name="noise_seed")
-        self.mean_dense = keras.layers.Dense(
-            num_classes, dtype=self.dtype_policy, name="mean"
-        )
-        self.log_var_dense = keras.layers.Dense(
-            num_classes, dtype=self.dtype_policy, name="log_var"
+
+    def _dense(self, fan_in, name):
+        # New initializers per layer: a shared unseeded one repeats its values.
+        return keras.layers.Dense(
+            self.num_classes,
+            kernel_initializer=TorchDefaultUniform(),
+            bias_initializer=TorchDefaultUniform(fan_in=fan_in),
+            dtype=self.dtype_policy,
+            name=name,
         )
 
     def build(self, input_shape):
@@ -69,6 +79,10 @@ class DistributionHead(keras.layers.Layer):
                 f"{tuple(input_shape)}."
             )
         pooled_shape = (input_shape[0], input_shape[-1])
+        # The bias bound needs the input channels: the layers are made here.
+        channels = int(input_shape[-1])
+        self.mean_dense = self._dense(channels, "mean")
+        self.log_var_dense = self._dense(channels, "log_var")
         self.mean_dense.build(pooled_shape)
         self.log_var_dense.build(pooled_shape)
         self.built = True

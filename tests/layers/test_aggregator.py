@@ -4,6 +4,7 @@ import pytest
 from keras import ops
 
 from keras_unikd import MultiStageAggregator
+from test_initializers import check_torch_default_uniform
 
 RNG = np.random.default_rng(7)
 
@@ -136,3 +137,22 @@ def test_get_config_round_trip_and_gradients_flow():
     assert serialized["registered_name"] == "keras_unikd>MultiStageAggregator"
     # Every weight of the layer takes part in the output.
     assert len(layer.trainable_weights) == 4 + 3 * 2 + 1
+
+
+def test_gate_has_pytorch_default_init_and_convolutions_stay_kaiming():
+    # The gate is the reference's nn.Conv2d(2M, 2, 1): weight and bias in +-1/sqrt(2M).
+    mid = 2048
+    layer = MultiStageAggregator(output_channels=1, mid_channels=mid)
+    layer.build([(None, 4, 4, 3), (None, 2, 2, 5)])
+    gate = layer.gates[0]
+    check_torch_default_uniform(ops.convert_to_numpy(gate.kernel), 2 * mid)
+    bias = ops.convert_to_numpy(gate.bias)
+    assert np.all(bias != 0) and np.abs(bias).max() <= (1 + 1e-7) / np.sqrt(2 * mid)
+    small = MultiStageAggregator(mid_channels=2)
+    small.build([(None, 4, 4, 3), (None, 2, 2, 5)])
+    bias = ops.convert_to_numpy(small.gates[0].bias)
+    assert np.all(bias != 0) and np.abs(bias).max() <= 0.5
+    # The 3x3 output convolution: Kaiming-uniform a=1, bound sqrt(3 / (9 * mid)).
+    kernel = ops.convert_to_numpy(layer.output_conv.kernel)
+    bound = np.sqrt(3.0 / (9 * mid))
+    assert bound * 0.98 < np.abs(kernel).max() <= bound * (1 + 1e-7)

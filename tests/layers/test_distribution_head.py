@@ -4,6 +4,7 @@ import pytest
 from keras import ops
 
 from keras_unikd import DistributionHead
+from test_initializers import check_torch_default_uniform
 
 
 def test_shapes_for_maps_and_vectors():
@@ -79,3 +80,30 @@ def test_validation_and_config():
     config = DistributionHead(num_classes=7, seed=3, name="h").get_config()
     clone = DistributionHead.from_config(config)
     assert (clone.num_classes, clone.seed, clone.name) == (7, 3, "h")
+
+
+def test_dense_layers_have_pytorch_default_init():
+    # The reference's two nn.Linear(C, K): weights and biases in +-1/sqrt(C).
+    head = DistributionHead(num_classes=20_000)
+    head.build((None, 4, 4, 96))
+    for dense in (head.mean_dense, head.log_var_dense):
+        check_torch_default_uniform(ops.convert_to_numpy(dense.kernel), 96)
+        check_torch_default_uniform(ops.convert_to_numpy(dense.bias), 96)
+    # Each layer draws its own values.
+    assert not np.allclose(
+        ops.convert_to_numpy(head.mean_dense.bias), ops.convert_to_numpy(head.log_var_dense.bias)
+    )
+
+
+def test_saved_and_loaded_head_keeps_its_weights(tmp_path):
+    inputs = keras.Input((6,))
+    model = keras.Model(inputs, DistributionHead(num_classes=3, seed=0, name="head")(inputs)["mu"])
+    path = tmp_path / "head.keras"
+    model.save(path)
+    loaded = keras.saving.load_model(path)
+    x = np.random.default_rng(1).standard_normal((2, 6)).astype("float32")
+    np.testing.assert_array_equal(
+        ops.convert_to_numpy(loaded(x)), ops.convert_to_numpy(model(x))
+    )
+    for a, b in zip(loaded.weights, model.weights):
+        np.testing.assert_array_equal(ops.convert_to_numpy(a), ops.convert_to_numpy(b))
