@@ -285,18 +285,72 @@ class Distiller(KerasInternals, keras.Model):
     def call(self, inputs, training=False):
         """The student's logits; in training also its tapped features.
 
+        `inputs` is a batch of inputs, or a pair `(weak, strong)` of two
+        views of each example; out of training only the weak view is used.
+
         Returns:
             The student's logits, or with `training=True` a dict
             `{"logits": logits, "features": {layer path: tensor}}` from one
-            forward pass, which `compute_loss` distils.
+            forward pass, which `compute_loss` distils; for two views, that
+            of the weak view, with the strong view's under `"strong"`.
         """
         if not training:
-            return self.student(inputs, training=False)
-        logits, features = self._student_tap(inputs, training=True)
+            return self.student(self._views(inputs)[0], training=False)
+        return self._student_outputs(inputs, training=True)
+
+    def _views(self, inputs):
+        """`(weak, strong)` for a two-view batch, `(inputs, None)` otherwise."""
+        if isinstance(inputs, (tuple, list)) and len(self.student.inputs) == 1:
+            if len(inputs) != 2:
+                raise ValueError(
+                    f"The Distiller got {len(inputs)} input tensors per batch; "
+                    "it takes one batch of inputs, or two views of it as "
+                    "((weak, strong), labels) batches."
+                )
+            return inputs[0], inputs[1]
+        return inputs, None
+
+    def _student_outputs(self, inputs, training):
+        """The student's logits and features, per view, one pass per view.
+
+        The views go through separate passes (in training mode each gets
+        its own batch-normalisation statistics, as in the MLKD and UniMLKD
+        reference code).
+        """
+        weak, strong = self._views(inputs)
+        outputs = self._student_forward(weak, training)
+        if strong is not None:
+            outputs["strong"] = self._student_forward(strong, training)
+        return outputs
+
+    def _student_forward(self, inputs, training):
+        logits, features = self._student_tap(inputs, training=training)
         return {
             "logits": logits,
             "features": dict(zip(self._student_tap.feature_paths, features)),
         }
+
+    def _teacher_forward(self, weak, strong):
+        """The teacher's records (logits, features) of one view or two.
+
+        The teacher runs in inference mode, so the two views go through one
+        concatenated forward pass, whose results equal two separate passes.
+        """
+        batch = ops.shape(weak)[0]
+        inputs = weak if strong is None else ops.concatenate([weak, strong], axis=0)
+        logits, features = self._teacher_tap(inputs, training=False)
+        logits = ops.stop_gradient(logits)
+        features = [ops.stop_gradient(feature) for feature in features]
+        views = [(logits, features)]
+        if strong is not None:
+            views = [
+                (logits[:batch], [feature[:batch] for feature in features]),
+                (logits[batch:], [feature[batch:] for feature in features]),
+            ]
+        return [
+            (view_logits, dict(zip(self._teacher_tap.feature_paths, view_features)))
+            for view_logits, view_features in views
+        ]
 
     def compile(self, optimizer="rmsprop", loss=None, metrics=None, **kwargs):
         """Configures training; see `keras.Model.compile`.
@@ -432,27 +486,39 @@ class Distiller(KerasInternals, keras.Model):
         epoch = ops.floor(self.training_step / steps) + 1.0
         return ops.where(self.steps_per_epoch > 0, epoch, 1.0)
 
-    def _term_losses(self, x, y, student_logits, student_features, sample_weight, training):
+    def _term_losses(self, x, y, student_outputs, sample_weight, training):
         """The terms' losses and their NaN-marked total for one forward record."""
         labels, labels_in_range = self._checked_labels(y)
         # The student's own losses are read before the teacher runs, so that
         # only what the student and the terms add is counted.
         additional = list(self.losses) if self._reports_additional_losses else []
-        teacher_logits, teacher_features = self._teacher_tap(x, training=False)
-        record = ForwardRecord(
-            teacher_logits=ops.stop_gradient(teacher_logits),
-            student_logits=student_logits,
-            teacher_features={
-                path: ops.stop_gradient(feature)
-                for path, feature in zip(self._teacher_tap.feature_paths, teacher_features)
-            },
-            student_features=student_features,
-            labels=labels,
-            sample_weight=sample_weight,
-            training=bool(training),
-            step=ops.convert_to_tensor(self.training_step),
-            epoch=self._epoch(),
-        )
+        weak, strong = self._views(x)
+        if (strong is None) != ("strong" not in student_outputs):
+            raise ValueError(
+                "The student's outputs and the batch disagree on the number of "
+                "views: compute y_pred = distiller(x, training=True) from the "
+                "same x."
+            )
+        teacher_views = self._teacher_forward(weak, strong)
+        student_views = [student_outputs]
+        if strong is not None:
+            student_views.append(student_outputs["strong"])
+        record = None
+        for (teacher_logits, teacher_features), student in reversed(
+            list(zip(teacher_views, student_views))
+        ):
+            record = ForwardRecord(
+                teacher_logits=teacher_logits,
+                student_logits=student["logits"],
+                teacher_features=teacher_features,
+                student_features=student["features"],
+                labels=labels,
+                sample_weight=sample_weight,
+                training=bool(training),
+                step=ops.convert_to_tensor(self.training_step),
+                epoch=self._epoch(),
+                strong=record,
+            )
         terms = {}
         for term in self.terms:
             terms.update(term(record))
@@ -474,7 +540,7 @@ class Distiller(KerasInternals, keras.Model):
         For inspection: the step counter does not advance.
 
         Args:
-            x: Input batch.
+            x: Input batch, or a pair `(weak, strong)` of two views.
             y: Sparse integer labels, `(batch,)` or `(batch, 1)`.
             sample_weight: Optional `(batch,)` weights applied to every term.
             training: Whether the student and the terms run in training mode.
@@ -486,10 +552,9 @@ class Distiller(KerasInternals, keras.Model):
             weighted losses named as in `loss_term_names`, and the student's
             logits.
         """
-        student_logits, features = self._student_tap(x, training=training)
-        features = dict(zip(self._student_tap.feature_paths, features))
-        total, terms = self._term_losses(x, y, student_logits, features, sample_weight, training)
-        return total, terms, student_logits
+        outputs = self._student_outputs(x, training=training)
+        total, terms = self._term_losses(x, y, outputs, sample_weight, training)
+        return total, terms, outputs["logits"]
 
     def compute_student_loss(self, x, y, sample_weight=None):
         """The student's cross-entropy plus its own losses, in inference mode.
@@ -498,7 +563,7 @@ class Distiller(KerasInternals, keras.Model):
             `(loss, student_logits)`; `loss` is NaN when a label is outside
             `[0, num_classes)`.
         """
-        student_logits = self.student(x, training=False)
+        student_logits = self.call(x, training=False)
         return self._student_loss(y, student_logits, sample_weight), student_logits
 
     def _student_loss(self, y, student_logits, sample_weight):
@@ -525,9 +590,7 @@ class Distiller(KerasInternals, keras.Model):
                 "distiller(x, training=True): the student's logits and tapped "
                 "features from one forward pass."
             )
-        total, terms = self._term_losses(
-            x, y, y_pred["logits"], y_pred["features"], sample_weight, training
-        )
+        total, terms = self._term_losses(x, y, y_pred, sample_weight, training)
         batch_size = ops.shape(y_pred["logits"])[0]
         for name, value in terms.items():
             self.loss_term_trackers[name].update_state(value, sample_weight=batch_size)

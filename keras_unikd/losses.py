@@ -136,12 +136,20 @@ def kd_loss(
     >>> float(kd_loss(logits, logits, temperature=4.0))
     0.0
     """
+    per_example = kd_per_example(student_logits, teacher_logits, temperature, standardize)
+    return batch_mean(per_example, sample_weight)
+
+
+def kd_per_example(student_logits, teacher_logits, temperature=4.0, standardize=False):
+    """Per-example `T^2 * KL(p_teacher || p_student)`, shape `(batch,)`.
+
+    The unreduced form of `kd_loss` (same arguments, no `sample_weight`).
+    """
     student = _prepare_logits(student_logits, standardize)
     teacher = _prepare_logits(teacher_logits, standardize)
     log_p_student = ops.log_softmax(student / temperature, axis=-1)
     log_p_teacher = ops.log_softmax(teacher / temperature, axis=-1)
-    per_example = _kl_from_log_probs(log_p_teacher, log_p_student)
-    return temperature**2 * batch_mean(per_example, sample_weight)
+    return temperature**2 * _kl_from_log_probs(log_p_teacher, log_p_student)
 
 
 def _target_vs_rest_log_probs(scaled_logits, target_mask):
@@ -317,3 +325,111 @@ def distribution_loss(
     raise ValueError(
         f"Unknown distribution form {form!r}; expected one of {DISTRIBUTION_FORMS}."
     )
+
+
+def confidence_masks(teacher_logits):
+    """MLKD's confidence masks from the teacher's probabilities `softmax(z)`.
+
+    Per example, its top probability is at most the batch's median top
+    probability; per class, its probability summed over the batch is at most
+    the median of those sums over the classes (the median interpolates
+    linearly, as NumPy's `percentile(..., 50)` in the reference code). Half
+    of the examples (classes) pass, the less confident half.
+
+    Args:
+        teacher_logits: Tensor `(batch, num_classes)`.
+
+    Returns:
+        `(example_mask, class_mask)`: float32 tensors of ones and zeros,
+        `(batch,)` and `(num_classes,)`, without gradient.
+    """
+    probs = ops.stop_gradient(ops.softmax(_float32(teacher_logits), axis=-1))
+    confidence = ops.max(probs, axis=-1)
+    class_confidence = ops.sum(probs, axis=0)
+    example_mask = confidence <= ops.quantile(confidence, 0.5)
+    class_mask = class_confidence <= ops.quantile(class_confidence, 0.5)
+    return ops.cast(example_mask, "float32"), ops.cast(class_mask, "float32")
+
+
+def _tempered_probs(logits, temperature):
+    return ops.softmax(_float32(logits) / temperature, axis=-1)
+
+
+def _weights_column(sample_weight, probs):
+    if sample_weight is None:
+        return ops.ones_like(probs[:, :1])
+    return ops.reshape(_float32(sample_weight), (-1, 1))
+
+
+def class_gram_loss(
+    student_logits, teacher_logits, temperature=4.0, class_weight=None, sample_weight=None
+):
+    """MLKD's class-level alignment of the `K x K` class Gram matrices.
+
+    With `P = softmax(z / T)` of shape `(batch, K)` and `G = P^T diag(w) P`
+    (`w` the sample weights, ones by default), the loss of class `k` is
+    `sum_l (G_t - G_s)[k, l]^2 / K`; the result is the sum over the classes,
+    each weighted by `class_weight[k]` (ones by default: then it is the
+    squared Frobenius distance divided by `K`, as in the reference).
+
+    Args:
+        student_logits: Tensor `(batch, K)`.
+        teacher_logits: Tensor `(batch, K)`, the target.
+        temperature: Positive float.
+        class_weight: Optional `(K,)` weights (MLKD's class mask).
+        sample_weight: Optional `(batch,)` weights.
+
+    Returns:
+        A float32 scalar.
+
+    Example:
+
+    >>> import numpy as np
+    >>> z = np.array([[1.0, 2.0, 3.0], [0.0, 0.0, 1.0]])
+    >>> float(class_gram_loss(z, z))
+    0.0
+    """
+    p_student = _tempered_probs(student_logits, temperature)
+    p_teacher = _tempered_probs(teacher_logits, temperature)
+    w = _weights_column(sample_weight, p_student)
+    gram_student = ops.matmul(ops.transpose(p_student * w), p_student)
+    gram_teacher = ops.matmul(ops.transpose(p_teacher * w), p_teacher)
+    num_classes = ops.cast(ops.shape(p_student)[-1], "float32")
+    per_class = ops.sum(ops.square(gram_teacher - gram_student), axis=-1) / num_classes
+    if class_weight is not None:
+        per_class = per_class * _float32(class_weight)
+    return ops.sum(per_class)
+
+
+def batch_gram_loss(student_logits, teacher_logits, temperature=4.0, sample_weight=None):
+    """MLKD's batch-level alignment of the `B x B` example Gram matrices.
+
+    With `P = softmax(z / T)` of shape `(B, K)` and `G = P P^T`, the loss of
+    example `i` is `sum_j (G_t - G_s)[i, j]^2 / B`; the result is the sum
+    over the examples, each weighted by `sample_weight[i]` (ones by default:
+    then it is the squared Frobenius distance divided by `B`, as in the
+    reference). MLKD's example mask enters as a sample weight.
+
+    Args:
+        student_logits: Tensor `(B, K)`.
+        teacher_logits: Tensor `(B, K)`, the target.
+        temperature: Positive float.
+        sample_weight: Optional `(B,)` weights.
+
+    Returns:
+        A float32 scalar.
+
+    Example:
+
+    >>> import numpy as np
+    >>> z = np.array([[1.0, 2.0, 3.0], [0.0, 0.0, 1.0]])
+    >>> float(batch_gram_loss(z, z))
+    0.0
+    """
+    p_student = _tempered_probs(student_logits, temperature)
+    p_teacher = _tempered_probs(teacher_logits, temperature)
+    gram_student = ops.matmul(p_student, ops.transpose(p_student))
+    gram_teacher = ops.matmul(p_teacher, ops.transpose(p_teacher))
+    batch_size = ops.cast(ops.shape(p_student)[0], "float32")
+    per_example = ops.sum(ops.square(gram_teacher - gram_student), axis=-1) / batch_size
+    return batch_size * batch_mean(per_example, sample_weight)

@@ -105,6 +105,10 @@ class ForwardRecord:
         step: float32 scalar, optimizer steps taken before this one.
         epoch: float32 scalar, the running epoch counted from 1 (the
             reference's convention for warm-ups).
+        strong: For a two-view batch `((weak, strong), labels)`, the record
+            of the strong view (its logits and features; the same labels,
+            weights and progress), while the fields above hold the weak
+            view; `None` for a single-view batch.
     """
 
     teacher_logits: typing.Any
@@ -116,6 +120,12 @@ class ForwardRecord:
     training: bool
     step: typing.Any
     epoch: typing.Any
+    strong: typing.Optional["ForwardRecord"] = None
+
+    @property
+    def num_views(self):
+        """1 for a single-view batch, 2 for `((weak, strong), labels)`."""
+        return 1 if self.strong is None else 2
 
 
 class DistillationTerm(keras.layers.Layer):
@@ -132,11 +142,21 @@ class DistillationTerm(keras.layers.Layer):
     `min(record.epoch / warmup_epochs, 1)` (1 when `warmup_epochs=0`), so
     every term can be weighted and warmed up alike.
 
+    Views: a term reads single-view batches (`views=1`) or two-view batches
+    `((weak, strong), labels)` (`views=2`), and a batch of the other kind is
+    a `ValueError` naming the term. With `views=2`, `call` runs once on the
+    weak view's record and once on `record.strong`, and the two views'
+    losses are summed (cross-entropy and KD on both views, as MLKD and
+    UniMLKD train); a term whose losses combine the views (MLKD's
+    confidence masks come from the weak view) sets the class attribute
+    `combines_views = True` and reads `record.strong` itself.
+
     Args:
         weight: Non-negative weight of the term's losses.
         warmup_epochs: Epochs of linear warm-up (`0`: none). Epochs count from
             1, as in the DKD/UniKD reference code: the factor is
             `1 / warmup_epochs` during the first epoch.
+        views: 1 or 2, the views per example of the batches the term reads.
         **kwargs: Base `Layer` arguments (`name`, `dtype`).
 
     Example: attention transfer (Zagoruyko & Komodakis, 2017) as a term.
@@ -166,7 +186,11 @@ class DistillationTerm(keras.layers.Layer):
     ('at_loss',)
     """
 
-    def __init__(self, weight=1.0, warmup_epochs=0, **kwargs):
+    # Whether `call` reads both views of a two-view record itself; if not,
+    # it runs once per view and the views' losses are summed.
+    combines_views = False
+
+    def __init__(self, weight=1.0, warmup_epochs=0, views=1, **kwargs):
         super().__init__(**kwargs)
         check_non_negative(f"{self.__class__.__name__} weight", weight)
         if (
@@ -178,8 +202,14 @@ class DistillationTerm(keras.layers.Layer):
                 f"{self.__class__.__name__} warmup_epochs must be an int >= 0 "
                 f"(0 switches the warm-up off); got {warmup_epochs!r}."
             )
+        if views not in (1, 2) or isinstance(views, bool):
+            raise ValueError(
+                f"{self.__class__.__name__} views must be 1 (batches of inputs) "
+                f"or 2 (batches of (weak, strong) input pairs); got {views!r}."
+            )
         self.weight = weight
         self.warmup_epochs = warmup_epochs
+        self.views = views
         self.teacher_features = ()
         self.student_features = ()
 
@@ -217,6 +247,17 @@ class DistillationTerm(keras.layers.Layer):
                 f"A distillation term is called with a ForwardRecord (the "
                 f"Distiller builds one each step); got {type(record).__name__}."
             )
+        self._check_views(record)
+        if self.views == 2 and not self.combines_views:
+            weak, strong = self._losses_of(record), self._losses_of(record.strong)
+            losses = {name: weak[name] + strong[name] for name in self.loss_names}
+        else:
+            losses = self._losses_of(record)
+        factor = self.weight * self.warmup_factor(record.epoch)
+        return {name: losses[name] * factor for name in self.loss_names}
+
+    def _losses_of(self, record):
+        """`call(record)`, checked against `loss_names`, in float32."""
         losses = self.call(record)
         if not isinstance(losses, dict) or set(losses) != set(self.loss_names):
             got = sorted(losses) if isinstance(losses, dict) else type(losses).__name__
@@ -224,8 +265,25 @@ class DistillationTerm(keras.layers.Layer):
                 f"{self.__class__.__name__}.call must return a dict with the "
                 f"keys {list(self.loss_names)} (its loss_names); got {got}."
             )
-        factor = self.weight * self.warmup_factor(record.epoch)
-        return {name: ops.cast(losses[name], "float32") * factor for name in self.loss_names}
+        return {name: ops.cast(losses[name], "float32") for name in self.loss_names}
+
+    def _check_views(self, record):
+        if record.num_views == self.views:
+            return
+        kind = type(self).__name__
+        if self.views == 2:
+            raise ValueError(
+                f"Term {self.name!r} reads two views per example (views=2), but "
+                "the batch has one. Feed ((weak, strong), labels) batches (e.g. "
+                "keras_unikd.data two-view pipelines), or give "
+                f"{kind}(..., views=1) where the term allows it."
+            )
+        raise ValueError(
+            f"Term {self.name!r} reads one view per example (views=1), but the "
+            "batch has two ((weak, strong), labels). Give "
+            f"{kind}(..., views=2) to apply it to both views and sum them, or "
+            "feed single-view batches."
+        )
 
     def get_build_config(self):
         # The Distiller builds its terms from the tapped shapes: no build
@@ -234,5 +292,7 @@ class DistillationTerm(keras.layers.Layer):
 
     def get_config(self):
         config = super().get_config()
-        config.update({"weight": self.weight, "warmup_epochs": self.warmup_epochs})
+        config.update(
+            {"weight": self.weight, "warmup_epochs": self.warmup_epochs, "views": self.views}
+        )
         return config
