@@ -714,16 +714,23 @@ def rand_augment(image, seed, num_ops=2, ops=None):
         [num_ops], op_seed, minval=0, maxval=len(ops), dtype=tf.int32
     )
     uniforms = tf.random.stateless_uniform([num_ops], magnitude_seed)
-    for i in range(num_ops):
+    shape = image.shape
+
+    def apply_one(i, image):
         branches = []
         for name in ops:
             low, high = _OP_RANGES[name]
             magnitude = low + (high - low) * uniforms[i]
             branches.append(
-                lambda op=_OPS[name], x=image, m=magnitude: tf.ensure_shape(op(x, m), x.shape)
+                lambda op=_OPS[name], m=magnitude: tf.ensure_shape(op(image, m), shape)
             )
-        image = tf.switch_case(indices[i], branches)
-    return image
+        return i + 1, tf.switch_case(indices[i], branches)
+
+    # A loop builds the operations' graphs once, not once per draw.
+    _, image = tf.while_loop(
+        lambda i, _: i < num_ops, apply_one, (tf.constant(0), image), maximum_iterations=num_ops
+    )
+    return tf.ensure_shape(image, shape)
 
 
 def cutout(image, seed, max_size, fill):

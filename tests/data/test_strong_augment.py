@@ -122,9 +122,10 @@ def test_rand_augment_is_seeded_integer_valued_and_in_range():
 def test_rand_augment_draws_magnitudes_uniformly_over_the_range():
     # Brightness of a white image: every pixel becomes floor(255 * factor).
     white = np.full((4, 4, 1), 255, np.uint8)
+    draw = tf.function(lambda seed: aug.rand_augment(white, seed, num_ops=1, ops=["brightness"]))
     factors = []
     for s in range(200):
-        out = aug.rand_augment(white, tf.constant([s, 9]), num_ops=1, ops=["brightness"])
+        out = draw(tf.constant([s, 9]))
         value = np.unique(out.numpy())
         assert value.size == 1
         factors.append(value[0] / 255.0)
@@ -177,9 +178,10 @@ def cutout_box(out, image, fill):
 def test_cutout_fills_one_square_with_the_fill_colour():
     image = np.random.default_rng(3).integers(0, 256, (32, 32, 3), dtype=np.uint8)
     fill = np.array([129.3, 124.1, 112.4], "float32")  # Not integer pixels.
+    draw = tf.function(lambda seed: aug.cutout(image, seed, 16, fill))
     sides, clipped, full = set(), 0, 0
     for s in range(150):
-        out = aug.cutout(image, tf.constant([s, 4]), 16, fill).numpy()
+        out = draw(tf.constant([s, 4])).numpy()
         assert out.dtype == np.float32 and out.shape == image.shape
         top, bottom, left, right = cutout_box(out, image, fill)
         height, width = bottom - top, right - left
