@@ -3,7 +3,10 @@
 Training images get the usual CIFAR augmentation (random crop 32 with 4
 pixels of zero padding, random horizontal flip) and every image is
 normalised per channel with the CIFAR-100 statistics used by the standard
-KD code bases (`CIFAR100_MEAN`, `CIFAR100_STD`).
+KD code bases (`CIFAR100_MEAN`, `CIFAR100_STD`). With `two_views=True` the
+training pipeline also yields the strong view of MLKD and UniMLKD
+(`cifar100_strong_view`: RandAugment, 2 of 14 operations at random
+magnitudes, then Cutout filled with the mean colour).
 """
 
 from keras_unikd.data import augment as aug
@@ -12,6 +15,11 @@ CIFAR100_MEAN = (0.5071, 0.4865, 0.4409)
 CIFAR100_STD = (0.2673, 0.2564, 0.2762)
 CIFAR100_PADDING = 4
 CIFAR100_TRAIN_SIZE = 50_000
+#: Cutout's fill in the strong view: the mean colour in [0, 255] (it
+#: normalises to 0).
+CIFAR100_CUTOUT_FILL = tuple(255.0 * m for m in CIFAR100_MEAN)
+#: Largest Cutout side in the strong view (the reference: half of 32).
+CIFAR100_CUTOUT_SIZE = 16
 
 _FN = "cifar100_datasets"
 
@@ -27,42 +35,110 @@ _HINT = (
 )
 
 
-def cifar100_train_map(strong_augmenter=None):
+def cifar100_weak_view(image, seed):
+    """The standard CIFAR training augmentation of one image.
+
+    A random horizontal flip, then a random 32 x 32 crop of the image
+    zero-padded by 4 pixels (`CIFAR100_PADDING`).
+
+    Args:
+        image: Tensor shaped `(32, 32, 3)`, pixel values in [0, 255].
+        seed: Integer tensor shaped `(2,)`.
+
+    Returns:
+        A tensor shaped and typed like `image`.
+    """
+    flip_seed, crop_seed = aug.split_seed(seed, 2)
+    image = aug.random_flip(image, flip_seed)
+    return aug.pad_and_random_crop(image, CIFAR100_PADDING, crop_seed)
+
+
+def cifar100_strong_view(image, seed, num_ops=2):
+    """The strong view of MLKD and UniMLKD for one CIFAR-100 image.
+
+    As the authors' code builds it (`mdistiller/dataset/cifar100.py` of
+    Jin-Ying/Multi-Level-Logit-Distillation and of the UniKD fork
+    FabienCode/mdistiller): a flip and padded crop of its own (drawn
+    independently of the weak view's), then RandAugment (`num_ops` of 14
+    operations, each at a uniformly random magnitude:
+    `augment.rand_augment`), then Cutout of one square of side 1 to 16
+    pixels (`augment.cutout`) filled with the CIFAR-100 mean colour
+    (`CIFAR100_CUTOUT_FILL`; the reference fills with (125, 123, 114)).
+    RandAugment is our own TensorFlow re-implementation of the reference's
+    PIL operations, not `keras.layers.RandAugment` or keras-cv's (see
+    `augment.rand_augment` for why); it is stateless, so the view is
+    reproducible from `seed` under parallel maps.
+
+    Args:
+        image: Tensor shaped `(32, 32, 3)`, pixel values in [0, 255].
+        seed: Integer tensor shaped `(2,)`.
+        num_ops: Number of RandAugment operations (the reference: 2).
+
+    Returns:
+        A `float32` tensor shaped `(32, 32, 3)`, values in [0, 255], not
+        normalised yet (see `cifar100_normalize`).
+    """
+    view_seed, augment_seed = aug.split_seed(seed, 2)
+    image = cifar100_weak_view(image, view_seed)
+    return aug.strong_augment(
+        image,
+        augment_seed,
+        fill=CIFAR100_CUTOUT_FILL,
+        num_ops=num_ops,
+        cutout_size=CIFAR100_CUTOUT_SIZE,
+    )
+
+
+def cifar100_train_map(strong_augmenter=None, two_views=False):
     """Returns the per-example training map function.
 
     The function maps `((image, label), seed)` (see
     `augment.with_example_seeds`) to `(image, label)` with a flipped and
-    padded-random-cropped `uint8` image, or, when `strong_augmenter` is
-    given, to `((weak, strong), label)`: `weak` as above and `strong` an
-    independently flipped and cropped copy passed through
-    `strong_augmenter` (`float32` in [0, 255]). Labels become `int32`.
-    Images are not normalised yet (see `cifar100_normalize`).
+    padded-random-cropped `uint8` image (`cifar100_weak_view`), or, with
+    `two_views` (or a `strong_augmenter`), to `((weak, strong), label)`:
+    `weak` exactly the single-view image for the same seed and `strong`
+    the `float32` view `cifar100_strong_view` (or, with
+    `strong_augmenter`, an independently flipped and cropped copy passed
+    through it), drawn from a seed derived from the example's
+    (`augment.fold_seed(seed, 1)`). Labels become `int32`. Images are not
+    normalised yet (see `cifar100_normalize`).
 
     Args:
         strong_augmenter: Optional callable mapping a `float32` image in
             [0, 255] shaped `(32, 32, 3)` to an image of the same shape and
-            range, e.g. `keras_cv.layers.RandAugment(value_range=(0, 255))`.
+            range, replacing RandAugment and Cutout in the strong view;
+            implies two views.
+        two_views: Whether to yield `((weak, strong), label)`.
 
     Returns:
         A function usable with `tf.data.Dataset.map`.
+
+    Raises:
+        ValueError: If `strong_augmenter` is neither None nor callable.
     """
     import tensorflow as tf
 
-    def weak_view(image, seed):
-        flip_seed, crop_seed = aug.split_seed(seed, 2)
-        image = aug.random_flip(image, flip_seed)
-        return aug.pad_and_random_crop(image, CIFAR100_PADDING, crop_seed)
+    if strong_augmenter is not None and not callable(strong_augmenter):
+        raise ValueError(
+            "cifar100_train_map: `strong_augmenter` must be None or a callable "
+            f"image transform; got {strong_augmenter!r}."
+        )
+    two_views = bool(two_views) or strong_augmenter is not None
+
+    def strong_view(image, seed):
+        if strong_augmenter is None:
+            return cifar100_strong_view(image, seed)
+        strong = tf.cast(cifar100_weak_view(image, seed), tf.float32)
+        strong = tf.ensure_shape(strong_augmenter(strong), strong.shape)
+        return tf.cast(strong, tf.float32)
 
     def train_map(example, seed):
         image, label = example
         label = tf.cast(label, tf.int32)
-        if strong_augmenter is None:
-            return weak_view(image, seed), label
-        weak_seed, strong_seed = aug.split_seed(seed, 2)
-        weak = weak_view(image, weak_seed)
-        strong = tf.cast(weak_view(image, strong_seed), tf.float32)
-        strong = tf.ensure_shape(strong_augmenter(strong), strong.shape)
-        return (weak, tf.cast(strong, tf.float32)), label
+        weak = cifar100_weak_view(image, seed)
+        if not two_views:
+            return weak, label
+        return (weak, strong_view(image, aug.fold_seed(seed, 1))), label
 
     return train_map
 
@@ -96,6 +172,7 @@ def cifar100_datasets(
     eval_batch_size=None,
     drop_remainder=False,
     download=True,
+    two_views=False,
 ):
     """Builds the CIFAR-100 training and test `tf.data` pipelines.
 
@@ -109,35 +186,37 @@ def cifar100_datasets(
       `(x / 255 - CIFAR100_MEAN) / CIFAR100_STD`, batched and prefetched.
       Elements are `(images, labels)`: `float32` images shaped
       `(batch, 32, 32, 3)` and `int32` labels shaped `(batch,)`.
-    - With `strong_augment`, the training elements are instead
-      `((weak, strong), labels)` for weak/strong-view distillation
-      (MLKD-style): `weak` is the standard augmentation above and `strong`
-      an independently flipped and cropped view of the same image further
-      transformed by RandAugment (`keras_cv.layers.RandAugment` with
-      `value_range=(0, 255)`, applied before normalisation); both are
-      normalised `float32` batches shaped `(batch, 32, 32, 3)`.
-    - Test pipeline: normalisation only, in the dataset order, same
-      element structure as the plain training pipeline.
+    - With `two_views=True`, the training elements are instead
+      `((weak, strong), labels)` for weak/strong-view distillation (MLKD,
+      UniMLKD): `weak` is the standard augmentation above (for the same
+      `shuffle_seed`, the very batches of the single-view pipeline) and
+      `strong` the authors' strong view of the same images,
+      `cifar100_strong_view` (its own flip and crop, RandAugment with 2 of
+      14 operations at uniformly random magnitudes, Cutout of up to 16
+      pixels filled with the mean colour); both are normalised the same
+      way, `float32` batches shaped `(batch, 32, 32, 3)`.
+    - Test pipeline: normalisation only, in the dataset order, always
+      single view: `(images, labels)`.
 
     Augmentation is stateless (per-example seeds), runs in parallel maps
     (`num_parallel_calls=tf.data.AUTOTUNE`) and works with every Keras
-    backend (the pipelines are plain `tf.data`; keras-cv layers run in
-    TensorFlow inside `tf.data` also under the JAX and PyTorch backends).
-    Without `shuffle_seed`, the training pipeline is non-deterministic so
-    that the parallel maps keep every CPU core busy.
+    backend (the pipelines are plain `tf.data`, run by TensorFlow also
+    under the JAX and PyTorch backends). Without `shuffle_seed`, the
+    training pipeline is non-deterministic so that the parallel maps keep
+    every CPU core busy.
 
     Args:
         batch_size: Training batch size.
         data_dir: TFDS data directory (default `$TFDS_DATA_DIR` or
             `~/tensorflow_datasets`).
-        strong_augment: False, True (default `RandAugment`) or a callable
-            mapping a `float32` image in [0, 255] shaped `(32, 32, 3)` to
-            one of the same shape and range (e.g. a configured
-            `keras_cv.layers.RandAugment`), used for the strong view.
+        strong_augment: False, True (the same as `two_views=True`) or a
+            callable mapping a `float32` image in [0, 255] shaped
+            `(32, 32, 3)` to one of the same shape and range, used for the
+            strong view instead of RandAugment and Cutout (it implies two
+            views; its randomness is its own, so it may not be
+            reproducible).
         shuffle_seed: Optional integer making the shuffle order, the
-            flips/crops and the element order reproducible (the RandAugment
-            view is seeded too but not bit-reproducible under parallel
-            maps).
+            augmentation of both views and the element order reproducible.
         take: Optional number of examples kept from each split (the first
             ones, before shuffling), for smoke runs.
         eval_batch_size: Test batch size; defaults to `batch_size`.
@@ -145,14 +224,16 @@ def cifar100_datasets(
             incomplete batch (the test pipeline never does).
         download: Whether TFDS may download and prepare the data when it
             is not in `data_dir`.
+        two_views: Whether the training pipeline yields
+            `((weak, strong), labels)` (see above).
 
     Returns:
         A tuple `(train_ds, test_ds)` of `tf.data.Dataset`s.
 
     Raises:
         ValueError: If `batch_size`, `eval_batch_size` or `take` is not a
-            positive integer, or `strong_augment` is neither a bool nor a
-            callable.
+            positive integer, `strong_augment` is neither a bool nor a
+            callable, or `two_views` is not a bool.
         RuntimeError: If the dataset is not prepared in `data_dir` and
             cannot be downloaded; the message explains how to prepare it.
 
@@ -161,6 +242,8 @@ def cifar100_datasets(
     ```python
     train_ds, test_ds = cifar100_datasets(batch_size=64, data_dir="~/tfds")
     model.fit(train_ds, validation_data=test_ds, epochs=240)
+    # MLKD / UniMLKD: batches ((weak, strong), labels).
+    train_ds, test_ds = cifar100_datasets(batch_size=64, two_views=True)
     ```
     """
     import tensorflow as tf
@@ -170,12 +253,10 @@ def cifar100_datasets(
         eval_batch_size, "eval_batch_size", _FN, allow_none=True
     )
     aug.check_positive_int(take, "take", _FN, allow_none=True)
+    if not isinstance(two_views, bool):
+        raise ValueError(f"{_FN}: `two_views` must be True or False; got {two_views!r}.")
     if strong_augment is True:
-        import keras_cv
-
-        strong_augmenter = keras_cv.layers.RandAugment(
-            value_range=(0, 255), seed=shuffle_seed
-        )
+        two_views, strong_augmenter = True, None
     elif strong_augment is False or strong_augment is None:
         strong_augmenter = None
     elif callable(strong_augment):
@@ -183,7 +264,8 @@ def cifar100_datasets(
     else:
         raise ValueError(
             f"{_FN}: `strong_augment` must be True, False or a callable "
-            f"image transform; got {strong_augment!r}."
+            f"image transform; got {strong_augment!r}. For the authors' strong "
+            "view pass `two_views=True`."
         )
     eval_batch_size = eval_batch_size or batch_size
     autotune = tf.data.AUTOTUNE
@@ -209,7 +291,8 @@ def cifar100_datasets(
         buffer, seed=shuffle_seed, reshuffle_each_iteration=True
     )
     train = aug.with_example_seeds(train, shuffle_seed).map(
-        cifar100_train_map(strong_augmenter), num_parallel_calls=autotune
+        cifar100_train_map(strong_augmenter, two_views=two_views),
+        num_parallel_calls=autotune,
     )
     train = train.batch(batch_size, drop_remainder=drop_remainder)
     train = train.map(_normalize_batch, num_parallel_calls=autotune)

@@ -8,10 +8,13 @@ import tensorflow_datasets as tfds
 
 from keras_unikd.data import augment as aug
 from keras_unikd.data import cifar100_datasets
+from keras_unikd.data.cifar100 import CIFAR100_CUTOUT_FILL
 from keras_unikd.data.cifar100 import CIFAR100_MEAN
 from keras_unikd.data.cifar100 import CIFAR100_STD
 from keras_unikd.data.cifar100 import cifar100_normalize
+from keras_unikd.data.cifar100 import cifar100_strong_view
 from keras_unikd.data.cifar100 import cifar100_train_map
+from keras_unikd.data.cifar100 import cifar100_weak_view
 
 MEAN = np.array(CIFAR100_MEAN, "float32")
 STD = np.array(CIFAR100_STD, "float32")
@@ -154,17 +157,17 @@ def test_seeded_pipeline_is_reproducible_and_reshuffles_each_epoch():
     assert not np.array_equal(y1, y3)
 
 
-def test_strong_augment_structure():
+def test_two_views_structure_shapes_and_range():
     images = np.random.default_rng(1).integers(0, 256, (8, 32, 32, 3), "uint8")
     images[:] = images[0]  # One image, so views differ only by augmentation.
     with fixed_examples(images, np.arange(8)):
-        train, test = cifar100_datasets(batch_size=4, strong_augment=True)
+        train, test = cifar100_datasets(batch_size=4, two_views=True)
         out = batches(train)
         test_spec = test.element_spec
     view = tf.TensorSpec((None, 32, 32, 3), tf.float32)
     label = tf.TensorSpec((None,), tf.int32)
     assert train.element_spec == ((view, view), label)
-    assert test_spec == (view, tf.TensorSpec((None,), tf.int32))
+    assert test_spec == (view, label)  # Evaluation stays single view.
     assert len(out) == 2
     for (weak, strong), y in out:
         assert weak.shape == strong.shape == (4, 32, 32, 3)
@@ -173,10 +176,80 @@ def test_strong_augment_structure():
             assert np.all(v >= LOW - 1e-4) and np.all(v <= HIGH + 1e-4)
     strong = np.concatenate([s for (_, s), _ in out])
     weak = np.concatenate([w for (w, _), _ in out])
-    # RandAugment runs inside tf.data under this Keras backend and gives
-    # every example its own transform.
+    # Every example gets its own strong transform.
     assert len({s.tobytes() for s in strong}) == 8
     assert not np.allclose(strong, weak)
+
+
+def test_two_views_weak_view_is_the_single_view_pipeline():
+    images = np.random.default_rng(2).integers(0, 256, (10, 32, 32, 3), "uint8")
+    with fixed_examples(images, np.arange(10)):
+        single, _ = cifar100_datasets(batch_size=4, shuffle_seed=11)
+        double, _ = cifar100_datasets(batch_size=4, shuffle_seed=11, two_views=True)
+        old_flag, _ = cifar100_datasets(batch_size=4, shuffle_seed=11, strong_augment=True)
+        single_b, double_b = batches(single), batches(double)
+        old_b, epoch2 = batches(old_flag), batches(double)
+    assert [len(y) for _, y in double_b] == [4, 4, 2]
+    for (x, y), ((weak, strong), y2) in zip(single_b, double_b):
+        np.testing.assert_array_equal(weak, x)
+        np.testing.assert_array_equal(y2, y)
+        assert not np.allclose(strong, weak)
+    # Seeded: the same batches, strong views included, from a new pipeline
+    # (built with the older `strong_augment=True`); new draws next epoch.
+    for b1, b2 in zip(double_b, old_b):
+        tf.nest.map_structure(np.testing.assert_array_equal, b1, b2)
+    first = np.concatenate([s for (_, s), _ in double_b])
+    second = np.concatenate([s for (_, s), _ in epoch2])
+    assert not np.array_equal(first, second)
+
+
+def test_strong_view_has_one_cutout_square_of_the_mean_colour():
+    images = np.full((12, 32, 32, 3), 255, "uint8")
+    with fixed_examples(images, np.arange(12)):
+        train, _ = cifar100_datasets(batch_size=12, shuffle_seed=0, two_views=True)
+        ((weak, strong), _), = batches(train)
+    # The fill is the mean colour, which normalises to 0; RandAugment only
+    # produces integer pixels, none of which normalises to 0 in every
+    # channel.
+    assert not np.isclose(weak, 0.0, atol=1e-3).all(axis=-1).any()
+    sides = []
+    for view in strong:
+        filled = np.isclose(view, 0.0, atol=1e-4).all(axis=-1)
+        rows = np.flatnonzero(filled.any(axis=1))
+        cols = np.flatnonzero(filled.any(axis=0))
+        assert 1 <= rows.size <= 16 and 1 <= cols.size <= 16
+        # One solid rectangle.
+        assert filled.sum() == rows.size * cols.size
+        assert rows[-1] - rows[0] + 1 == rows.size and cols[-1] - cols[0] + 1 == cols.size
+        sides.append(max(rows.size, cols.size))
+    assert len(set(sides)) > 3
+
+
+def test_strong_view_function_is_seeded_and_in_pixel_range():
+    image = tf.constant(np.random.default_rng(3).integers(0, 256, (32, 32, 3)), tf.uint8)
+    a = cifar100_strong_view(image, tf.constant([1, 2])).numpy()
+    b = cifar100_strong_view(image, tf.constant([1, 2])).numpy()
+    c = cifar100_strong_view(image, tf.constant([2, 2])).numpy()
+    assert a.shape == (32, 32, 3) and a.dtype == np.float32
+    assert a.min() >= 0 and a.max() <= 255
+    np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(a, c)
+    fill = np.array(CIFAR100_CUTOUT_FILL, "float32")
+    np.testing.assert_allclose(fill / 255, CIFAR100_MEAN, rtol=1e-6)
+    assert np.isclose(a, fill, atol=1e-4).all(axis=-1).any()
+    weak = cifar100_weak_view(image, tf.constant([1, 2])).numpy()
+    assert weak.dtype == np.uint8 and weak.shape == (32, 32, 3)
+
+
+def test_train_map_two_views_weak_is_the_single_view_map():
+    image = tf.constant(np.random.default_rng(4).integers(0, 256, (32, 32, 3)), tf.uint8)
+    example, seed = (image, tf.constant(3, tf.int64)), tf.constant([5, 6])
+    single, label = cifar100_train_map()(example, seed)
+    (weak, strong), label2 = cifar100_train_map(two_views=True)(example, seed)
+    np.testing.assert_array_equal(weak.numpy(), single.numpy())
+    assert strong.dtype == tf.float32 and int(label2) == int(label) == 3
+    with pytest.raises(ValueError, match="strong_augmenter"):
+        cifar100_train_map(strong_augmenter="randaugment")
 
 
 def test_strong_augment_callable_runs_before_normalisation():
@@ -246,8 +319,11 @@ def test_download_failure_is_reported_clearly(monkeypatch):
         {"take": 0},
         {"eval_batch_size": -1},
         {"strong_augment": "randaugment"},
+        {"two_views": "yes"},
+        {"two_views": 1},
     ],
 )
 def test_invalid_arguments(kwargs):
-    with pytest.raises(ValueError):
+    name = next(iter(kwargs))
+    with pytest.raises(ValueError, match=f"`{name}`"):
         cifar100_datasets(**kwargs)
