@@ -1,6 +1,7 @@
 """`tf.data` input pipelines for small image classification datasets.
 
-The pipelines yield `(float32 images, int32 labels)` batches and can be
+The pipelines yield `(float32 images, int32 labels)` batches, or
+`((weak, strong), labels)` for weak/strong-view distillation, and can be
 passed to `model.fit()` with any Keras backend (Keras's TensorFlow, JAX and
 PyTorch backends all accept `tf.data.Dataset` objects).
 """
@@ -8,6 +9,8 @@ PyTorch backends all accept `tf.data.Dataset` objects).
 import numbers
 
 import numpy as np
+
+from keras_unikd.data import augment as aug
 
 
 def _check_images_labels(images, labels, fn):
@@ -94,6 +97,7 @@ def make_image_pipeline(
     std=None,
     drop_remainder=False,
     crop_padding=None,
+    two_views=False,
 ):
     """Builds a batched, prefetched `tf.data.Dataset` for image classification.
 
@@ -104,6 +108,18 @@ def make_image_pipeline(
     `augment` is True, each training image is randomly flipped left-right
     and, if `crop_padding` is set, zero-padded by `crop_padding` pixels on
     every side and randomly cropped back to its size.
+
+    With `two_views=True` (training pipelines only) each element is
+    `((weak, strong), labels)`, both views normalised alike and shaped
+    `(batch, H, W, C)`. `weak` is the image as above (for the same
+    `shuffle_seed`, the very batches of the single-view pipeline);
+    `strong` is the same image with its own draw of that augmentation,
+    then `augment.strong_augment`: RandAugment as the MLKD / UniKD authors
+    use it (2 operations at uniformly random magnitudes, from 13 for
+    single-channel images: their 14 without "color", which does nothing
+    to grey pixels) and Cutout of one square of side up to half the
+    shorter image side (14 pixels at 28 x 28), filled with the mean colour
+    (`mean`, or the mean of `images` when `mean` is None).
 
     Args:
         images: Array shaped `(N, H, W, C)` with pixel values in [0, 255]
@@ -123,14 +139,19 @@ def make_image_pipeline(
         drop_remainder: Whether to drop the last incomplete batch.
         crop_padding: Padding (pixels) for random-crop augmentation, e.g. 2
             for 28x28 images or 4 for 32x32 images. None disables cropping.
+        two_views: Whether to yield `((weak, strong), labels)` (see above).
+            Needs `training=True`; evaluation pipelines are single view.
 
     Returns:
-        A `tf.data.Dataset` of `(images, labels)` batches.
+        A `tf.data.Dataset` of `(images, labels)` or
+        `((weak, strong), labels)` batches.
 
     Raises:
         ValueError: On mismatched or badly shaped inputs, a non-positive
             `batch_size`, negative `crop_padding`, only one of `mean` and
-            `std`, or a non-positive `std`.
+            `std`, a non-positive `std`, a non-bool `two_views`, or
+            `two_views` without `training`, or with images that have
+            neither 1 nor 3 channels.
 
     Example:
 
@@ -166,7 +187,22 @@ def make_image_pipeline(
             "`channel_stats(x_train)`) or neither (images are then only "
             "divided by 255)."
         )
+    if not isinstance(two_views, bool):
+        raise ValueError(
+            f"make_image_pipeline: `two_views` must be True or False; got {two_views!r}."
+        )
+    if two_views and not training:
+        raise ValueError(
+            "make_image_pipeline: `two_views=True` needs `training=True`; "
+            "evaluation pipelines are single view (build the validation "
+            "pipeline without `two_views`)."
+        )
     height, width, channels = images.shape[1:]
+    if two_views and channels not in (1, 3):
+        raise ValueError(
+            "make_image_pipeline: the strong view (`two_views=True`) needs "
+            f"images with 1 or 3 channels; got {channels}."
+        )
     if mean is not None:
         mean = _per_channel(mean, channels, "mean")
         std = _per_channel(std, channels, "std")
@@ -193,12 +229,17 @@ def make_image_pipeline(
             reshuffle_each_iteration=True,
         )
 
-    if training and augment:
+    if two_views:
+        # Cutout's fill: the mean colour, in [0, 255].
+        fill = 255.0 * (mean if mean is not None else channel_stats(images)[0])
+
+    if training and (augment or two_views):
         pad = int(crop_padding or 0)
 
-        def augment_fn(example, seed):
-            image, label = example
+        def weak_view(image, seed):
             image = tf.cast(image, tf.float32)
+            if not augment:
+                return image
             flip_seed = tf.stack([seed[0], seed[1]])
             image = tf.image.stateless_random_flip_left_right(image, flip_seed)
             if pad > 0:
@@ -207,7 +248,16 @@ def make_image_pipeline(
                 image = tf.image.stateless_random_crop(
                     image, size=[height, width, channels], seed=crop_seed
                 )
-            return image, label
+            return image
+
+        def augment_fn(example, seed):
+            image, label = example
+            weak = weak_view(image, seed)
+            if not two_views:
+                return weak, label
+            strong = weak_view(image, aug.fold_seed(seed, 1))
+            strong = aug.strong_augment(strong, aug.fold_seed(seed, 2), fill=fill)
+            return (weak, strong), label
 
         # Per-example stateless seeds keep the parallel map reproducible
         # for a given `shuffle_seed` while still changing every epoch.
@@ -219,7 +269,9 @@ def make_image_pipeline(
         )
 
     def normalize(image, label):
-        image = tf.cast(image, tf.float32) * scale_t + shift_t
+        image = tf.nest.map_structure(
+            lambda x: tf.cast(x, tf.float32) * scale_t + shift_t, image
+        )
         return image, label
 
     ds = ds.batch(batch_size, drop_remainder=drop_remainder)

@@ -208,3 +208,88 @@ def test_take_subset_errors():
             take_subset(x, y, n)
     with pytest.raises(ValueError, match="one label per example"):
         take_subset(x, y[:5], 3)
+
+
+def fashion_like(n=10, seed=0):
+    """Small Fashion-MNIST-shaped data: uint8 (n, 28, 28, 1), int labels."""
+    rng = np.random.default_rng(seed)
+    return rng.integers(0, 256, (n, 28, 28, 1), dtype=np.uint8), np.arange(n) % 10
+
+
+def views(ds):
+    """Every `((weak, strong), labels)` batch of `ds`, as numpy."""
+    return [tf.nest.map_structure(lambda t: t.numpy(), b) for b in ds]
+
+
+TWO_VIEW_KWARGS = dict(
+    batch_size=4, training=True, augment=True, crop_padding=2, shuffle_seed=3, mean=0.3, std=0.4
+)
+
+
+def test_two_views_structure_and_weak_is_the_single_view_pipeline():
+    x, y = fashion_like(10)
+    single = make_image_pipeline(x, y, **TWO_VIEW_KWARGS)
+    double = make_image_pipeline(x, y, two_views=True, **TWO_VIEW_KWARGS)
+    view = tf.TensorSpec((None, 28, 28, 1), tf.float32)
+    assert double.element_spec == ((view, view), tf.TensorSpec((None,), tf.int32))
+    single_b, double_b = views(single), views(double)
+    assert [len(labels) for _, labels in double_b] == [4, 4, 2]
+    low, high = (0 - 0.3) / 0.4, (1 - 0.3) / 0.4
+    for (images, labels), ((weak, strong), labels2) in zip(single_b, double_b):
+        np.testing.assert_array_equal(weak, images)
+        np.testing.assert_array_equal(labels2, labels)
+        assert strong.shape == weak.shape and strong.dtype == np.float32
+        assert strong.min() >= low - 1e-5 and strong.max() <= high + 1e-5
+        assert not np.allclose(strong, weak)
+    # Seeded: a new pipeline gives the same batches, a new epoch new ones.
+    again = make_image_pipeline(x, y, two_views=True, **TWO_VIEW_KWARGS)
+    for b1, b2 in zip(double_b, views(again)):
+        tf.nest.map_structure(np.testing.assert_array_equal, b1, b2)
+    epoch2 = views(double)
+    assert not np.array_equal(double_b[0][0][1], epoch2[0][0][1])
+
+
+def test_two_views_strong_view_has_one_cutout_square_of_the_mean():
+    x, y = fashion_like(8, seed=1)
+    ds = make_image_pipeline(x, y, **{**TWO_VIEW_KWARGS, "batch_size": 8}, two_views=True)
+    ((weak, strong), _), = views(ds)
+    # The fill, 255 * mean = 76.5, normalises to 0; RandAugment's integer
+    # pixels never do.
+    assert not np.isclose(weak, 0.0, atol=1e-3).any()
+    for image in strong[..., 0]:
+        filled = np.isclose(image, 0.0, atol=1e-4)
+        rows, cols = np.flatnonzero(filled.any(1)), np.flatnonzero(filled.any(0))
+        assert 1 <= rows.size <= 14 and 1 <= cols.size <= 14  # Half of 28.
+        assert filled.sum() == rows.size * cols.size  # One solid rectangle.
+        assert np.ptp(rows) + 1 == rows.size and np.ptp(cols) + 1 == cols.size
+
+
+def test_two_views_without_mean_fills_with_the_images_mean_colour():
+    x, y = fashion_like(6, seed=2)
+    mean = float(channel_stats(x)[0][0])  # In [0, 1]; pixels are only / 255.
+    assert abs(255 * mean - round(255 * mean)) > 0.1  # Not a pixel value.
+    ds = make_image_pipeline(x, y, 6, training=True, shuffle_seed=0, two_views=True)
+    ((weak, strong), labels), = views(ds)
+    # No `augment`: the weak view is the image itself.
+    np.testing.assert_allclose(weak, x[labels] / 255.0, rtol=1e-6)
+    for image in strong:
+        assert np.isclose(image, mean, atol=1e-6).any()
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (dict(training=False, two_views=True), "needs `training=True`"),
+        (dict(training=True, two_views="yes"), "`two_views` must be True or False"),
+    ],
+)
+def test_two_views_argument_errors(kwargs, match):
+    x, y = fashion_like(4)
+    with pytest.raises(ValueError, match=match):
+        make_image_pipeline(x, y, 2, **kwargs)
+
+
+def test_two_views_needs_one_or_three_channels():
+    x, y = toy_images(4, c=2)
+    with pytest.raises(ValueError, match="1 or 3 channels"):
+        make_image_pipeline(x, y, 2, training=True, two_views=True)
