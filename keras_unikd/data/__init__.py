@@ -3,6 +3,7 @@
 from keras_unikd.data.cifar100 import CIFAR100_MEAN
 from keras_unikd.data.cifar100 import CIFAR100_STD
 from keras_unikd.data.cifar100 import cifar100_datasets
+from keras_unikd.data.cifar100 import cifar100_strong_view
 from keras_unikd.data.dataset import ImageDataset
 from keras_unikd.data.digits import load_digits_dataset
 from keras_unikd.data.digits import stratified_split
@@ -26,6 +27,7 @@ __all__ = [
     "ImageDataset",
     "channel_stats",
     "cifar100_datasets",
+    "cifar100_strong_view",
     "fashion_mnist_search_paths",
     "imagenet_datasets",
     "load_digits_dataset",

@@ -8,11 +8,11 @@ import tensorflow_datasets as tfds
 
 from keras_unikd.data import augment as aug
 from keras_unikd.data import cifar100_datasets
+from keras_unikd.data import cifar100_strong_view
 from keras_unikd.data.cifar100 import CIFAR100_CUTOUT_FILL
 from keras_unikd.data.cifar100 import CIFAR100_MEAN
 from keras_unikd.data.cifar100 import CIFAR100_STD
 from keras_unikd.data.cifar100 import cifar100_normalize
-from keras_unikd.data.cifar100 import cifar100_strong_view
 from keras_unikd.data.cifar100 import cifar100_train_map
 from keras_unikd.data.cifar100 import cifar100_weak_view
 
