@@ -78,10 +78,18 @@ class Distiller(KerasInternals, keras.Model):
       `feature_weight`, `consistency_weight`, `temperature`,
       `distribution_temperature`, `dkd_alpha`, `dkd_beta`, `warmup_epochs`,
       `fuse_teacher_features`, `fuse_student_features`,
-      `aggregator_mid_channels`, `log_var_range`, `seed`): UniKD on DKD by
-      default, built as `[CrossEntropy, DKD or KD, UniKDFeatures]` by
+      `aggregator_mid_channels`, `log_var_range`, `seed`,
+      `logit_standardization`, `mlkd_temperatures`, `views`): UniKD on DKD
+      by default, built as `[CrossEntropy, DKD, KD or MLKD, UniKDFeatures]` by
       `keras_unikd.keyword_form.terms_from_keywords` (whose docstring lists
       the defaults: the paper's ResNet32x4 -> ResNet8x4 recipe).
+
+    Batches are `(x, labels)` or, for terms that read two augmented views
+    of each example (MLKD, UniMLKD: `views=2`), `((weak, strong), labels)`:
+    the teacher runs once on both views (one concatenated pass, in
+    inference mode), the student once per view; the metrics and `call`
+    outside training use the weak view. A term given batches with the other
+    number of views raises a `ValueError` naming it.
 
     `call(x)` is the student, so `evaluate` and `predict` use it alone and
     `val_loss` is the student's cross-entropy; `call(x, training=True)`

@@ -1,7 +1,7 @@
 """The Distiller's keyword form: its options as a list of terms.
 
 `Distiller(teacher, student, teacher_features=..., logits_loss=..., ...)`
-builds `[CrossEntropy, DKD or KD, UniKDFeatures]` here; with the same
+builds `[CrossEntropy, DKD, KD or MLKD, UniKDFeatures]` here; with the same
 weights it gives the same losses as the equivalent `terms=[...]`.
 """
 
@@ -10,27 +10,53 @@ import inspect
 from keras_unikd import losses
 from keras_unikd.terms import DKD
 from keras_unikd.terms import KD
+from keras_unikd.terms import MLKD
 from keras_unikd.terms import CrossEntropy
 from keras_unikd.terms import UniKDFeatures
 from keras_unikd.terms.base import as_layer_paths
+from keras_unikd.terms.logits import MLKD_TEMPERATURES
 from keras_unikd.validation import check_choice
 
-LOGITS_LOSSES = ("dkd", "kd")
+LOGITS_LOSSES = ("dkd", "kd", "mlkd")
 
 
-def logits_term(logits_loss, weight, temperature, dkd_alpha, dkd_beta, warmup_epochs):
-    """The `"dkd"` or `"kd"` term, or `None` for `logits_loss=None`."""
+def logits_term(
+    logits_loss,
+    weight,
+    temperature,
+    dkd_alpha,
+    dkd_beta,
+    warmup_epochs,
+    logit_standardization=False,
+    mlkd_temperatures=None,
+    views=1,
+):
+    """The `"dkd"`, `"kd"` or `"mlkd"` term, or `None` for `logits_loss=None`.
+
+    MLKD's temperatures are `mlkd_temperatures`, by default `temperature`
+    followed by MLKD's others, `(temperature, 3, 5, 2, 6)` (the
+    logit-standardization reference's `--base-temp` replaces the first).
+    """
     check_choice("logits_loss", logits_loss, LOGITS_LOSSES + (None,))
-    if logits_loss == "dkd":
-        return DKD(
-            alpha=dkd_alpha,
-            beta=dkd_beta,
-            temperature=temperature,
-            weight=weight,
-            warmup_epochs=warmup_epochs,
+    if mlkd_temperatures is not None and logits_loss != "mlkd":
+        raise ValueError(
+            f"mlkd_temperatures is MLKD's temperature list, but logits_loss="
+            f"{logits_loss!r}. Set logits_loss='mlkd' or drop mlkd_temperatures."
         )
+    common = dict(
+        weight=weight,
+        warmup_epochs=warmup_epochs,
+        logit_standardization=logit_standardization,
+        views=views,
+    )
+    if logits_loss == "dkd":
+        return DKD(alpha=dkd_alpha, beta=dkd_beta, temperature=temperature, **common)
     if logits_loss == "kd":
-        return KD(temperature=temperature, weight=weight, warmup_epochs=warmup_epochs)
+        return KD(temperature=temperature, **common)
+    if logits_loss == "mlkd":
+        if mlkd_temperatures is None:
+            mlkd_temperatures = (temperature, *MLKD_TEMPERATURES[1:])
+        return MLKD(temperatures=mlkd_temperatures, **common)
     return None
 
 
@@ -53,8 +79,17 @@ def terms_from_keywords(
     aggregator_mid_channels=None,
     log_var_range=losses.DEFAULT_LOG_VAR_RANGE,
     seed=None,
+    logit_standardization=False,
+    mlkd_temperatures=None,
+    views=None,
 ):
     """The terms of the keyword form (see `keras_unikd.Distiller`).
+
+    `views` is the number of views per example of the training batches:
+    `None` means 2 (`((weak, strong), labels)` batches) for
+    `logits_loss="mlkd"`, as MLKD trains, and 1 otherwise. With two views
+    every term runs on both. `logit_standardization` applies to the logits
+    term and to the UniKD distribution terms.
 
     Returns:
         `[CrossEntropy(ce_weight), <logits term>, UniKDFeatures(...)]`,
@@ -89,9 +124,19 @@ def terms_from_keywords(
             f"teacher_features={teacher_features}, "
             f"student_features={student_features}."
         )
-    terms = [CrossEntropy(weight=ce_weight)]
+    if views is None:
+        views = 2 if logits_loss == "mlkd" else 1
+    terms = [CrossEntropy(weight=ce_weight, views=views)]
     logits = logits_term(
-        logits_loss, logits_weight, temperature, dkd_alpha, dkd_beta, warmup_epochs
+        logits_loss,
+        logits_weight,
+        temperature,
+        dkd_alpha,
+        dkd_beta,
+        warmup_epochs,
+        logit_standardization=logit_standardization,
+        mlkd_temperatures=mlkd_temperatures,
+        views=views,
     )
     if logits is not None:
         terms.append(logits)
@@ -109,6 +154,8 @@ def terms_from_keywords(
                 aggregator_mid_channels=aggregator_mid_channels,
                 log_var_range=log_var_range,
                 seed=seed,
+                logit_standardization=logit_standardization,
+                views=views,
             )
         )
     return terms
