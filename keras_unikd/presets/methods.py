@@ -10,7 +10,18 @@ benchmarks take their method names from here.
 
 import types
 
-METHODS = ("unikd", "dkd", "kd", "fitnet", "student")
+METHODS = ("unikd", "unimlkd", "dkd", "mlkd", "kd", "fitnet", "student")
+
+# The methods that train on two views of each example, ((weak, strong),
+# labels) batches: MLKD and the authors' UniMLKD.
+TWO_VIEW_METHODS = ("unimlkd", "mlkd")
+
+# Logit standardization (Sun et al., CVPR 2024) with the reference's CIFAR-100
+# settings (sunshangquan/logit-standardization-KD, README and tools/train.py:
+# --logit-stand --base-temp 2 --kd-weight 9): temperature 2 and the logits
+# loss weighted by 9; KD's cross-entropy weight stays 0.1. UniKD and UniMLKD
+# take their logits loss's settings and standardize their distribution terms.
+_LOGIT_STANDARDIZATION = {"logit_standardization": True, "temperature": 2.0, "logits_weight": 9.0}
 
 # Variant name -> (the method it changes, the arguments it overrides).
 VARIANTS = types.MappingProxyType(
@@ -25,6 +36,12 @@ VARIANTS = types.MappingProxyType(
         "fdp-only": ("unikd", {}),
         # AFF + FDP without any logits loss.
         "aff+fdp-no-logits": ("unikd", {"logits_loss": None}),
+        # Each KL-based method with logit standardization.
+        "kd+ls": ("kd", dict(_LOGIT_STANDARDIZATION, ce_weight=0.1)),
+        "dkd+ls": ("dkd", _LOGIT_STANDARDIZATION),
+        "mlkd+ls": ("mlkd", _LOGIT_STANDARDIZATION),
+        "unikd+ls": ("unikd", _LOGIT_STANDARDIZATION),
+        "unimlkd+ls": ("unimlkd", _LOGIT_STANDARDIZATION),
     }
 )
 
