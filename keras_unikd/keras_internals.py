@@ -1,7 +1,8 @@
 """The only place where keras_unikd touches private Keras internals.
 
-Each use works around a named Keras bug; `tests/test_keras_internals.py`
-fails when Keras changes under it (checked on Keras 3.12 - 3.15). Everything
+Each use works around a named Keras bug or a missing public name;
+`tests/test_keras_internals.py` fails when Keras changes under it (checked
+on Keras 3.12 - 3.15; the optimizer hook on 3.15). Everything
 else in the package uses public Keras API: the `Distiller` overrides
 `compute_loss` and `compute_metrics` and keeps Keras's own `train_step` /
 `test_step` on every backend.
@@ -18,11 +19,22 @@ else in the package uses public Keras API: the `Distiller` overrides
   `_get_jax_state` records the state before the step so that
   `jax_state_sync` reattaches it (`fit` already does; `evaluate` and
   `predict` are wrapped to do so).
+- Optimizers (not a bug: Keras has no public name for it): a custom
+  optimizer finds a variable's slot (its momentum buffer, say) with
+  `Optimizer._get_variable_index`, as the `keras.optimizers.Optimizer`
+  docstring's own example does; `optimizer_variable_index` wraps it. It also
+  knows the variable when TensorFlow hands `update_step` the `tf.Variable`
+  or a per-replica copy under a distribution strategy.
 """
 
 import keras
 
 BACKEND = keras.backend.backend()
+
+
+def optimizer_variable_index(optimizer, variable):
+    """Position of `variable` in the list `optimizer` was built on."""
+    return optimizer._get_variable_index(variable)
 
 
 def _identity(logs):

@@ -61,3 +61,16 @@ def test_jax_state_hooks_are_still_there():
     source = inspect.getsource(keras.Model.jax_state_sync)
     assert "_jax_state" in source and "_jax_state_synced" in source
     assert '"trainable_variables"' in source or "'trainable_variables'" in source
+
+
+def test_optimizer_variable_index_hook_is_still_there():
+    # keras_unikd.TorchSGD finds a variable's momentum buffer with
+    # Optimizer._get_variable_index, given the Keras variable or (TensorFlow)
+    # the tf.Variable that the optimizer hands update_step.
+    variables = [keras.Variable([1.0, 2.0]), keras.Variable([[3.0]])]
+    optimizer = keras.optimizers.SGD()
+    optimizer.build(variables)
+    for index, variable in enumerate(variables):
+        assert keras_internals.optimizer_variable_index(optimizer, variable) == index
+        if BACKEND == "tensorflow":
+            assert keras_internals.optimizer_variable_index(optimizer, variable.value) == index

@@ -217,9 +217,9 @@ def test_step_schedule_in_steps():
     assert float(imagenet(3000)) == pytest.approx(0.02)
 
 
-def test_optimizer_couples_weight_decay_like_pytorch():
+def test_optimizer_is_pytorch_form_sgd_with_coupled_weight_decay():
     optimizer = presets.build_optimizer("cifar100_resnet32x4_resnet8x4", steps_per_epoch=100)
-    assert isinstance(optimizer, presets.CoupledWeightDecaySGD)
+    assert isinstance(optimizer, keras_unikd.TorchSGD)
     variable = keras.Variable(np.array([1.0, -2.0], "float32"))
     optimizer.build([variable])
     gradients = [np.array([0.5, 0.25], "float32"), np.array([-1.0, 0.0], "float32")]
@@ -231,20 +231,27 @@ def test_optimizer_couples_weight_decay_like_pytorch():
         w = w - 0.05 * buf
     np.testing.assert_allclose(keras.ops.convert_to_numpy(variable), w, rtol=1e-6)
     config = optimizer.get_config()
-    assert config["l2_decay"] == 5e-4
-    restored = presets.CoupledWeightDecaySGD.from_config(config)
+    assert (config["l2_decay"], config["momentum"], config["nesterov"]) == (5e-4, 0.9, False)
+    restored = keras_unikd.TorchSGD.from_config(config)
     assert restored.l2_decay == 5e-4
+    teacher = presets.build_optimizer("imagenet_resnet34_resnet18", 10, role="teacher")
+    assert isinstance(teacher, keras_unikd.TorchSGD) and teacher.l2_decay == 1e-4
 
 
-def test_optimizer_keeps_its_serialization_name():
+def test_the_old_optimizer_name_still_loads():
+    # Presets used CoupledWeightDecaySGD (Keras's momentum form) before
+    # TorchSGD; files saved then name it, and it resumes as it trained.
     name = "keras_unikd>CoupledWeightDecaySGD"
     assert keras.saving.get_registered_name(presets.CoupledWeightDecaySGD) == name
-    serialized = keras.optimizers.serialize(presets.CoupledWeightDecaySGD(l2_decay=1e-4))
+    with pytest.warns(DeprecationWarning, match="use keras_unikd.TorchSGD"):
+        old = presets.CoupledWeightDecaySGD(l2_decay=1e-4, momentum=0.9)
+    serialized = keras.optimizers.serialize(old)
     assert serialized["registered_name"] == name
     # Files saved when the class lived in keras_unikd/presets.py name that module.
-    serialized["module"] = "keras_unikd.presets"
-    restored = keras.optimizers.deserialize(serialized)
-    assert isinstance(restored, presets.CoupledWeightDecaySGD) and restored.l2_decay == 1e-4
+    for module in ("keras_unikd.presets", "keras_unikd.presets.builders"):
+        serialized["module"] = module
+        restored = keras.optimizers.deserialize(serialized)
+        assert isinstance(restored, presets.CoupledWeightDecaySGD) and restored.l2_decay == 1e-4
 
 
 # ----------------------------------------------------------------------

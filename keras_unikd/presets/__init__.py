@@ -11,7 +11,8 @@ accuracies. The package has three modules:
 - `methods`: the distillation methods by name (`METHODS`) and the
   benchmarks' variants of them (`VARIANTS`, `variant_kwargs`);
 - `builders`: the helpers that turn a preset into Keras objects:
-  `build_models(preset)`, `build_optimizer(preset, steps_per_epoch)`,
+  `build_models(preset)`, `build_optimizer(preset, steps_per_epoch)` (a
+  `keras_unikd.TorchSGD`, PyTorch's form of momentum SGD),
   `build_distiller(preset, teacher, student, method)` and
   `compile_for_training(preset, model, optimizer)`.
 
@@ -30,8 +31,9 @@ presets.compile_for_training(preset, distiller, optimizer)
 ```
 """
 
+# Deprecated (presets use keras_unikd.TorchSGD); the name stays for old code.
+from keras_unikd.optimizers import CoupledWeightDecaySGD
 from keras_unikd.presets.builders import MODEL_BUILDERS
-from keras_unikd.presets.builders import CoupledWeightDecaySGD
 from keras_unikd.presets.builders import build_distiller
 from keras_unikd.presets.builders import build_model
 from keras_unikd.presets.builders import build_models

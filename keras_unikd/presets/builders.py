@@ -1,7 +1,7 @@
 """Keras objects from a preset: models, optimizer, the model to fit.
 
 - `build_models(preset)`: the (untrained) teacher and student;
-- `build_optimizer(preset, steps_per_epoch)`: SGD with the step schedule;
+- `build_optimizer(preset, steps_per_epoch)`: PyTorch-form SGD with the step schedule;
 - `build_distiller(preset, teacher, student, method)`: the model to fit;
 - `compile_for_training(preset, model, optimizer)`: compiles it;
 """
@@ -10,6 +10,7 @@ import types
 
 import keras
 
+from keras_unikd.optimizers import TorchSGD
 from keras_unikd.presets.methods import METHODS
 from keras_unikd.presets.recipes import IMAGENET
 from keras_unikd.presets.recipes import get_preset
@@ -167,52 +168,14 @@ def learning_rate_schedule(preset, steps_per_epoch, role="student", epochs=None)
     return keras.optimizers.schedules.PiecewiseConstantDecay(boundaries, values)
 
 
-@keras.saving.register_keras_serializable(package="keras_unikd")
-class CoupledWeightDecaySGD(keras.optimizers.SGD):
-    """SGD whose weight decay is added to the gradient, as in PyTorch.
-
-    `keras.optimizers.SGD(weight_decay=...)` shrinks the weights directly
-    (decoupled decay, which skips the momentum buffer). The KD recipes were
-    tuned with PyTorch's `SGD(weight_decay=wd)`, which adds `wd * w` to the
-    gradient *before* momentum; with momentum 0.9 that decays weights about
-    10x more strongly in steady state. This optimizer reproduces it for every
-    trainable variable (the student's and the distillation modules').
-
-    Args:
-        l2_decay: The coupled weight decay `wd`.
-        **kwargs: `keras.optimizers.SGD` arguments (`learning_rate`,
-            `momentum`, ...).
-
-    Example:
-
-    ```python
-    optimizer = CoupledWeightDecaySGD(l2_decay=5e-4, learning_rate=0.05,
-                                      momentum=0.9)
-    ```
-    """
-
-    def __init__(self, l2_decay=0.0, **kwargs):
-        super().__init__(**kwargs)
-        self.l2_decay = float(l2_decay)
-
-    def update_step(self, gradient, variable, learning_rate):
-        if self.l2_decay:
-            gradient = keras.ops.add(
-                keras.ops.cast(gradient, variable.dtype),
-                keras.ops.multiply(
-                    keras.ops.cast(self.l2_decay, variable.dtype), variable
-                ),
-            )
-        super().update_step(gradient, variable, learning_rate)
-
-    def get_config(self):
-        config = super().get_config()
-        config["l2_decay"] = self.l2_decay
-        return config
-
-
 def build_optimizer(preset, steps_per_epoch, role="student", epochs=None):
     """The recipe's optimizer: SGD, momentum, coupled L2, step schedule.
+
+    The optimizer is `keras_unikd.TorchSGD`, PyTorch's form of momentum SGD
+    (`buf = momentum * buf + grad + wd * w; w -= lr * buf`), as the reference
+    recipes were trained: each learning-rate drop of the schedule acts at
+    once, where `keras.optimizers.SGD` would carry the old rate in its
+    velocity for about 10 steps.
 
     Args:
         preset: A `Preset` or preset name.
@@ -221,7 +184,7 @@ def build_optimizer(preset, steps_per_epoch, role="student", epochs=None):
         epochs: Optional run length; see `learning_rate_schedule`.
 
     Returns:
-        A `CoupledWeightDecaySGD`.
+        A `keras_unikd.TorchSGD`.
 
     Example:
 
@@ -232,10 +195,10 @@ def build_optimizer(preset, steps_per_epoch, role="student", epochs=None):
     """
     preset = get_preset(preset)
     recipe = _recipe(preset, role)
-    return CoupledWeightDecaySGD(
-        l2_decay=recipe.weight_decay,
+    return TorchSGD(
         learning_rate=learning_rate_schedule(preset, steps_per_epoch, role, epochs),
         momentum=recipe.momentum,
+        l2_decay=recipe.weight_decay,
     )
 
 
