@@ -39,6 +39,27 @@ LIGHT_STUDENTS = {"shufflenetv1", "shufflenetv2", "mobilenetv2"}
 JAX_TRAINED_PRESETS = {"cifar100_vgg13_vgg8"}
 METHOD_PRESET = "cifar100_vgg13_vgg8"
 
+# The DKD paper's presets (every method trains with their recipe), and the
+# presets of one method's recipe (the same pairs and models).
+PAPER_PRESETS = [n for n in presets.list_presets() if presets.get_preset(n).method is None]
+METHOD_PRESETS = [n for n in presets.list_presets() if presets.get_preset(n).method]
+UNIMLKD_PRESET = "cifar100_resnet32x4_resnet8x4_unimlkd"
+# MLKD's recipes (Jin-Ying/Multi-Level-Logit-Distillation,
+# configs/cifar100/ours/*.yaml): pair -> (epochs, learning rate).
+MLKD_RECIPES = {
+    ("resnet56", "resnet20"): (240, 0.025),
+    ("resnet110", "resnet32"): (240, 0.025),
+    ("resnet32x4", "resnet8x4"): (240, 0.025),
+    ("wrn_40_2", "wrn_16_2"): (240, 0.025),
+    ("wrn_40_2", "wrn_40_1"): (240, 0.025),
+    ("vgg13", "vgg8"): (240, 0.025),
+    ("resnet32x4", "shufflenetv1"): (480, 0.01),
+    ("resnet32x4", "shufflenetv2"): (480, 0.01),
+    ("wrn_40_2", "shufflenetv1"): (480, 0.0025),
+    ("vgg13", "mobilenetv2"): (480, 0.0025),
+    ("resnet50", "mobilenetv2"): (480, 0.0025),
+}
+
 
 def train_steps(preset):
     """Two steps, or one where a step is slow on a CPU: the 224x224 ImageNet
@@ -79,15 +100,17 @@ def random_batch(preset, batch_size, seed=0):
 
 
 def test_registry_has_every_pair_of_the_paper():
-    pairs = {(p.teacher, p.student): p for p in presets.PRESETS.values()}
+    paper = [presets.get_preset(name) for name in PAPER_PRESETS]
+    pairs = {(p.teacher, p.student): p for p in paper}
     assert set(pairs) == set(EXPECTED_PAIRS)
-    assert len(presets.list_presets()) == len(EXPECTED_PAIRS)
+    assert len(paper) == len(EXPECTED_PAIRS)
+    assert presets.list_presets()[: len(paper)] == PAPER_PRESETS  # The paper's first.
     for pair, beta in EXPECTED_PAIRS.items():
         assert pairs[pair].dkd_beta == beta, pair
         assert pairs[pair].dkd_alpha == 1.0
 
 
-@pytest.mark.parametrize("name", presets.list_presets("cifar100"))
+@pytest.mark.parametrize("name", [n for n in PAPER_PRESETS if n.startswith("cifar100")])
 def test_cifar_recipe(name):
     preset = presets.get_preset(name)
     recipe = preset.recipe
@@ -112,6 +135,63 @@ def test_imagenet_recipe(name):
     assert preset.temperature == 1.0 and preset.kd_temperature == 1.0
 
 
+def test_mlkd_presets_have_mlkd_recipes():
+    mlkd = [presets.get_preset(n) for n in METHOD_PRESETS if n.endswith("_mlkd")]
+    assert {(p.teacher, p.student) for p in mlkd} == set(MLKD_RECIPES)
+    assert len(mlkd) == len(MLKD_RECIPES)
+    for preset in mlkd:
+        base = presets.get_preset(preset.name[: -len("_mlkd")])
+        recipe = preset.recipe
+        pair = (preset.teacher, preset.student)
+        assert (recipe.epochs, recipe.learning_rate) == MLKD_RECIPES[pair]
+        assert (recipe.batch_size, recipe.lr_decay_epochs) == (64, (150, 180, 210))
+        assert (recipe.momentum, recipe.weight_decay, recipe.lr_decay_rate) == (0.9, 5e-4, 0.1)
+        assert (preset.method, preset.two_views) == ("mlkd", True)
+        assert preset.mlkd_temperatures == (4.0, 3.0, 5.0, 2.0, 6.0)
+        assert (preset.mlkd_ce_weight, preset.mlkd_weight) == (0.1, 0.9)
+        # The pair's models, taps, teacher recipe and other methods' settings.
+        same = ("teacher_features", "student_features", "teacher_recipe", "dkd_beta")
+        assert all(getattr(preset, f) == getattr(base, f) for f in same), preset.name
+        assert preset.published.teacher == base.published.teacher
+        assert preset.published.dkd is None  # DKD's number is for DKD's recipe.
+        assert "Multi-Level-Logit-Distillation" in preset.config_source
+    published = presets.get_preset("cifar100_resnet32x4_resnet8x4_mlkd").published
+    assert (published.mlkd, published.mlkd_ls) == (77.08, 78.28)
+    assert presets.get_preset("cifar100_vgg13_mobilenetv2_mlkd").published.of("mlkd") == 70.57
+
+
+def test_unimlkd_preset_is_the_authors_recipe():
+    preset = presets.get_preset(UNIMLKD_PRESET)
+    recipe = preset.recipe
+    assert (preset.teacher, preset.student, preset.method) == ("resnet32x4", "resnet8x4", "unimlkd")
+    assert (recipe.epochs, recipe.learning_rate, recipe.batch_size) == (480, 0.025, 64)
+    assert (recipe.lr_decay_epochs, recipe.lr_decay_rate) == ((150, 180, 210), 0.1)
+    assert (recipe.momentum, recipe.weight_decay) == (0.9, 5e-4)
+    assert preset.two_views
+    assert preset.mlkd_temperatures == (4.0, 3.0, 5.0, 2.0, 6.0)
+    assert preset.unimlkd_distribution_temperature == 4.0
+    assert preset.student_features == ("stage1", "stage2", "stage3", "pool")  # AFF inputs.
+    assert preset.teacher_features == ("stage1_preact",)
+    assert preset.published.of("unimlkd") == 78.18
+    assert preset.published.of("mlkd") is None  # MLKD's 77.08 is at 240 epochs.
+
+
+def test_two_view_flag_follows_the_method():
+    for name in presets.list_presets():
+        preset = presets.get_preset(name)
+        assert preset.method in (None, *presets.METHODS), name
+        assert preset.two_views == (preset.method in presets.TWO_VIEW_METHODS), name
+    assert presets.TWO_VIEW_METHODS == ("unimlkd", "mlkd")
+
+
+def test_published_of_methods_and_variants():
+    published = presets.get_preset("cifar100_resnet32x4_resnet8x4").published
+    assert (published.of("kd"), published.of("kd+ls")) == (73.33, 76.62)
+    assert (published.of("dkd"), published.of("dkd+ls")) == (76.32, 77.01)
+    assert published.of("mlkd") is None and published.of("fitnet") is None
+    assert published.of("note") is None  # Not a number.
+
+
 def test_presets_are_frozen_data():
     preset = presets.get_preset("cifar100_resnet32x4_resnet8x4")
     with pytest.raises(dataclasses.FrozenInstanceError):
@@ -130,6 +210,10 @@ def test_unknown_preset_lists_the_presets():
 def test_unknown_method():
     with pytest.raises(ValueError, match="Unknown method"):
         presets.distiller_kwargs(METHOD_PRESET, "crd")
+    with pytest.raises(ValueError, match=r"variant of 'mlkd': use variant_kwargs\('mlkd\+ls'"):
+        presets.distiller_kwargs(METHOD_PRESET, "mlkd+ls")
+    with pytest.raises(ValueError, match="Unknown method 'crd'"):
+        presets.build_distiller(METHOD_PRESET, None, None, "crd")
 
 
 def test_keras_applications_taps_are_mapped():
@@ -172,6 +256,72 @@ def test_variants_change_their_method():
         presets.variant_kwargs("crd", unikd)
 
 
+def terms_of(kwargs):
+    """The terms a Distiller builds from `kwargs` (no models needed)."""
+    from keras_unikd.keyword_form import terms_from_keywords
+
+    return terms_from_keywords(**kwargs)
+
+
+def test_mlkd_terms():
+    # MLKD's reference: CE 0.1 on both views, MLKD 0.9 over [4, 3, 5, 2, 6], no warm-up.
+    ce, mlkd = terms_of(presets.distiller_kwargs("cifar100_resnet32x4_resnet8x4_mlkd", "mlkd"))
+    assert type(ce) is keras_unikd.terms.CrossEntropy and type(mlkd) is keras_unikd.terms.MLKD
+    assert (ce.weight, ce.views) == (0.1, 2)
+    assert (mlkd.weight, mlkd.views, mlkd.warmup_epochs) == (0.9, 2, 0)
+    assert mlkd.temperatures == (4.0, 3.0, 5.0, 2.0, 6.0)
+    assert (mlkd.instance_weight, mlkd.class_weight, mlkd.batch_weight) == (1.0, 1.0, 1.0)
+    assert mlkd.logit_standardization is False
+    # Any preset gives MLKD its reference settings (the pair's other methods keep theirs).
+    assert presets.distiller_kwargs(METHOD_PRESET, "mlkd") == presets.distiller_kwargs(
+        "cifar100_vgg13_vgg8_mlkd", "mlkd"
+    )
+
+
+def test_unimlkd_terms():
+    kwargs = presets.distiller_kwargs(UNIMLKD_PRESET, "unimlkd")
+    ce, mlkd, features = terms_of(kwargs)
+    assert type(features) is keras_unikd.terms.UniKDFeatures
+    assert (ce.weight, ce.views) == (1.0, 2)
+    assert (mlkd.weight, mlkd.views, mlkd.warmup_epochs) == (1.0, 2, 0)
+    assert mlkd.temperatures == (4.0, 3.0, 5.0, 2.0, 6.0)
+    assert (features.views, features.temperature, features.distribution_loss) == (2, 4.0, "sampled")
+    assert (features.feature_weight, features.consistency_weight) == (1.0, 1.0)
+    assert features.teacher_features == ("stage1_preact",)
+    assert features.student_features == ("stage1", "stage2", "stage3", "pool")
+    assert features.warmup_epochs == 0
+    assert not mlkd.logit_standardization and not features.logit_standardization
+
+
+@pytest.mark.parametrize("method", ["mlkd", "unimlkd"])
+def test_logit_standardization_variants_of_mlkd(method):
+    # The LS reference's CIFAR-100 settings: --base-temp 2 replaces MLKD's
+    # first temperature, --kd-weight 9 weights the logits term; every KL term
+    # standardizes; the cross-entropy keeps its method's weight.
+    preset = UNIMLKD_PRESET
+    plain = presets.distiller_kwargs(preset, method)
+    terms = terms_of(presets.variant_kwargs(f"{method}+ls", plain))
+    ce, mlkd = terms[:2]
+    assert ce.weight == plain["ce_weight"] and ce.views == 2
+    assert (mlkd.weight, mlkd.views, mlkd.logit_standardization) == (9.0, 2, True)
+    assert mlkd.temperatures == (2.0, 3.0, 5.0, 2.0, 6.0)
+    if method == "unimlkd":
+        features = terms[2]
+        assert features.logit_standardization and features.views == 2
+        assert features.temperature == 4.0  # The distribution terms keep theirs.
+    else:
+        assert len(terms) == 2
+
+
+def test_logit_standardization_variants_of_kd_and_dkd():
+    kd = terms_of(presets.variant_kwargs("kd+ls", presets.distiller_kwargs(METHOD_PRESET, "kd")))
+    assert [type(t).__name__ for t in kd] == ["CrossEntropy", "KD"]
+    assert (kd[0].weight, kd[1].weight, kd[1].temperature) == (0.1, 9.0, 2.0)
+    assert kd[1].logit_standardization and kd[1].views == 1
+    dkd = terms_of(presets.variant_kwargs("dkd+ls", presets.distiller_kwargs(METHOD_PRESET, "dkd")))
+    assert (dkd[1].weight, dkd[1].temperature, dkd[1].logit_standardization) == (9.0, 2.0, True)
+
+
 def test_one_method_table():
     """The CLI and the Fashion-MNIST experiment take their methods from presets."""
     from keras_unikd import cli
@@ -187,10 +337,9 @@ def test_one_method_table():
     table = fashion_mnist.METHODS
     assert set(table) == set(presets.METHODS) | set(presets.VARIANTS)
     # Each variant follows its method, with that method's class and arguments changed.
-    assert list(table) == [
-        "student", "kd", "dkd", "fitnet", "fitnet+kd",
-        "unikd", "unikd-gaussian", "fdp-only", "aff+fdp-no-logits",
-    ]
+    order = list(table)
+    for variant, (method, _) in presets.VARIANTS.items():
+        assert order.index(variant) > order.index(method), variant
     for variant, (method, _) in presets.VARIANTS.items():
         distiller_class, options = table[method]
         assert table[variant] == (distiller_class, presets.variant_kwargs(variant, options))
@@ -287,7 +436,9 @@ def test_imagenet_resnet_parameter_counts(monkeypatch):
 # ----------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("name", presets.list_presets())
+# The method presets share the paper presets' models and taps; their
+# methods are stepped below and through the command line (tests/test_cli.py).
+@pytest.mark.parametrize("name", PAPER_PRESETS)
 def test_preset_builds_and_trains(name):
     if BACKEND == "jax" and name not in JAX_TRAINED_PRESETS:
         pytest.skip(
@@ -317,20 +468,29 @@ def test_preset_builds_and_trains(name):
         assert np.isfinite(float(logs[term])), (term, logs)
 
 
-@pytest.mark.parametrize("method", presets.METHODS)
+EXPECTED_TERMS = {
+    "unikd": {"ce_loss", "dkd_loss", "feature_loss", "consistency_loss"},
+    "unimlkd": {
+        "ce_loss", "mlkd_instance_loss", "mlkd_class_loss", "mlkd_batch_loss",
+        "feature_loss", "consistency_loss",
+    },
+    "dkd": {"ce_loss", "dkd_loss"},
+    "mlkd": {"ce_loss", "mlkd_instance_loss", "mlkd_class_loss", "mlkd_batch_loss"},
+    "kd": {"ce_loss", "kd_loss"},
+    "fitnet": {"ce_loss", "hint_loss"},
+    "student": set(),
+}
+
+
+@pytest.mark.parametrize("method", [*presets.METHODS, "mlkd+ls", "unimlkd+ls"])
 def test_every_method_builds_and_steps(method):
     keras.utils.set_random_seed(0)
     preset = presets.get_preset(METHOD_PRESET)
     teacher, student = presets.build_models(preset)
     calibrate_batch_norm(teacher, random_batch(preset, 4, seed=1)[0])
-    model = presets.build_distiller(preset, teacher, student, method)
-    expected_terms = {
-        "unikd": {"ce_loss", "dkd_loss", "feature_loss", "consistency_loss"},
-        "dkd": {"ce_loss", "dkd_loss"},
-        "kd": {"ce_loss", "kd_loss"},
-        "fitnet": {"ce_loss", "hint_loss"},
-        "student": set(),
-    }[method]
+    model = presets.build_distiller(preset, teacher, student, method, seed=0)
+    base = method.split("+")[0]
+    expected_terms = EXPECTED_TERMS[base]
     if method == "student":
         assert model is student
     else:
@@ -338,6 +498,11 @@ def test_every_method_builds_and_steps(method):
     presets.compile_for_training(
         preset, model, presets.build_optimizer(preset, 10), run_eagerly=True
     )
-    logs = model.train_on_batch(*random_batch(preset, 2), return_dict=True)
+    x, y = random_batch(preset, 2)
+    if base in presets.TWO_VIEW_METHODS:
+        x = (x, random_batch(preset, 2, seed=2)[0])  # (weak, strong)
+        standardized = [t for t in model.terms if getattr(t, "logit_standardization", False)]
+        assert len(standardized) == (len(model.terms) - 1 if method.endswith("+ls") else 0)
+    logs = model.train_on_batch(x, y, return_dict=True)
     assert expected_terms | {"loss", "accuracy"} <= set(logs)
     assert all(np.isfinite(float(value)) for value in logs.values()), logs

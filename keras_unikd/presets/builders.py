@@ -12,6 +12,8 @@ import keras
 
 from keras_unikd.optimizers import TorchSGD
 from keras_unikd.presets.methods import METHODS
+from keras_unikd.presets.methods import VARIANTS
+from keras_unikd.presets.methods import variant_kwargs
 from keras_unikd.presets.recipes import IMAGENET
 from keras_unikd.presets.recipes import get_preset
 from keras_unikd.presets.recipes import layer_names
@@ -205,20 +207,42 @@ def build_optimizer(preset, steps_per_epoch, role="student", epochs=None):
 def distiller_kwargs(preset, method):
     """Keyword arguments of the distiller that `method` uses, from the preset.
 
+    - `"mlkd"`: MLKD's reference settings (Jin-Ying/Multi-Level-Logit-
+      Distillation: `mdistiller/engine/cfg.py`, KD section, and
+      `KD_ours.py`): cross-entropy weight `preset.mlkd_ce_weight` (0.1, on
+      each view), MLKD weight `preset.mlkd_weight` (0.9), the temperatures
+      `preset.mlkd_temperatures` (4, 3, 5, 2, 6), no warm-up, two views.
+    - `"unimlkd"`: the UniKD authors' UniMLKD: MLKD over the same
+      temperatures with cross-entropy and MLKD weights 1, UniKD's sampled
+      distribution terms on the preset's taps (the AFF inputs) at
+      `preset.unimlkd_distribution_temperature` (4), feature and
+      consistency weights 1, no warm-up; every term on both views.
+
     Args:
         preset: A `Preset` or preset name.
         method: One of `METHODS` except `"student"` (which has none).
 
     Returns:
-        A dict for `keras_unikd.Distiller` (`unikd`, `dkd`, `kd`) or
-        `keras_unikd.FitNetDistiller` (`fitnet`), without teacher/student.
+        A dict for `keras_unikd.Distiller` (`unikd`, `unimlkd`, `dkd`,
+        `mlkd`, `kd`) or `keras_unikd.FitNetDistiller` (`fitnet`), without
+        teacher/student. For a variant (`"mlkd+ls"`, ...), pass it to
+        `variant_kwargs`, or use `build_distiller`, which does.
 
     Raises:
         ValueError: for an unknown method.
     """
     preset = get_preset(preset)
     if method not in METHODS:
-        raise ValueError(f"Unknown method {method!r}; expected one of {', '.join(METHODS)}.")
+        hint = ""
+        if method in VARIANTS:
+            hint = (
+                f" {method!r} is a variant of {VARIANTS[method][0]!r}: use "
+                f"variant_kwargs({method!r}, distiller_kwargs(preset, "
+                f"{VARIANTS[method][0]!r})) or build_distiller."
+            )
+        raise ValueError(
+            f"Unknown method {method!r}; expected one of {', '.join(METHODS)}.{hint}"
+        )
     dkd = dict(
         logits_loss="dkd",
         ce_weight=1.0,
@@ -228,16 +252,41 @@ def distiller_kwargs(preset, method):
         dkd_beta=preset.dkd_beta,
         warmup_epochs=preset.warmup_epochs,
     )
+    mlkd = dict(
+        logits_loss="mlkd",
+        temperature=preset.mlkd_temperatures[0],
+        mlkd_temperatures=tuple(preset.mlkd_temperatures),
+        warmup_epochs=0,
+        views=2,
+    )
+    features = dict(
+        distribution_loss="sampled",
+        teacher_features=layer_names(preset.teacher, preset.teacher_features),
+        student_features=layer_names(preset.student, preset.student_features),
+    )
     if method == "unikd":
         return dict(
-            dkd,
-            distribution_loss="sampled",
-            distribution_temperature=preset.distribution_temperature,
-            teacher_features=layer_names(preset.teacher, preset.teacher_features),
-            student_features=layer_names(preset.student, preset.student_features),
+            dkd, distribution_temperature=preset.distribution_temperature, **features
+        )
+    if method == "unimlkd":
+        return dict(
+            mlkd,
+            ce_weight=1.0,
+            logits_weight=1.0,
+            feature_weight=1.0,
+            consistency_weight=1.0,
+            distribution_temperature=preset.unimlkd_distribution_temperature,
+            **features,
         )
     if method == "dkd":
         return dict(dkd, distribution_loss=None)
+    if method == "mlkd":
+        return dict(
+            mlkd,
+            distribution_loss=None,
+            ce_weight=preset.mlkd_ce_weight,
+            logits_weight=preset.mlkd_weight,
+        )
     if method == "kd":
         return dict(
             logits_loss="kd",
@@ -265,11 +314,16 @@ def build_distiller(preset, teacher, student, method="unikd", seed=None):
         preset: A `Preset` or preset name.
         teacher: The trained teacher (`keras.Model`, logits output).
         student: The student to train.
-        method: `"unikd"`, `"dkd"` or `"kd"` (a `keras_unikd.Distiller`),
-            `"fitnet"` (a `keras_unikd.FitNetDistiller`) or `"student"`
-            (the student itself, trained with cross-entropy; `teacher` is
-            unused and may be `None`).
-        seed: Optional seed of UniKD's sampling noise.
+        method: `"unikd"`, `"unimlkd"`, `"dkd"`, `"mlkd"` or `"kd"` (a
+            `keras_unikd.Distiller`), `"fitnet"` (a
+            `keras_unikd.FitNetDistiller`), `"student"` (the student
+            itself, trained with cross-entropy; `teacher` is unused and may
+            be `None`), or a key of `VARIANTS` (e.g. `"mlkd+ls"`: its
+            method's distiller with `variant_kwargs`). `"mlkd"`,
+            `"unimlkd"` and their variants train on `((weak, strong),
+            labels)` batches (`TWO_VIEW_METHODS`).
+        seed: Optional seed of UniKD's sampling noise (the methods with
+            UniKD's distribution terms).
 
     Returns:
         A `keras.Model`; the trained student is `model.student` for the
@@ -281,12 +335,17 @@ def build_distiller(preset, teacher, student, method="unikd", seed=None):
     import keras_unikd
 
     preset = get_preset(preset)
-    kwargs = distiller_kwargs(preset, method)
-    if method == "student":
+    if method in VARIANTS:
+        base = VARIANTS[method][0]
+        kwargs = variant_kwargs(method, distiller_kwargs(preset, base))
+    else:
+        base = method
+        kwargs = distiller_kwargs(preset, method)
+    if base == "student":
         return student
-    if method == "fitnet":
+    if base == "fitnet":
         return keras_unikd.FitNetDistiller(teacher, student, **kwargs)
-    if method == "unikd":
+    if kwargs.get("distribution_loss") is not None:
         kwargs["seed"] = seed
     return keras_unikd.Distiller(teacher=teacher, student=student, **kwargs)
 

@@ -57,7 +57,10 @@ def variant_kwargs(variant, method_kwargs):
     Returns:
         A new dict: `method_kwargs` with the variant's overrides. For
         `"fdp-only"`, `student_features` keeps only the deepest map: the
-        tap before the last one, which is the pooled vector.
+        tap before the last one, which is the pooled vector. Where the
+        method gives MLKD's temperature list (`mlkd_temperatures`), a
+        variant's `temperature` replaces its first, the base temperature,
+        as the logit-standardization reference's `--base-temp` does.
 
     Raises:
         ValueError: for an unknown variant.
@@ -69,12 +72,21 @@ def variant_kwargs(variant, method_kwargs):
     {'student_features': ['stage3']}
     >>> variant_kwargs("aff+fdp-no-logits", unikd)["logits_loss"] is None
     True
+    >>> mlkd = {"temperature": 4.0, "mlkd_temperatures": (4.0, 3.0, 5.0, 2.0, 6.0)}
+    >>> variant_kwargs("mlkd+ls", mlkd)["mlkd_temperatures"]
+    (2.0, 3.0, 5.0, 2.0, 6.0)
     """
     if variant not in VARIANTS:
         raise ValueError(
             f"Unknown variant {variant!r}; expected one of {', '.join(VARIANTS)}."
         )
-    kwargs = dict(method_kwargs, **VARIANTS[variant][1])
+    overrides = VARIANTS[variant][1]
+    kwargs = dict(method_kwargs, **overrides)
+    if "temperature" in overrides and kwargs.get("mlkd_temperatures") is not None:
+        kwargs["mlkd_temperatures"] = (
+            overrides["temperature"],
+            *tuple(kwargs["mlkd_temperatures"])[1:],
+        )
     if variant == "fdp-only":
         kwargs["student_features"] = list(kwargs["student_features"][-2:-1])
     return kwargs

@@ -1,9 +1,13 @@
-"""The UniKD paper's experiments as data: one `Preset` per teacher/student pair.
+"""The UniKD paper's experiments as data: one `Preset` per teacher/student pair
+and recipe.
 
 A `Preset` is a frozen dataclass: which teacher and student, which dataset,
 which layers are tapped, the loss hyper-parameters of every method (UniKD,
-DKD, KD, FitNet and the student alone), the student's training recipe, the
-teacher's training recipe and the published accuracies. Nothing here is
+UniMLKD, DKD, MLKD, KD, FitNet and the student alone), the student's
+training recipe, whether it trains on two views, the teacher's training
+recipe and the published accuracies. The DKD paper's pairs carry its recipe;
+`<pair>_mlkd` carry MLKD's and `cifar100_resnet32x4_resnet8x4_unimlkd` the
+UniKD authors' UniMLKD recipe. Nothing here is
 Keras code; `keras_unikd.presets.builders` turns a preset into models, an
 optimizer and the model to fit.
 
@@ -18,6 +22,19 @@ Sources of the numbers:
 - Published top-1 accuracies: the DKD paper (Zhao et al., CVPR 2022,
   Tables 1-3) for teachers, students, KD and DKD; UniKD numbers only where
   the method spec (`/work/shared/UNIKD_METHOD.md`) gives one.
+- MLKD (Jin et al., CVPR 2023): its loss settings from its code's defaults
+  (Jin-Ying/Multi-Level-Logit-Distillation, `mdistiller/engine/cfg.py`, KD
+  section: temperature 4, cross-entropy weight 0.1, distillation weight
+  0.9; `KD_ours.py`: the temperatures 4, 3, 5, 2, 6, cross-entropy on both
+  views, no warm-up) and its recipes from `configs/cifar100/ours/*.yaml`.
+  Its published numbers, and those with logit standardization (Sun et al.,
+  CVPR 2024; KD+LS, DKD+LS, MLKD+LS), from the tables of the README of
+  sunshangquan/logit-standardization-KD, which lists MLKD's beside its own.
+- UniMLKD, the UniKD authors' best CIFAR-100 recipe (their fork
+  FabienCode/mdistiller, class `UniMLKD` in
+  `mdistiller/distillers/UniKDMLReview.py`, config
+  `configs/UniLogits/cifar/mlkd/res324_84.yaml`), as the method spec
+  (`/work/shared/UNIKD_METHOD.md`, section "UniMLKD") gives it.
 """
 
 import dataclasses
@@ -61,7 +78,9 @@ class Recipe:
 class Published:
     """Published top-1 accuracies (%) of one teacher/student pair.
 
-    `None` means the number is not known from our sources.
+    `None` means the number is not known from our sources. The fields are
+    named after the methods (`keras_unikd.presets.METHODS`), a `+ls`
+    variant with `_ls` (`kd_ls` is `"kd+ls"`): see `Published.of`.
     """
 
     teacher: float = None
@@ -69,7 +88,17 @@ class Published:
     kd: float = None
     dkd: float = None
     unikd: float = None
+    mlkd: float = None
+    unimlkd: float = None
+    kd_ls: float = None
+    dkd_ls: float = None
+    mlkd_ls: float = None
     note: str = ""
+
+    def of(self, method):
+        """The published top-1 of `method` (`"kd"`, `"mlkd+ls"`, ...), or `None`."""
+        value = getattr(self, method.replace("+", "_"), None)
+        return value if isinstance(value, (int, float)) else None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -104,6 +133,18 @@ class Preset:
         kd_ce_weight: Cross-entropy weight of plain KD.
         kd_weight: KD-term weight of plain KD.
         fitnet_hint_weight: Weight of FitNet's hint MSE.
+        mlkd_temperatures: MLKD's temperatures (MLKD and UniMLKD); the
+            first is its base temperature, which logit standardization's
+            `--base-temp` replaces.
+        mlkd_ce_weight: Cross-entropy weight of MLKD (on each view).
+        mlkd_weight: MLKD-term weight of MLKD.
+        unimlkd_distribution_temperature: Temperature of UniMLKD's
+            distribution terms (4 in the authors' recipe; UniKD's is
+            `distribution_temperature`).
+        method: The method whose published recipe this preset is, or
+            `None` for the DKD paper's recipe, which every method uses.
+        two_views: Whether the recipe trains on two views of each example,
+            `((weak, strong), labels)` batches, as its method needs.
         recipe: The student's training recipe (all methods).
         teacher_recipe: The recipe that trains the teacher from scratch.
         published: Published accuracies.
@@ -133,6 +174,12 @@ class Preset:
     kd_ce_weight: float = 0.1
     kd_weight: float = 0.9
     fitnet_hint_weight: float = 100.0
+    mlkd_temperatures: tuple = (4.0, 3.0, 5.0, 2.0, 6.0)
+    mlkd_ce_weight: float = 0.1
+    mlkd_weight: float = 0.9
+    unimlkd_distribution_temperature: float = 4.0
+    method: str = None
+    two_views: bool = False
 
     @property
     def input_shape(self):
@@ -272,37 +319,44 @@ def _imagenet(teacher, student, published, config, **hyper):
     )
 
 
-_PRESET_LIST = (
+# KD+LS and DKD+LS: the logit-standardization reference's README (Sun et al.,
+# CVPR 2024), trained with the DKD paper's recipe of each pair.
+_PAPER_PRESETS = (
     # Same architecture family (DKD paper, Table 1).
     _cifar(
         "resnet56", "resnet20", "same",
-        Published(72.34, 69.06, 70.66, 71.97), "res56_res20", dkd_beta=2.0,
+        Published(72.34, 69.06, 70.66, 71.97, kd_ls=71.43, dkd_ls=72.32),
+        "res56_res20", dkd_beta=2.0,
     ),
     _cifar(
         "resnet110", "resnet32", "same",
-        Published(74.31, 71.14, 73.08, 74.11), "res110_res32", dkd_beta=2.0,
+        Published(74.31, 71.14, 73.08, 74.11, kd_ls=74.17, dkd_ls=74.29),
+        "res110_res32", dkd_beta=2.0,
     ),
     _cifar(
         "resnet32x4", "resnet8x4", "same",
         Published(
-            79.42, 72.50, 73.33, 76.32,
+            79.42, 72.50, 73.33, 76.32, kd_ls=76.62, dkd_ls=77.01,
             note="The UniKD authors' MLKD-based checkpoint (480 epochs, "
-            "UniMLKD) is labelled 78.18.",
+            "UniMLKD) is labelled 78.18: preset "
+            "cifar100_resnet32x4_resnet8x4_unimlkd.",
         ),
         "res32x4_res8x4",
     ),
     _cifar(
         "wrn_40_2", "wrn_16_2", "same",
-        Published(75.61, 73.26, 74.92, 76.23), "wrn40_2_wrn_16_2", dkd_beta=6.0,
+        Published(75.61, 73.26, 74.92, 76.23, kd_ls=76.11, dkd_ls=76.39),
+        "wrn40_2_wrn_16_2", dkd_beta=6.0,
     ),
     _cifar(
         "wrn_40_2", "wrn_40_1", "same",
-        Published(75.61, 71.98, 73.54, 74.81), "wrn40_2_wrn_40_1", dkd_beta=6.0,
+        Published(75.61, 71.98, 73.54, 74.81, kd_ls=74.37, dkd_ls=74.89),
+        "wrn40_2_wrn_40_1", dkd_beta=6.0,
     ),
     _cifar(
         "vgg13", "vgg8", "same",
-        Published(74.64, 70.36, 72.98, 74.68), "vgg13_vgg8",
-        student_features=CIFAR_STUDENT_FEATURES_4, dkd_beta=6.0,
+        Published(74.64, 70.36, 72.98, 74.68, kd_ls=74.36, dkd_ls=74.81),
+        "vgg13_vgg8", student_features=CIFAR_STUDENT_FEATURES_4, dkd_beta=6.0,
     ),
     # Different architecture families (DKD paper, Table 2).
     _cifar(
@@ -311,7 +365,8 @@ _PRESET_LIST = (
     ),
     _cifar(
         "resnet32x4", "shufflenetv2", "different",
-        Published(79.42, 71.82, 74.45, 77.07), "res32x4_shuv2", light_student=True,
+        Published(79.42, 71.82, 74.45, 77.07, kd_ls=75.56, dkd_ls=77.37),
+        "res32x4_shuv2", light_student=True,
     ),
     _cifar(
         "wrn_40_2", "shufflenetv1", "different",
@@ -319,12 +374,14 @@ _PRESET_LIST = (
     ),
     _cifar(
         "vgg13", "mobilenetv2", "different",
-        Published(74.64, 64.60, 67.37, 69.71), "vgg13_mv2",
+        Published(74.64, 64.60, 67.37, 69.71, kd_ls=68.61, dkd_ls=69.98),
+        "vgg13_mv2",
         light_student=True, student_features=CIFAR_STUDENT_FEATURES_4, dkd_beta=6.0,
     ),
     _cifar(
         "resnet50", "mobilenetv2", "different",
-        Published(79.34, 64.60, 67.35, 70.35), "res50_mv2",
+        Published(79.34, 64.60, 67.35, 70.35, kd_ls=69.02, dkd_ls=70.45),
+        "res50_mv2",
         light_student=True, student_features=CIFAR_STUDENT_FEATURES_4,
     ),
     # ImageNet (DKD paper, Table 3); teachers are torchvision's pretrained
@@ -339,11 +396,99 @@ _PRESET_LIST = (
     ),
 )
 
+# MLKD's recipes (configs/cifar100/ours/*.yaml of its code): learning rate
+# 0.025 and 240 epochs for the same-family pairs; 480 epochs at 0.01 for
+# ResNet32x4 -> ShuffleNetV1/V2 and at 0.0025 for WRN-40-2 -> ShuffleNetV1
+# and the MobileNetV2 students. The decay epochs stay 150/180/210.
+MLKD_RECIPE = Recipe(
+    epochs=240, batch_size=64, learning_rate=0.025, lr_decay_epochs=(150, 180, 210)
+)
+MLKD_SHUFFLENET_RECIPE = dataclasses.replace(MLKD_RECIPE, epochs=480, learning_rate=0.01)
+MLKD_LIGHT_STUDENT_RECIPE = dataclasses.replace(MLKD_RECIPE, epochs=480, learning_rate=0.0025)
+# The UniKD authors' UniMLKD recipe (ResNet32x4 -> ResNet8x4).
+UNIMLKD_RECIPE = dataclasses.replace(MLKD_RECIPE, epochs=480)
+
+
+def _method_preset(pair, method, recipe, published, config_source):
+    """The preset of `pair` (a paper preset's name) with `method`'s recipe.
+
+    Taps and the other methods' hyper-parameters stay the pair's; the
+    recipe, the published numbers and the source are the method's.
+    """
+    (base,) = [p for p in _PAPER_PRESETS if p.name == pair]
+    return dataclasses.replace(
+        base,
+        name=f"{pair}_{method}",
+        method=method,
+        two_views=True,
+        recipe=recipe,
+        published=dataclasses.replace(
+            published, teacher=base.published.teacher, student=base.published.student
+        ),
+        config_source=config_source,
+    )
+
+
+def _mlkd(pair, config, recipe, mlkd, mlkd_ls=None, note=""):
+    return _method_preset(
+        f"cifar100_{pair}",
+        "mlkd",
+        recipe,
+        Published(mlkd=mlkd, mlkd_ls=mlkd_ls, note=note),
+        f"Jin-Ying/Multi-Level-Logit-Distillation configs/cifar100/ours/{config}.yaml",
+    )
+
+
+# MLKD+LS was trained by the logit-standardization reference with its own
+# MLKD configs (configs/cifar100/mlkd/*.yaml), which for ResNet32x4 ->
+# ResNet8x4 and ResNet110 -> ResNet32 run 480 epochs, not 240.
+_LS_480 = "MLKD+LS was trained 480 epochs (logit-standardization reference's config)."
+_MLKD_PRESETS = (
+    _mlkd("resnet56_resnet20", "res56_res20", MLKD_RECIPE, 72.19, 72.33),
+    _mlkd("resnet110_resnet32", "res110_res32", MLKD_RECIPE, 74.11, 74.32, _LS_480),
+    _mlkd("resnet32x4_resnet8x4", "res32x4_res8x4", MLKD_RECIPE, 77.08, 78.28, _LS_480),
+    _mlkd("wrn_40_2_wrn_16_2", "wrn40_2_wrn_16_2", MLKD_RECIPE, 76.63, 76.95),
+    _mlkd("wrn_40_2_wrn_40_1", "wrn40_2_wrn_40_1", MLKD_RECIPE, 75.35, 75.56),
+    _mlkd("vgg13_vgg8", "vgg13_vgg8", MLKD_RECIPE, 75.18, 75.22),
+    _mlkd(
+        "resnet32x4_shufflenetv1", "res32x4_shuv1", MLKD_SHUFFLENET_RECIPE, None,
+        note="MLKD's number for this pair is not in our sources.",
+    ),
+    _mlkd("resnet32x4_shufflenetv2", "res32x4_shuv2", MLKD_SHUFFLENET_RECIPE, 78.44, 78.76),
+    _mlkd(
+        "wrn_40_2_shufflenetv1", "wrn40_2_shuv1", MLKD_LIGHT_STUDENT_RECIPE, None,
+        note="MLKD's number for this pair is not in our sources.",
+    ),
+    _mlkd("vgg13_mobilenetv2", "vgg13_mv2", MLKD_LIGHT_STUDENT_RECIPE, 70.57, 70.94),
+    _mlkd("resnet50_mobilenetv2", "res50_mv2", MLKD_LIGHT_STUDENT_RECIPE, 71.04, 71.19),
+)
+
+_UNIMLKD_PRESETS = (
+    _method_preset(
+        "cifar100_resnet32x4_resnet8x4",
+        "unimlkd",
+        UNIMLKD_RECIPE,
+        Published(
+            unimlkd=78.18,
+            note="The UniKD authors' checkpoint label; MLKD alone (240 epochs) "
+            "is 77.08: preset cifar100_resnet32x4_resnet8x4_mlkd.",
+        ),
+        "FabienCode/mdistiller configs/UniLogits/cifar/mlkd/res324_84.yaml",
+    ),
+)
+
+_PRESET_LIST = _PAPER_PRESETS + _MLKD_PRESETS + _UNIMLKD_PRESETS
+
 PRESETS = types.MappingProxyType({preset.name: preset for preset in _PRESET_LIST})
 
 
 def list_presets(dataset=None):
-    """Names of the registered presets, in the paper's order.
+    """Names of the registered presets.
+
+    The DKD paper's pairs come first, in its order (their `method` is
+    `None`: every method trains with their recipe), then MLKD's recipes of
+    the same pairs (`<pair>_mlkd`) and the UniKD authors' UniMLKD recipe
+    (`cifar100_resnet32x4_resnet8x4_unimlkd`).
 
     Args:
         dataset: Optional `"cifar100"` or `"imagenet"` filter.
