@@ -4,10 +4,21 @@
 keras-unikd list-presets
 keras-unikd train-teacher --preset cifar100_resnet32x4_resnet8x4
 keras-unikd distill --preset cifar100_resnet32x4_resnet8x4 --method unikd
+keras-unikd distill --preset cifar100_resnet32x4_resnet8x4_mlkd --logit-standardization
 ```
 
+`distill --method` is one of `keras_unikd.presets.METHODS`; without it, the
+preset's own method (`Preset.method`, e.g. `unimlkd` for
+`cifar100_resnet32x4_resnet8x4_unimlkd`), else `unikd`.
+`--logit-standardization` runs the method's `+ls` variant
+(`keras_unikd.presets.VARIANTS`: logit standardization with the reference's
+CIFAR-100 settings). The two-view methods (`TWO_VIEW_METHODS`: `mlkd`,
+`unimlkd`) train on `((weak, strong), labels)` batches
+(`cifar100_datasets(two_views=True)`); validation stays single view.
+
 Every run writes into its own folder under `--output-dir` (default
-`runs/<preset>`): `teacher/` for `train-teacher`, `<method>/` for `distill`.
+`runs/<preset>`): `teacher/` for `train-teacher`, `<method>/` for `distill`
+(`<method>+ls/` with `--logit-standardization`).
 A run folder holds
 
 - `backup/`: `keras.callbacks.BackupAndRestore` state, saved every epoch;
@@ -21,7 +32,9 @@ A run folder holds
   `keras_unikd.callbacks.StudentCheckpoint`, which keeps its value and
   epoch in `best_<model>.keras.json` and reads them back on resume;
 - `results.json`: best and last top-1 (%), seconds per epoch, the preset,
-  the method, the epochs, the backend and the published numbers.
+  the method (with `+ls` for logit standardization), `views` (1 or 2),
+  `logit_standardization`, the epochs, the backend and the published
+  number of that method.
 
 The Keras backend is chosen with `--backend` (or `KERAS_BACKEND`). Keras
 reads it once, when it is first imported, and importing the `keras_unikd`
@@ -39,6 +52,8 @@ import subprocess
 import sys
 
 from keras_unikd.presets import METHODS
+from keras_unikd.presets import TWO_VIEW_METHODS
+from keras_unikd.presets import VARIANTS
 
 BACKENDS = ("tensorflow", "jax")
 STRATEGIES = ("none", "mirrored")
@@ -114,9 +129,16 @@ def build_parser():
     )
     _add_run_arguments(distill)
     distill.add_argument(
-        "--method", choices=METHODS, default="unikd",
-        help="the distillation method (default: unikd); student trains the "
-        "student alone, without a teacher",
+        "--method", choices=METHODS,
+        help="the distillation method (default: the preset's own, else unikd); "
+        "student trains the student alone, without a teacher; "
+        f"{' and '.join(TWO_VIEW_METHODS)} train on two views of each image",
+    )
+    distill.add_argument(
+        "--logit-standardization", action="store_true",
+        help="z-score the logits before every softmax KD (Sun et al., CVPR 2024), "
+        "with the reference's CIFAR-100 temperature 2 and logits weight 9: the "
+        f"method's '+ls' variant ({', '.join(ls_methods())})",
     )
     distill.add_argument(
         "--teacher",
@@ -124,6 +146,50 @@ def build_parser():
         f"<output-dir>/{TEACHER_DIR}/best_teacher.keras from train-teacher)",
     )
     return parser
+
+
+def ls_methods():
+    """The methods that have a logit-standardization variant, `<method>+ls`."""
+    return [m for m in METHODS if f"{m}+ls" in VARIANTS]
+
+
+def run_method(preset, method=None, logit_standardization=False):
+    """The name of the distillation run: a method, or its `+ls` variant.
+
+    Args:
+        preset: A `Preset`.
+        method: A key of `METHODS`, or `None` for the preset's own method
+            (`preset.method`), else `"unikd"`.
+        logit_standardization: Whether to run the method's `+ls` variant.
+
+    Returns:
+        `(name, views)`: e.g. `("mlkd+ls", 2)`; `views` is 2 for the
+        two-view methods (`TWO_VIEW_METHODS`), else 1.
+
+    Raises:
+        CLIError: for `logit_standardization` with a method without a `+ls`
+            variant, or a two-view method on a dataset whose pipeline has
+            one view (ImageNet).
+    """
+    method = method or preset.method or "unikd"
+    name = method
+    if logit_standardization:
+        name = f"{method}+ls"
+        if name not in VARIANTS:
+            raise CLIError(
+                f"--logit-standardization standardizes the logits of a KL-based "
+                f"distillation loss, which --method {method} does not have. Use it "
+                f"with --method {' | '.join(ls_methods())}, or drop the flag."
+            )
+    views = 2 if method in TWO_VIEW_METHODS else 1
+    if views == 2 and preset.dataset != "cifar100":
+        raise CLIError(
+            f"--method {method} trains on two views of each image (weak and "
+            f"strong augmentation), but the {preset.dataset} pipeline has one "
+            "view. Use a CIFAR-100 preset, or a one-view method: "
+            f"{', '.join(m for m in METHODS if m not in TWO_VIEW_METHODS)}."
+        )
+    return name, views
 
 
 # ----------------------------------------------------------------------
@@ -188,7 +254,7 @@ def _strategy(args, keras):
     return tf.distribute.MirroredStrategy()
 
 
-def load_datasets(preset, batch_size, data_dir=None, take=None, seed=None):
+def load_datasets(preset, batch_size, data_dir=None, take=None, seed=None, views=1):
     """The preset's `(train_ds, val_ds)` pipelines (tf.data, via TFDS).
 
     Args:
@@ -197,15 +263,29 @@ def load_datasets(preset, batch_size, data_dir=None, take=None, seed=None):
         data_dir: TFDS data directory.
         take: Optional number of examples of each split.
         seed: Optional shuffle/augmentation seed.
+        views: 2 for `((weak, strong), labels)` training batches (CIFAR-100
+            only); the validation pipeline is single view either way.
 
     Returns:
         `(train_ds, val_ds)`.
+
+    Raises:
+        CLIError: for two views of a dataset other than CIFAR-100.
     """
     if preset.dataset == "cifar100":
         from keras_unikd.data.cifar100 import cifar100_datasets
 
         return cifar100_datasets(
-            batch_size=batch_size, data_dir=data_dir, shuffle_seed=seed, take=take
+            batch_size=batch_size,
+            data_dir=data_dir,
+            shuffle_seed=seed,
+            take=take,
+            two_views=views == 2,
+        )
+    if views != 1:
+        raise CLIError(
+            f"The {preset.dataset} pipeline has one view per image; two views "
+            "(--method mlkd or unimlkd) need a CIFAR-100 preset."
         )
     from keras_unikd.data.imagenet import imagenet_datasets
 
@@ -287,16 +367,17 @@ def _list_presets(args):
         print(json.dumps(records, indent=2))
         return 0
     header = (
-        f"{'preset':36s} {'teacher':>19s} -> {'student':19s} "
-        f"{'epochs':>6s} {'lr':>5s} {'beta':>4s}"
+        f"{'preset':41s} {'teacher':>19s} -> {'student':19s} "
+        f"{'method':>7s} {'views':>5s} {'epochs':>6s} {'lr':>6s} {'beta':>4s}"
     )
     print(header)
     print("-" * len(header))
     for name in presets.list_presets():
         p = presets.get_preset(name)
         print(
-            f"{p.name:36s} {p.teacher:>19s} -> {p.student:19s} {p.recipe.epochs:6d} "
-            f"{p.recipe.learning_rate:5g} {p.dkd_beta:4g}"
+            f"{p.name:41s} {p.teacher:>19s} -> {p.student:19s} {p.method or 'any':>7s} "
+            f"{2 if p.two_views else 1:5d} {p.recipe.epochs:6d} "
+            f"{p.recipe.learning_rate:6g} {p.dkd_beta:4g}"
         )
     return 0
 
@@ -313,7 +394,10 @@ def _train(args, role):
         preset = presets.get_preset(args.preset)
     except ValueError as error:
         raise CLIError(str(error)) from None
-    method = "teacher" if role == "teacher" else args.method
+    if role == "teacher":
+        method, views = "teacher", 1
+    else:
+        method, views = run_method(preset, args.method, args.logit_standardization)
     recipe = preset.teacher_recipe if role == "teacher" else preset.recipe
     epochs = args.epochs or recipe.epochs
     batch_size = args.batch_size or recipe.batch_size
@@ -335,7 +419,7 @@ def _train(args, role):
     os.makedirs(run_dir, exist_ok=True)
 
     train_ds, val_ds = load_datasets(
-        preset, batch_size, data_dir=args.data_dir, take=args.take, seed=args.seed
+        preset, batch_size, data_dir=args.data_dir, take=args.take, seed=args.seed, views=views
     )
     steps = _steps_per_epoch(train_ds, preset, batch_size, args.take)
 
@@ -383,7 +467,8 @@ def _train(args, role):
     verbose = args.verbose if args.verbose is not None else (1 if sys.stdout.isatty() else 2)
     print(
         f"keras-unikd: {method} on {preset.name}: {epochs} epochs x {steps} steps "
-        f"(batch {batch_size}), backend {keras.backend.backend()}, "
+        f"(batch {batch_size}, {views} view{'s' if views > 1 else ''}), "
+        f"backend {keras.backend.backend()}, "
         f"{strategy.num_replicas_in_sync if strategy else 1} replica(s); "
         f"writing {run_dir}",
         flush=True,
@@ -405,6 +490,8 @@ def _train(args, role):
         {
             "preset": preset.name,
             "method": method,
+            "views": views,
+            "logit_standardization": method.endswith("+ls"),
             "dataset": preset.dataset,
             "teacher_model": preset.teacher,
             "student_model": preset.student,
@@ -421,7 +508,7 @@ def _train(args, role):
             "last_model": last_path,
             "log": log_path,
         },
-        published.teacher if role == "teacher" else getattr(published, method, None),
+        published.teacher if role == "teacher" else published.of(method),
     )
     results["preset_config"] = preset.to_dict()
     with open(os.path.join(run_dir, "results.json"), "w") as f:

@@ -193,3 +193,124 @@ def test_backend_flag_relaunches_under_the_other_backend(capfd, tmp_path):
     err = capfd.readouterr().err
     assert f"re-running under KERAS_BACKEND={OTHER_BACKEND}" in err
     assert f"--backend {OTHER_BACKEND}" in err  # In the train-teacher hint.
+
+
+# ----------------------------------------------------------------------
+# Two-view methods and logit standardization
+# ----------------------------------------------------------------------
+
+UNIMLKD_PRESET = "cifar100_resnet32x4_resnet8x4_unimlkd"
+MLKD_TERMS = ["mlkd_instance_loss", "mlkd_class_loss", "mlkd_batch_loss"]
+TINY = ["--epochs", "1", "--take", "8", "--batch-size", "4", "--verbose", "0", "--seed", "0"]
+
+
+@pytest.fixture
+def eager_steps(monkeypatch):
+    """Runs the CLI's training steps eagerly.
+
+    Tracing a two-view train step of ResNet32x4 -> ResNet8x4 (teacher and
+    student on both views, UniKD's modules built in the first call, so the
+    step is traced twice) takes about 2 minutes on a CPU; two eager steps
+    take seconds. Compiled two-view steps are tested on small models in
+    tests/test_views.py.
+    """
+    compile_for_training = presets.compile_for_training
+
+    def eager(*args, **kwargs):
+        return compile_for_training(*args, run_eagerly=True, **kwargs)
+
+    monkeypatch.setattr(presets, "compile_for_training", eager)
+
+
+def test_unimlkd_preset_trains_on_two_views(tmp_path, monkeypatch, eager_steps):
+    # The UniMLKD preset with its own method (no --method): two-view
+    # training batches from cifar100_datasets(two_views=True), one-view
+    # validation; every term of UniMLKD in the log.
+    from keras_unikd.data import cifar100
+
+    batches = []
+    datasets = cifar100.cifar100_datasets
+
+    def spy(**kwargs):
+        train, val = datasets(**kwargs)
+        batches.append((kwargs["two_views"], train.element_spec, val.element_spec))
+        return train, val
+
+    monkeypatch.setattr(cifar100, "cifar100_datasets", spy)
+    teacher = str(tmp_path / "teacher.keras")
+    presets.build_model(UNIMLKD_PRESET, "teacher").save(teacher)
+    out = str(tmp_path / "runs")
+    argv = ["distill", "--preset", UNIMLKD_PRESET, *TINY, "--teacher", teacher,
+            "--output-dir", out]
+    assert run(argv) == 0
+    ((two_views, train_spec, val_spec),) = batches
+    assert two_views
+    (weak, strong), labels = train_spec
+    assert weak.shape[1:] == strong.shape[1:] == (32, 32, 3) and labels.shape.rank == 1
+    assert val_spec[0].shape[1:] == (32, 32, 3)  # One view.
+    results = check_run_dir(
+        os.path.join(out, "unimlkd"), "student",
+        ["ce_loss", *MLKD_TERMS, "feature_loss", "consistency_loss"],
+    )
+    assert (results["method"], results["views"], results["logit_standardization"]) == (
+        "unimlkd", 2, False,
+    )
+    assert results["published_top1"] == 78.18
+    assert results["preset_config"]["recipe"]["epochs"] == 480
+    assert results["preset_config"]["two_views"] is True
+
+
+def test_logit_standardization_runs_the_ls_variant(trained_teacher, eager_steps):
+    # MLKD's preset of the cheapest pair, with the VGG13 teacher trained above.
+    teacher = os.path.join(trained_teacher, "teacher", "best_teacher.keras")
+    out = os.path.join(trained_teacher, "mlkd_preset")
+    argv = ["distill", "--preset", "cifar100_vgg13_vgg8_mlkd", *TINY, "--method", "mlkd",
+            "--logit-standardization", "--teacher", teacher, "--output-dir", out]
+    assert run(argv) == 0
+    results = check_run_dir(os.path.join(out, "mlkd+ls"), "student", ["ce_loss", *MLKD_TERMS])
+    assert (results["method"], results["views"], results["logit_standardization"]) == (
+        "mlkd+ls", 2, True,
+    )
+    assert results["published_top1"] == 75.22  # MLKD+LS, VGG13 -> VGG8.
+
+
+def test_run_method():
+    base = presets.get_preset("cifar100_resnet32x4_resnet8x4")
+    assert cli.run_method(base) == ("unikd", 1)
+    assert cli.run_method(presets.get_preset(UNIMLKD_PRESET)) == ("unimlkd", 2)
+    assert cli.run_method(base, "mlkd") == ("mlkd", 2)
+    assert cli.run_method(base, "kd", logit_standardization=True) == ("kd+ls", 1)
+    assert cli.run_method(base, "unimlkd", logit_standardization=True) == ("unimlkd+ls", 2)
+    assert cli.ls_methods() == ["unikd", "unimlkd", "dkd", "mlkd", "kd"]
+
+
+@pytest.mark.parametrize("method", ["fitnet", "student"])
+def test_logit_standardization_needs_a_kl_method(capsys, tmp_path, method):
+    argv = ["distill", "--preset", PRESET, "--method", method, "--logit-standardization",
+            "--output-dir", str(tmp_path)]
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err
+    assert f"--method {method} does not have" in err
+    assert "--method unikd | unimlkd | dkd | mlkd | kd" in err
+    assert not os.listdir(tmp_path)  # Refused before anything ran.
+
+
+@pytest.mark.parametrize("method", ["mlkd", "unimlkd"])
+def test_two_view_methods_need_a_two_view_pipeline(capsys, tmp_path, method):
+    argv = ["distill", "--preset", "imagenet_resnet34_resnet18", "--method", method,
+            "--output-dir", str(tmp_path)]
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err
+    assert "two views" in err and "imagenet pipeline has one view" in err
+    assert "Use a CIFAR-100 preset" in err
+    with pytest.raises(cli.CLIError, match="need a CIFAR-100 preset"):
+        cli.load_datasets(presets.get_preset("imagenet_resnet34_resnet18"), 4, views=2)
+
+
+def test_list_presets_shows_method_and_views(capsys):
+    assert cli.main(["list-presets"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    (row,) = [line for line in lines if line.startswith(UNIMLKD_PRESET)]
+    assert row.split()[4:7] == ["unimlkd", "2", "480"]
+    (row,) = [line for line in lines if line.startswith("cifar100_vgg13_vgg8 ")]
+    assert row.split()[4:7] == ["any", "1", "240"]
