@@ -157,7 +157,7 @@ def test_saved_model_restores_the_optimizer_state(tmp_path):
     model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
     model.compile(TorchSGD(drop_schedule(), momentum=0.9, nesterov=True, l2_decay=0.01), "mse")
     for step in range(BOUNDARY):
-        model.fit(x[step], y[step], batch_size=8, verbose=0)
+        model.fit(x[step], y[step], batch_size=8, shuffle=False, verbose=0)
     path = tmp_path / "model.keras"
     model.save(path)
     loaded = keras.saving.load_model(path)
@@ -168,8 +168,8 @@ def test_saved_model_restores_the_optimizer_state(tmp_path):
         np.testing.assert_array_equal(ops.convert_to_numpy(restored), ops.convert_to_numpy(saved))
     # Both continue identically, across the rate drop.
     for step in range(BOUNDARY, STEPS):
-        model.fit(x[step], y[step], batch_size=8, verbose=0)
-        loaded.fit(x[step], y[step], batch_size=8, verbose=0)
+        model.fit(x[step], y[step], batch_size=8, shuffle=False, verbose=0)
+        loaded.fit(x[step], y[step], batch_size=8, shuffle=False, verbose=0)
     for a, b in zip(model.weights, loaded.weights):
         np.testing.assert_allclose(
             ops.convert_to_numpy(a), ops.convert_to_numpy(b), rtol=1e-6, atol=1e-7

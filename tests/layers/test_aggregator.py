@@ -118,7 +118,7 @@ def test_kaiming_uniform_bound():
     layer.build([(None, 8, 8, 300), (None, 4, 4, 64)])
     kernel = ops.convert_to_numpy(layer.projections[0].kernel)
     bound = np.sqrt(3.0 / 300)
-    assert np.abs(kernel).max() <= bound
+    assert np.abs(kernel).max() <= bound * (1 + 1e-7)  # The bound rounded to float32.
     assert np.abs(kernel).max() > 0.9 * bound
 
 
