@@ -270,6 +270,7 @@ def test_strong_augment_callable_runs_before_normalisation():
     )
 
 
+@pytest.mark.every_backend
 def test_fit_on_pipeline_with_current_backend():
     with tfds.testing.mock_data(num_examples=8):
         train, test = cifar100_datasets(batch_size=4)
