@@ -56,7 +56,7 @@ def numpy(x):
     return np.asarray(ops.convert_to_numpy(x))
 
 
-def test_fit_evaluate_and_predict_on_two_views(pair, views):
+def test_fit_evaluate_predict_save_and_load_on_two_views(pair, views, tmp_path):
     weak, strong, labels = views
     distiller = two_view_distiller(pair)
     distiller.compile(optimizer=keras.optimizers.SGD(0.01), metrics=["accuracy"])
@@ -73,6 +73,18 @@ def test_fit_evaluate_and_predict_on_two_views(pair, views):
     np.testing.assert_allclose(
         predicted, numpy(distiller.student(weak, training=False)), rtol=1e-5, atol=1e-6
     )
+    path = str(tmp_path / "two_views.keras")
+    distiller.save(path)
+    loaded = keras.models.load_model(path)
+    assert [(type(t).__name__, t.views) for t in loaded.terms] == [
+        ("CrossEntropy", 2),
+        ("MLKD", 2),
+        ("UniKDFeatures", 2),
+    ]
+    expected = distiller.compute_distillation_losses((weak, strong), labels, training=False)[1]
+    got = loaded.compute_distillation_losses((weak, strong), labels, training=False)[1]
+    for name, value in expected.items():
+        assert float(numpy(got[name])) == pytest.approx(float(numpy(value)), rel=1e-5), name
 
 
 def test_fit_on_a_two_view_tf_dataset(pair, views):
