@@ -135,7 +135,7 @@ def test_benchmark_methods_come_from_the_presets():
     from keras_unikd import presets
 
     speed = load_script("speed")
-    assert speed.METHODS == ("student", "kd", "dkd", "unikd", "keras_kd")
+    assert speed.METHODS == ("student", "kd", "dkd", "mlkd", "unikd", "unimlkd", "keras_kd")
     assert set(speed.METHODS) - set(presets.METHODS) == {"keras_kd"}
     accuracy = load_script("accuracy")
     methods = accuracy.parse_args([]).methods

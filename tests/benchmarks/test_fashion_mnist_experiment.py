@@ -1,0 +1,100 @@
+"""The Fashion-MNIST experiment behind the accuracy benchmark and the sweep."""
+
+import dataclasses
+import json
+
+import keras
+import numpy as np
+import pytest
+
+from keras_unikd import presets
+from keras_unikd.data import load_fashion_mnist
+from keras_unikd.experiments import fashion_mnist as experiment
+
+pytestmark = pytest.mark.skipif(
+    keras.backend.backend() != "tensorflow",
+    reason="the experiment is backend-agnostic Keras; its training runs once, under TensorFlow",
+)
+
+
+@pytest.fixture(scope="module")
+def small():
+    """Real images (Fashion-MNIST, or the digits fallback), a few hundred of them."""
+    dataset = load_fashion_mnist(verbose=False)
+    return dataclasses.replace(
+        dataset,
+        x_train=dataset.x_train[:256],
+        y_train=dataset.y_train[:256],
+        x_test=dataset.x_test[:128],
+        y_test=dataset.y_test[:128],
+    )
+
+
+RECIPE = experiment.Recipe(teacher_epochs=1, student_epochs=1, subset=64, batch_size=32)
+
+
+def test_the_paired_methods_differ_only_in_what_is_compared():
+    methods = experiment.METHODS
+    assert set(methods) == set(presets.METHODS) | set(presets.VARIANTS)
+    features = {"distribution_loss": "sampled", **experiment.UNIKD_TAPS}
+    assert methods["unikd"][1] == dict(methods["dkd"][1], **features)
+    assert methods["unimlkd"][1] == dict(
+        methods["mlkd"][1], distribution_temperature=4.0, **features
+    )
+    assert methods["mlkd"][1]["logits_loss"] == "mlkd"
+    assert methods["mlkd"][1]["warmup_epochs"] == 0
+    for variant, (base, _) in presets.VARIANTS.items():
+        assert methods[variant] == (
+            methods[base][0], presets.variant_kwargs(variant, methods[base][1])
+        )
+
+
+def test_teacher_cache_is_keyed_by_its_training(small, tmp_path):
+    stem = experiment.teacher_cache_stem(small, RECIPE)
+    assert stem == f"teacher_{small.name}_256img_1ep_batch32_lr0.05_seed0"
+    other = [
+        dataclasses.replace(RECIPE, teacher_epochs=10),
+        dataclasses.replace(RECIPE, batch_size=128),
+        dataclasses.replace(RECIPE, learning_rate=0.1),
+    ]
+    assert len({stem, *(experiment.teacher_cache_stem(small, r) for r in other)}) == 4
+    # A teacher cached under the old name (epochs and seed only) is not reused.
+    old = tmp_path / f"teacher_{small.name}_1ep_seed0"
+    experiment.fashion_teacher(small.image_shape, small.num_classes).save(f"{old}.keras")
+    old.with_suffix(".json").write_text('{"last_accuracy": 0.99}')
+    teacher_train, _, test = experiment.make_pipelines(small, RECIPE, seed=0)
+    _, record = experiment.teacher_or_cached(small, teacher_train, test, RECIPE, str(tmp_path))
+    assert record["path"] == str(tmp_path / f"{stem}.keras")
+    assert record["epochs"] == 1 and len(record["val_accuracy"]) == 1
+    assert json.loads((tmp_path / f"{stem}.json").read_text())["last_accuracy"] == (
+        record["last_accuracy"]
+    )
+    _, cached = experiment.teacher_or_cached(small, teacher_train, test, RECIPE, str(tmp_path))
+    assert cached == record
+
+
+def test_train_student_one_and_two_views(small):
+    teacher = experiment.fashion_teacher(small.image_shape, small.num_classes)
+    kd, kd_student = experiment.train_student("kd", teacher, small, RECIPE, seed=1, verbose=0)
+    mlkd, _ = experiment.train_student("mlkd", teacher, small, RECIPE, seed=1, verbose=0)
+    assert (kd["views"], mlkd["views"]) == (1, 2)
+    assert {"mlkd_instance_loss", "mlkd_class_loss", "mlkd_batch_loss"} <= set(mlkd["history"])
+    assert kd["seed"] == 1 and kd["seconds"] > 0
+    # The test accuracy is the student's own, on every test image.
+    _, _, test = experiment.make_pipelines(small, RECIPE, seed=1)
+    predicted = np.argmax(kd_student.predict(test, verbose=0), axis=-1)
+    assert kd["last_accuracy"] == pytest.approx(np.mean(predicted == small.y_test))
+    assert kd["history"]["val_accuracy"] == [kd["last_accuracy"]]
+
+
+def test_same_seed_same_student_initialisation(small):
+    teacher = experiment.fashion_teacher(small.image_shape, small.num_classes)
+    students = [
+        experiment.build_student_model(method, teacher, small, RECIPE, 2, seed=5)[1]
+        for method in ("kd", "unimlkd", "student")
+    ]
+    for student in students[1:]:
+        for a, b in zip(students[0].weights, student.weights):
+            np.testing.assert_array_equal(*map(keras.ops.convert_to_numpy, (a, b)))
+    with pytest.raises(ValueError, match="Unknown method 'crd'"):
+        experiment.build_student_model("crd", teacher, small, RECIPE, 2, seed=0)
