@@ -112,13 +112,20 @@ def describe(preset):
 `cifar100_datasets` reads CIFAR-100 through TensorFlow Datasets (downloaded
 on first use, or prepared beforehand with `tfds build cifar100`), applies
 the standard crop + flip augmentation and normalises with the CIFAR-100
-statistics. `take` keeps the first N examples of each split.
+statistics. `take` keeps the first N examples of each split. MLKD and
+UniMLKD train on two views of each image: `two_views=True` yields
+`((weak, strong), labels)` batches, the strong view adding RandAugment and
+Cutout (the authors' recipe); evaluation stays single-view.
 """
 
 
-def load_data(batch_size, args):
+def load_data(batch_size, args, two_views=False):
     return cifar100_datasets(
-        batch_size=batch_size, data_dir=args.data_dir, shuffle_seed=args.seed, take=args.take
+        batch_size=batch_size,
+        data_dir=args.data_dir,
+        shuffle_seed=args.seed,
+        take=args.take,
+        two_views=two_views,
     )
 
 
@@ -126,7 +133,7 @@ def load_data(batch_size, args):
 ## Training helper
 
 Every run, teacher or student, is the same: an optimizer from the recipe
-(SGD with weight decay coupled to the gradient, as in PyTorch, and a step
+(`TorchSGD`: momentum and weight decay in PyTorch's form, and a step
 schedule counted in optimizer steps), `compile_for_training`, `fit`. The
 schedule's decay epochs scale with `--epochs` (150/180/210 of 240 become
 1/1/1 of 1), so short runs keep the recipe's shape.
@@ -196,8 +203,9 @@ def main():
     results = {}
     with data_context:
         teacher, results["teacher"] = get_teacher(preset, args, teacher_epochs)
-        train_ds, test_ds = load_data(batch_size, args)
         for method in args.methods.split(","):
+            two_views = method.split("+")[0] in presets.TWO_VIEW_METHODS
+            train_ds, test_ds = load_data(batch_size, args, two_views=two_views)
             student = presets.build_model(preset, "student")
             model = presets.build_distiller(preset, teacher, student, method, seed=args.seed)
             print(f"\n== {method}: {preset.student} ({student.count_params():,} parameters)")
@@ -215,7 +223,7 @@ def main():
     for run, record in results.items():
         if record is None:
             continue
-        reference = published.teacher if run == "teacher" else getattr(published, run, None)
+        reference = published.teacher if run == "teacher" else published.of(run)
         print(
             f"| {run} | {record['best_top1']:.2f} | {record['last_top1']:.2f} | "
             f"{record['seconds_per_epoch']:.1f} | {reference if reference else '-'} |"
