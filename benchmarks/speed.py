@@ -13,9 +13,11 @@ machine's speed; the table gives their range over rounds too. Peak memory
 (peak resident set size of a process that trains only that method,
 TensorFlow without XLA) is measured in one child process per method.
 
-Methods: the student alone (plain `fit`), our KD, DKD and UniKD
-(`keras_unikd.Distiller`), and `keras.distillation.Distiller` with
-`LogitsDistillation` (temperature 4) on the same models.
+Methods: the student alone (plain `fit`), our KD, DKD, MLKD, UniKD and
+UniMLKD (`keras_unikd.Distiller`), and `keras.distillation.Distiller` with
+`LogitsDistillation` (temperature 4) on the same models. MLKD and UniMLKD
+train on two views of each example (`((weak, strong), labels)` batches): their
+steps run the student twice and the teacher on twice the batch.
 
 Pairs: the Fashion-MNIST demo pair at batch 128 (28x28x1), and
 ResNet32x4 -> ResNet8x4 at batch 64 on random 32x32x3 inputs.
@@ -37,10 +39,11 @@ import time
 
 from keras_unikd.experiments.fashion_mnist import METHODS as DISTILLERS
 from keras_unikd.presets import METHODS as PAPER_METHODS
+from keras_unikd.presets.methods import TWO_VIEW_METHODS
 
 RESULTS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 # The paper's methods but FitNet, as the Fashion-MNIST experiment builds
-# them (student, kd, dkd, unikd), and one extra: `keras_kd`, Keras's own
+# them (student, kd, dkd, mlkd, unikd, unimlkd), and one extra: `keras_kd`, Keras's own
 # `keras.distillation.Distiller` with `LogitsDistillation(temperature=4)`.
 METHODS = (*(m for m in DISTILLERS if m in PAPER_METHODS and m != "fitnet"), "keras_kd")
 # name: (backend, jit_compile, dtype policy). bfloat16 pays off only where
@@ -63,6 +66,8 @@ RATIOS = {
     "unikd/kd": ("unikd", "kd"),
     "kd/keras_kd": ("kd", "keras_kd"),
     "unikd/student": ("unikd", "student"),
+    "mlkd/kd": ("mlkd", "kd"),
+    "unimlkd/mlkd": ("unimlkd", "mlkd"),
 }
 
 
@@ -132,7 +137,8 @@ def build_method(method, pair, jit_compile, policy="float32"):
     return model
 
 
-def batches(pair, batch_size):
+def batches(pair, batch_size, two_views=False):
+    """One fixed batch, repeated: `(x, y)`, or `((x, x_strong), y)` for two views."""
     import numpy as np
     import tensorflow as tf
 
@@ -141,6 +147,8 @@ def batches(pair, batch_size):
     rng = np.random.default_rng(0)
     x = rng.standard_normal((batch_size, *input_shape)).astype("float32")
     y = rng.integers(0, classes, size=(batch_size,)).astype("int32")
+    if two_views:
+        x = (x, rng.standard_normal((batch_size, *input_shape)).astype("float32"))
     return tf.data.Dataset.from_tensors((x, y)).repeat(), batch_size
 
 
@@ -171,19 +179,22 @@ def timed_fit(model, data, steps):
 def child_time(args):
     result = {}
     for pair in args.pairs:
-        data, batch_size = batches(pair, args.batch_size)
+        data = {
+            m: batches(pair, args.batch_size, m in TWO_VIEW_METHODS)[0] for m in args.methods
+        }
+        batch_size = batches(pair, args.batch_size)[1]
         models = {
             m: build_method(m, pair, args.jit == "on", args.policy) for m in args.methods
         }
-        for model in models.values():
-            timed_fit(model, data, args.warmup_steps)
+        for method, model in models.items():
+            timed_fit(model, data[method], args.warmup_steps)
         rounds = {m: [] for m in models}
         order = list(models)
         for index in range(args.rounds):
             # Rotated each round, so that no method always runs first or last.
             shift = index % len(order)
             for method in order[shift:] + order[:shift]:
-                rounds[method].append(timed_fit(models[method], data, args.steps))
+                rounds[method].append(timed_fit(models[method], data[method], args.steps))
         step_seconds = {m: statistics.median(times) for m, times in rounds.items()}
         ratio_rounds = {
             name: [x / y for x, y in zip(rounds[a], rounds[b])]
@@ -215,7 +226,7 @@ def resident_mb():
 
 def child_memory(args):
     (pair,), (method,) = args.pairs, args.methods
-    data, _ = batches(pair, args.batch_size)
+    data, _ = batches(pair, args.batch_size, method in TWO_VIEW_METHODS)
     model = build_method(method, pair, args.jit == "on")
     before = resident_mb()
     timed_fit(model, data, args.warmup_steps + args.steps)
