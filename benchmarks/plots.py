@@ -1,8 +1,10 @@
-"""Plots of the accuracy benchmark: training curves, output-gap CDF, correlation gaps.
+"""Plots of the accuracy benchmark: paired differences, training curves, output gaps.
 
 Reads `benchmarks/results/accuracy.json` and the seed-0 students saved next
 to it by `benchmarks/accuracy.py`, evaluates them against the cached teacher
-on the test set, and writes PNGs to `benchmarks/results/`.
+on the test set, and writes PNGs to `benchmarks/results/`: the paired
+differences with their 95% intervals, the seed-0 training curves, the CDF
+of the teacher-student softmax gap and the logit correlation gaps.
 
     python benchmarks/plots.py
 """
@@ -32,6 +34,30 @@ def parse_args(argv=None):
     return parser.parse_args(argv)
 
 
+def plot_paired_differences(comparisons, path):
+    """Each paired difference's mean and 95% interval, one row per comparison."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = list(comparisons)[::-1]
+    figure, axis = plt.subplots(figsize=(6.5, 0.45 * len(names) + 1.2))
+    for row, name in enumerate(names):
+        c = comparisons[name]
+        axis.plot(c["differences"], [row] * c["n"], "o", color="0.7", markersize=4)
+        if c["ci_low"] is not None:
+            axis.plot([c["ci_low"], c["ci_high"]], [row, row], color="C0", linewidth=2)
+        axis.plot([c["mean"]], [row], "D", color="C0")
+    axis.axvline(0.0, color="black", linewidth=0.8)
+    axis.set_yticks(range(len(names)), names)
+    axis.set_xlabel("a - b, final test top-1 (percentage points): seeds, mean, 95% interval")
+    axis.grid(axis="x", alpha=0.3)
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+
+
 def main(argv=None):
     args = parse_args(argv)
     with open(args.results) as handle:
@@ -40,6 +66,10 @@ def main(argv=None):
     os.makedirs(output_dir, exist_ok=True)
     methods = results["methods"]
 
+    if results.get("comparisons"):
+        plot_paired_differences(
+            results["comparisons"], os.path.join(output_dir, "paired_differences.png")
+        )
     histories = {method: entry["runs"][0]["history"] for method, entry in methods.items()}
     analysis.plot_training_curves(histories, os.path.join(output_dir, "training_curves.png"))
 

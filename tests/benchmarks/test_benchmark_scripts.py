@@ -44,43 +44,90 @@ def load_script(name):
     return module
 
 
-def test_accuracy_and_plots_quick(tmp_path):
+@pytest.fixture(scope="module")
+def quick_teachers(tmp_path_factory):
+    """One cache of --quick teachers for the accuracy and sweep smoke runs."""
+    return str(tmp_path_factory.mktemp("teachers"))
+
+
+def test_accuracy_and_plots_quick(tmp_path, quick_teachers):
     output = tmp_path / "results" / "accuracy.json"
     stdout = run_script(
-        "accuracy.py", "--quick", "--methods", "student", "kd", "unikd", "--output", str(output),
-        "--cache-dir", str(tmp_path / "teachers"), cwd=tmp_path,
+        "accuracy.py", "--quick", "--seeds", "2", "--methods", "student", "kd",
+        "--output", str(output), "--cache-dir", quick_teachers, cwd=tmp_path,
     )
     results = json.loads(output.read_text())
-    assert set(results["methods"]) == {"student", "kd", "unikd"}
-    for entry in results["methods"].values():
+    assert results["complete"] and results["quick"] and results["backend"] == "tensorflow"
+    assert results["seeds"] == {"student": 2, "kd": 2} and results["policy"] == "float32"
+    assert results["recipe"]["student_epochs"] == 1 and results["teacher"]["epochs"] == 1
+    accuracy = {}
+    for method, entry in results["methods"].items():
+        runs = entry["runs"]
+        assert [run["seed"] for run in runs] == [0, 1] and {run["views"] for run in runs} == {1}
+        accuracy[method] = [100 * run["last_accuracy"] for run in runs]
         summary = entry["summary"]
-        assert 0.0 <= summary["best_mean"] <= 100.0 and summary["best_std"] == 0.0
+        assert summary["seeds"] == 2
+        assert summary["last_mean"] == pytest.approx(statistics.mean(accuracy[method]))
+        assert summary["last_std"] == pytest.approx(statistics.stdev(accuracy[method]))
         assert summary["last_mean"] <= summary["best_mean"] and summary["seconds_per_epoch"] > 0
-        assert len(entry["runs"]) == 1 and "val_accuracy" in entry["runs"][0]["history"]
-    assert "feature_loss" in results["methods"]["unikd"]["runs"][0]["history"]
-    assert results["quick"] and results["backend"] == "tensorflow"
-    assert "| unikd |" in (tmp_path / "results" / "accuracy.md").read_text()
-    assert "| unikd |" in stdout
-    assert results["policy"] == "float32"
+        assert runs[0]["history"]["val_accuracy"] == [runs[0]["last_accuracy"]]
+    assert "kd_loss" in results["methods"]["kd"]["runs"][0]["history"]
+    assert list(results["comparisons"]) == ["kd vs student"]  # the only pair that ran
+    paired = results["comparisons"]["kd vs student"]
+    assert paired["differences"] == pytest.approx(
+        [k - s for k, s in zip(accuracy["kd"], accuracy["student"])]
+    )
+    assert paired["n"] == 2 and paired["ci_low"] <= paired["mean"] <= paired["ci_high"]
+    markdown = (tmp_path / "results" / "accuracy.md").read_text()
+    for row in ("| kd | 2 |", "| student | 2 |", "| kd vs student | 2 |"):
+        assert row in markdown and row in stdout
+    assert (tmp_path / "results" / "accuracy_students" / "kd.keras").exists()
 
     # Mixed precision for the students: the teacher cached above is reused.
     bfloat16_output = tmp_path / "bfloat16" / "accuracy.json"
-    run_script(
+    stdout = run_script(
         "accuracy.py", "--quick", "--methods", "unikd", "--policy", "mixed_bfloat16",
-        "--output", str(bfloat16_output), "--cache-dir", str(tmp_path / "teachers"), cwd=tmp_path,
+        "--output", str(bfloat16_output), "--cache-dir", quick_teachers, cwd=tmp_path,
     )
+    assert "Using the cached teacher" in stdout
     results = json.loads(bfloat16_output.read_text())
-    assert results["policy"] == "mixed_bfloat16"
-    assert 0.0 <= results["methods"]["unikd"]["summary"]["best_mean"] <= 100.0
+    assert results["policy"] == "mixed_bfloat16" and results["comparisons"] == {}
+    assert "feature_loss" in results["methods"]["unikd"]["runs"][0]["history"]
+    assert 0.0 <= results["methods"]["unikd"]["summary"]["last_mean"] <= 100.0
     student = keras.models.load_model(tmp_path / "bfloat16" / "accuracy_students" / "unikd.keras")
     assert student.layers[-1].compute_dtype == "bfloat16"
 
     run_script("plots.py", "--results", str(output), cwd=tmp_path)
-    for name in ("training_curves.png", "softmax_gap_cdf.png", "correlation_gap.png"):
+    for name in (
+        "training_curves.png", "softmax_gap_cdf.png", "correlation_gap.png",
+        "paired_differences.png",
+    ):
         assert (tmp_path / "results" / name).stat().st_size > 1000
     analysis = json.loads((tmp_path / "results" / "analysis.json").read_text())
-    assert set(analysis["mean_softmax_gap"]) == {"student", "kd", "unikd"}
-    assert set(analysis["mean_correlation_gap"]) == {"kd", "unikd"}
+    assert set(analysis["mean_softmax_gap"]) == {"student", "kd"}
+    assert set(analysis["mean_correlation_gap"]) == {"kd"}
+
+
+def test_accuracy_default_protocol():
+    accuracy = load_script("accuracy")
+    args = accuracy.parse_args([])
+    assert args.seeds == 5 and args.ablation_seeds == 3
+    assert set(accuracy.MAIN_METHODS) == {
+        "student", "kd", "dkd", "mlkd", "unikd", "unimlkd",
+        "kd+ls", "dkd+ls", "mlkd+ls", "unikd+ls", "unimlkd+ls",
+    }
+    assert set(accuracy.ABLATIONS) == {
+        "fitnet", "fitnet+kd", "unikd-gaussian", "fdp-only", "aff+fdp-no-logits",
+    }
+    assert args.methods == list(accuracy.MAIN_METHODS + accuracy.ABLATIONS)
+    pairs = set(accuracy.PAIRS)
+    assert {("unikd", "dkd"), ("unimlkd", "mlkd"), ("kd+ls", "kd"), ("unimlkd+ls", "unimlkd")} <= (
+        pairs
+    )
+    quick = accuracy.parse_args(["--quick"])
+    assert (quick.seeds, quick.ablation_seeds, quick.student_epochs) == (1, 1, 1)
+    with pytest.raises(SystemExit):
+        accuracy.parse_args(["--methods", "crd"])
 
 
 def test_speed_quick(tmp_path):
