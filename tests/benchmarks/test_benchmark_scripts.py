@@ -44,12 +44,6 @@ def load_script(name):
     return module
 
 
-@pytest.fixture(scope="module")
-def quick_teachers(tmp_path_factory):
-    """One cache of --quick teachers for the accuracy and sweep smoke runs."""
-    return str(tmp_path_factory.mktemp("teachers"))
-
-
 def test_accuracy_and_plots_quick(tmp_path, quick_teachers):
     output = tmp_path / "results" / "accuracy.json"
     stdout = run_script(

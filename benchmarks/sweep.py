@@ -1,0 +1,281 @@
+"""Where UniKD's own terms add accuracy: a sweep of its knobs, and a second student size.
+
+Both studies use the accuracy benchmark's protocol
+(`keras_unikd.experiments.fashion_mnist.BENCHMARK`: the cached teacher, a
+10k subset, 8 epochs) and 3 seeds per setting; a seed fixes the subset,
+initialisation, data order and augmentation, so each setting is compared
+with its reference seed by seed (mean difference, std, t 95% interval).
+
+`--study knobs` (default): UniKD's feature terms (AFF over the student's
+stages 1-3 and pooled vector, FDP on both sides, sampled distributions) on
+top of one logit loss, `--logits`; by default the logit-only method with the
+best final top-1 in `benchmarks/results/accuracy.json` (kd, dkd, mlkd or
+one with `+ls`). From that base one knob changes at a time: the feature and
+consistency weights (0, 0.5, 2), the distribution temperature, the closed
+form instead of one sample, and which student stages are fused (stage 3 and
+the pooled vector; stages 2-3 and pooled; stage 3 alone, without AFF).
+Each setting is compared with the base, and the base with the logit loss
+alone. 15 settings x 3 seeds: about 80 minutes on 2 idle cores for a
+single-view logit loss, about twice that for MLKD (two views).
+
+`--study second-pair`: why KD alone can match or beat UniKD. The repository
+records no such second Fashion-MNIST pair (neither the benchmarks' results
+nor the README), so this study takes a second student size: the same
+teacher with a student of width 16 (25k parameters) beside the benchmark's
+width 8 (6.4k). At each width it runs student, kd, dkd, unikd and UniKD's
+terms on KD (`unikd-on-kd`), and splits unikd - kd into what the logit loss
+changes (dkd - kd) and what UniKD's terms add (unikd - dkd, and unikd-on-kd
+- kd), with each student's fidelity to the teacher (top-1 agreement and
+KL(teacher || student) on the test set) and its final loss terms. 2 widths x
+5 methods x 3 seeds: about 45 minutes on 2 idle cores.
+
+    python benchmarks/sweep.py                       # knobs, on the best logit loss
+    python benchmarks/sweep.py --logits dkd          # knobs, on DKD (UniKD itself)
+    python benchmarks/sweep.py --study second-pair
+    python benchmarks/sweep.py --quick --logits kd   # smoke run
+
+Each study writes its own results, `benchmarks/results/sweep_<study>.json`
+and `.md` (rewritten after every run).
+"""
+
+import argparse
+import dataclasses
+import json
+import os
+
+import numpy as np
+
+from keras_unikd import analysis
+from keras_unikd.experiments import fashion_mnist as recipe_lib
+from keras_unikd.experiments import results as results_lib
+
+RESULTS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
+# The logit-only methods a knob sweep can build on.
+LOGIT_METHODS = ("kd", "dkd", "mlkd", "kd+ls", "dkd+ls", "mlkd+ls")
+SECOND_PAIR_WIDTHS = (8, 16)
+
+
+def best_logits(accuracy_results):
+    """The logit-only method with the best mean final top-1 in an accuracy results file."""
+    if not os.path.exists(accuracy_results):
+        raise SystemExit(
+            f"--logits auto reads {accuracy_results}, which does not exist: run "
+            "benchmarks/accuracy.py first, or pass --logits (one of "
+            f"{', '.join(LOGIT_METHODS)})."
+        )
+    with open(accuracy_results) as handle:
+        methods = json.load(handle)["methods"]
+    ran = [m for m in LOGIT_METHODS if m in methods]
+    if not ran:
+        raise SystemExit(f"{accuracy_results} has none of {LOGIT_METHODS}; pass --logits.")
+    return max(ran, key=lambda m: methods[m]["summary"]["last_mean"])
+
+
+def knob_settings(logits):
+    """`{name: (distiller class, arguments)}`: the logit loss alone, the base, one knob each.
+
+    The base is `logits` plus UniKD's feature terms as the benchmark's
+    unikd (on DKD) or unimlkd (on MLKD) has them, so `--logits dkd` makes
+    the base unikd and `--logits mlkd` unimlkd.
+    """
+    distiller_class, options = recipe_lib.METHODS[logits]
+    unikd = recipe_lib.METHODS["unimlkd" if options["logits_loss"] == "mlkd" else "unikd"][1]
+    features = {
+        key: unikd[key]
+        for key in ("teacher_features", "student_features", "distribution_loss")
+    }
+    base_temperature = unikd.get("distribution_temperature", 1.0)
+    base = dict(options, distribution_temperature=base_temperature, **features)
+    changes = {
+        **{f"feature_weight={w:g}": {"feature_weight": w} for w in (0.0, 0.5, 2.0)},
+        **{f"consistency_weight={w:g}": {"consistency_weight": w} for w in (0.0, 0.5, 2.0)},
+        **{
+            f"distribution_temperature={t:g}": {"distribution_temperature": t}
+            for t in (1.0, 2.0, 4.0, 8.0)
+            if t != base_temperature
+        },
+        "closed form": {"distribution_loss": "gaussian"},
+        "fused: stage3+pool": {"student_features": ["stage3", "pool"]},
+        "fused: stage2+stage3+pool": {"student_features": ["stage2", "stage3", "pool"]},
+        "stage3 alone (no AFF)": {"student_features": ["stage3"]},
+    }
+    table = {logits: (distiller_class, options), "base": (distiller_class, base)}
+    for name, change in changes.items():
+        table[name] = (distiller_class, dict(base, **change))
+    return table
+
+
+def second_pair_settings():
+    """student, kd, dkd, unikd, and UniKD's terms on KD."""
+    methods = recipe_lib.METHODS
+    table = {name: methods[name] for name in ("student", "kd", "dkd", "unikd")}
+    kd_class, kd = methods["kd"]
+    unikd = methods["unikd"][1]
+    features = {k: unikd[k] for k in ("teacher_features", "student_features", "distribution_loss")}
+    table["unikd-on-kd"] = (kd_class, dict(kd, **features))
+    return table
+
+
+def fidelity(teacher_logits, student, test):
+    """Top-1 agreement with the teacher and mean KL(teacher || student) on `test`."""
+    student_logits = analysis.predict_logits(student, test)
+
+    def log_softmax(logits):
+        shifted = logits - logits.max(axis=-1, keepdims=True)
+        return shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
+
+    teacher_log_p, student_log_p = log_softmax(teacher_logits), log_softmax(student_logits)
+    kl = np.sum(np.exp(teacher_log_p) * (teacher_log_p - student_log_p), axis=-1)
+    agreement = np.argmax(teacher_logits, -1) == np.argmax(student_logits, -1)
+    return {"teacher_agreement": float(agreement.mean()), "teacher_kl": float(kl.mean())}
+
+
+def parse_args(argv=None):
+    benchmark = recipe_lib.BENCHMARK
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--study", choices=["knobs", "second-pair"], default="knobs")
+    parser.add_argument(
+        "--logits",
+        default="auto",
+        choices=("auto",) + LOGIT_METHODS,
+        help="--study knobs: the logit loss under UniKD's terms; auto: the best logit-only "
+        "method of --accuracy-results",
+    )
+    parser.add_argument(
+        "--accuracy-results", default=os.path.join(RESULTS_DIR, "accuracy.json")
+    )
+    parser.add_argument("--settings", nargs="+", help="run only these settings (by name)")
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--student-epochs", type=int, default=benchmark.student_epochs)
+    parser.add_argument("--subset", type=int, default=benchmark.subset)
+    parser.add_argument("--cache-dir", default="artifacts/teachers")
+    parser.add_argument("--output", help="default: benchmarks/results/sweep_<study>.json")
+    parser.add_argument(
+        "--quick", action="store_true", help="smoke run: 2k / 1k images, 1 epoch, 1 seed"
+    )
+    args = parser.parse_args(argv)
+    if args.seeds < 1:
+        parser.error("--seeds must be positive")
+    if args.quick:
+        args.seeds, args.student_epochs, args.subset = 1, 1, 512
+    args.output = args.output or os.path.join(
+        RESULTS_DIR, f"sweep_{args.study.replace('-', '_')}.json"
+    )
+    return args
+
+
+def plan(args):
+    """`(table, pairs, widths)` of the study: settings, (a, b) comparisons, student widths."""
+    if args.study == "knobs":
+        if args.logits == "auto":
+            args.logits = best_logits(args.accuracy_results)
+        table = knob_settings(args.logits)
+        pairs = [("base", args.logits)] + [
+            (name, "base") for name in table if name not in ("base", args.logits)
+        ]
+        widths = (recipe_lib.BENCHMARK.student_width,)
+    else:
+        table = second_pair_settings()
+        pairs = [
+            ("kd", "student"), ("unikd", "kd"), ("dkd", "kd"), ("unikd", "dkd"),
+            ("unikd-on-kd", "kd"),
+        ]
+        widths = SECOND_PAIR_WIDTHS
+    if args.settings:
+        unknown = sorted(set(args.settings) - set(table))
+        if unknown:
+            raise SystemExit(f"Unknown settings {unknown}; this study has {list(table)}.")
+        table = {name: table[name] for name in args.settings}
+    return table, pairs, widths
+
+
+def markdown(results):
+    parts = [
+        f"Sweep `{results['study']}`"
+        + (f" on `{results['logits']}`" if results.get("logits") else "")
+        + f": teacher {100 * results['teacher']['last_accuracy']:.2f}%, "
+        f"{results['recipe']['subset']} training images, {results['recipe']['student_epochs']} "
+        f"epochs; {results['machine']}, {results['date']}; runs took "
+        f"{results['run_seconds'] / 60:.1f} min"
+        + ("" if results["complete"] else " (incomplete)")
+        + "."
+    ]
+    for width, block in results["widths"].items():
+        lines = [
+            "| setting | teacher agreement (%) | KL(teacher, student) |",
+            "|---|---|---|",
+        ]
+        for name, entry in block["methods"].items():
+            runs = entry["runs"]
+            agreement = np.mean([100 * run["teacher_agreement"] for run in runs])
+            kl = np.mean([run["teacher_kl"] for run in runs])
+            lines.append(f"| {name} | {agreement:.2f} | {kl:.4f} |")
+        parts += [
+            f"Student width {width} ({block['student_parameters']:,} parameters):",
+            results_lib.methods_table(block["methods"]),
+            "\n".join(lines),
+            "Paired differences of the final test top-1 (a - b, percentage points):",
+            results_lib.comparisons_table(block["comparisons"]),
+        ]
+    return "\n\n".join(parts)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    table, pairs, widths = plan(args)
+    recipe = dataclasses.replace(
+        recipe_lib.BENCHMARK, student_epochs=args.student_epochs, subset=args.subset
+    )
+    if args.quick:
+        recipe = dataclasses.replace(recipe, teacher_epochs=1)
+    dataset, teacher, teacher_record = recipe_lib.load_benchmark(
+        recipe, args.cache_dir, quick=args.quick
+    )
+    _, _, test = recipe_lib.make_pipelines(dataset, recipe, seed=0)
+    teacher_logits = analysis.predict_logits(teacher, test)
+    results = dict(
+        results_lib.environment(),
+        study=args.study,
+        logits=args.logits if args.study == "knobs" else None,
+        settings={name: setting and setting[1] for name, setting in table.items()},
+        seeds=args.seeds,
+        quick=args.quick,
+        recipe=dataclasses.asdict(recipe),
+        teacher=teacher_record,
+        complete=False,
+        run_seconds=0.0,
+        widths={},
+    )
+
+    def save():
+        for block in results["widths"].values():
+            for entry in block["methods"].values():
+                entry["summary"] = results_lib.summarize_runs(entry["runs"])
+                entry["final_losses"] = {
+                    key: float(np.mean([run["history"][key][-1] for run in entry["runs"]]))
+                    for key in entry["runs"][0]["history"]
+                    if key.endswith("loss")
+                }
+            block["comparisons"] = results_lib.compare(block["methods"], pairs)
+        results_lib.write(results, args.output, markdown(results))
+
+    for width in widths:
+        width_recipe = dataclasses.replace(recipe, student_width=width)
+        block = results["widths"].setdefault(str(width), {"methods": {}})
+        for seed in range(args.seeds):
+            for name in table:
+                run, student = recipe_lib.train_student(
+                    name, teacher, dataset, width_recipe, seed, table=table
+                )
+                run.update(fidelity(teacher_logits, student, test))
+                block["methods"].setdefault(name, {"runs": []})["runs"].append(run)
+                block["student_parameters"] = student.count_params()
+                results["run_seconds"] += run["seconds"]
+                save()
+    results["complete"] = True
+    save()
+    print("\n" + markdown(results))
+
+
+if __name__ == "__main__":
+    main()

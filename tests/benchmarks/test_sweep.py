@@ -1,0 +1,111 @@
+"""The sweep of UniKD's knobs and the second student size (benchmarks/sweep.py)."""
+
+import importlib.util
+import json
+import os
+
+import keras
+import pytest
+
+from keras_unikd.experiments import fashion_mnist as experiment
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def load_sweep():
+    spec = importlib.util.spec_from_file_location(
+        "sweep", os.path.join(ROOT, "benchmarks", "sweep.py")
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+sweep = load_sweep()
+
+
+def test_knob_settings_change_one_knob_of_the_base():
+    table = sweep.knob_settings("dkd")
+    # On DKD the base is the benchmark's unikd, on MLKD its unimlkd.
+    assert table["dkd"] == experiment.METHODS["dkd"]
+    base = table["base"][1]
+    assert base == dict(experiment.METHODS["unikd"][1], distribution_temperature=1.0)
+    assert sweep.knob_settings("mlkd")["base"][1] == experiment.METHODS["unimlkd"][1]
+    assert sweep.knob_settings("dkd+ls")["base"][1] == dict(
+        experiment.METHODS["unikd+ls"][1], distribution_temperature=1.0
+    )
+    assert len(table) == 15
+    for name, (_, options) in table.items():
+        if name in ("dkd", "base"):
+            continue
+        changed = {k for k in options if options[k] != base.get(k)}
+        assert len(changed) == 1, name
+        assert name.startswith(tuple(changed)) or name in (
+            "closed form", "fused: stage3+pool", "fused: stage2+stage3+pool",
+            "stage3 alone (no AFF)",
+        )
+    assert table["distribution_temperature=4"][1]["distribution_temperature"] == 4.0
+    assert "distribution_temperature=1" not in table  # the base's own value
+    assert table["stage3 alone (no AFF)"][1]["student_features"] == ["stage3"]
+    # On MLKD the base temperature is UniMLKD's 4, so 1 is swept.
+    assert "distribution_temperature=1" in sweep.knob_settings("mlkd")
+
+
+def test_second_pair_settings():
+    table = sweep.second_pair_settings()
+    assert list(table) == ["student", "kd", "dkd", "unikd", "unikd-on-kd"]
+    options = table["unikd-on-kd"][1]
+    assert options["logits_loss"] == "kd" and options["distribution_loss"] == "sampled"
+    assert options["student_features"] == experiment.UNIKD_TAPS["student_features"]
+
+
+def test_best_logits_reads_the_accuracy_results(tmp_path):
+    path = tmp_path / "accuracy.json"
+    means = {"kd": 80.0, "dkd": 81.5, "unikd": 90.0, "mlkd+ls": 81.2}
+    path.write_text(json.dumps(
+        {"methods": {m: {"summary": {"last_mean": v}} for m, v in means.items()}}
+    ))
+    assert sweep.best_logits(str(path)) == "dkd"  # unikd is not a logit-only method
+    with pytest.raises(SystemExit, match="run benchmarks/accuracy.py first"):
+        sweep.best_logits(str(tmp_path / "missing.json"))
+
+
+def test_fidelity_of_the_teacher_itself():
+    logits = keras.random.normal((6, 10), seed=0)
+    model = keras.Sequential([keras.Input((10,)), keras.layers.Identity()])
+    stats = sweep.fidelity(keras.ops.convert_to_numpy(logits), model, logits)
+    assert stats["teacher_agreement"] == 1.0
+    assert stats["teacher_kl"] == pytest.approx(0.0, abs=1e-6)
+
+
+@pytest.mark.skipif(
+    keras.backend.backend() != "tensorflow",
+    reason="one smoke run of the script, under the TensorFlow test pass",
+)
+def test_sweep_quick(tmp_path, quick_teachers):
+    output = tmp_path / "knobs.json"
+    sweep.main([
+        "--quick", "--logits", "kd", "--settings", "kd", "base", "feature_weight=0",
+        "--output", str(output), "--cache-dir", quick_teachers,
+    ])
+    results = json.loads(output.read_text())
+    assert results["complete"] and results["study"] == "knobs" and results["logits"] == "kd"
+    block = results["widths"]["8"]
+    assert list(block["methods"]) == ["kd", "base", "feature_weight=0"]
+    assert set(block["comparisons"]) == {"base vs kd", "feature_weight=0 vs base"}
+    run = block["methods"]["base"]["runs"][0]
+    assert 0.0 <= run["teacher_agreement"] <= 1.0 and run["teacher_kl"] >= 0.0
+    assert "feature_loss" in block["methods"]["base"]["final_losses"]
+    assert results["settings"]["feature_weight=0"]["feature_weight"] == 0.0
+    assert "| base vs kd | 1 |" in (tmp_path / "knobs.md").read_text()
+
+    output = tmp_path / "pair.json"
+    sweep.main([
+        "--quick", "--study", "second-pair", "--settings", "kd", "unikd-on-kd",
+        "--output", str(output), "--cache-dir", quick_teachers,
+    ])
+    results = json.loads(output.read_text())
+    assert set(results["widths"]) == {"8", "16"}
+    parameters = [results["widths"][w]["student_parameters"] for w in ("8", "16")]
+    assert parameters[0] < parameters[1]
+    assert set(results["widths"]["16"]["comparisons"]) == {"unikd-on-kd vs kd"}
