@@ -1,5 +1,7 @@
 """Shared fixtures: tiny functional teacher/student pairs with named stages."""
 
+import os
+
 import keras
 import numpy as np
 import pytest
@@ -38,3 +40,29 @@ def batch():
 
 def weights_of(layer):
     return [np.array(keras.ops.convert_to_numpy(w)) for w in layer.weights]
+
+
+@pytest.fixture(scope="session")
+def quick_teachers(tmp_path_factory):
+    """One cache of --quick teachers for the benchmark scripts' smoke runs."""
+    return str(tmp_path_factory.mktemp("teachers"))
+
+
+# tests/data holds the dataset loaders' and tf.data pipelines' tests. That
+# code is TensorFlow's whatever the Keras backend, so they run in the
+# TensorFlow pass of `make test` only; a test marked `every_backend` (a
+# pipeline feeding a model) runs in every pass. (One conftest.py for all of
+# tests/: the test modules import helpers with `from conftest import ...`.)
+_DATA_TESTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data")
+
+
+def pytest_collection_modifyitems(config, items):
+    if keras.backend.backend() == "tensorflow":
+        return
+    skip = pytest.mark.skip(
+        reason="tf.data code, the same under every Keras backend: runs in the TensorFlow pass"
+    )
+    for item in items:
+        in_data = os.path.dirname(os.path.abspath(item.path)) == _DATA_TESTS
+        if in_data and item.get_closest_marker("every_backend") is None:
+            item.add_marker(skip)
