@@ -1,8 +1,8 @@
 """Where UniKD's own terms add accuracy: a sweep of its knobs, and a second student size.
 
 Both studies use the accuracy benchmark's protocol
-(`keras_unikd.experiments.fashion_mnist.BENCHMARK`: the cached teacher, a
-10k subset, 8 epochs) and 3 seeds per setting; a seed fixes the subset,
+(`keras_unikd.experiments.fashion_mnist.BENCHMARK`: the cached teacher, an
+8k subset, 7 epochs) and 3 seeds per setting; a seed fixes the subset,
 initialisation, data order and augmentation, so each setting is compared
 with its reference seed by seed (mean difference, std, t 95% interval).
 
@@ -15,8 +15,9 @@ consistency weights (0, 0.5, 2), the distribution temperature, the closed
 form instead of one sample, and which student stages are fused (stage 3 and
 the pooled vector; stages 2-3 and pooled; stage 3 alone, without AFF).
 Each setting is compared with the base, and the base with the logit loss
-alone. 15 settings x 3 seeds: about 80 minutes on 2 idle cores for a
-single-view logit loss, about twice that for MLKD (two views).
+alone. 15 settings x 3 seeds: about 65 minutes on 2 idle cores on a
+single-view logit loss (kd, dkd), about 135 on MLKD (two views), estimated
+like the accuracy benchmark's budget from measured per-epoch CPU times.
 
 `--study second-pair`: why KD alone can match or beat UniKD. The repository
 records no such second Fashion-MNIST pair (neither the benchmarks' results
@@ -27,7 +28,7 @@ terms on KD (`unikd-on-kd`), and splits unikd - kd into what the logit loss
 changes (dkd - kd) and what UniKD's terms add (unikd - dkd, and unikd-on-kd
 - kd), with each student's fidelity to the teacher (top-1 agreement and
 KL(teacher || student) on the test set) and its final loss terms. 2 widths x
-5 methods x 3 seeds: about 45 minutes on 2 idle cores.
+5 methods x 3 seeds: about 35 minutes on 2 idle cores.
 
     python benchmarks/sweep.py                       # knobs, on the best logit loss
     python benchmarks/sweep.py --logits dkd          # knobs, on DKD (UniKD itself)
