@@ -270,7 +270,10 @@ def test_column_labels_are_accepted(pair, batch):
 @pytest.mark.parametrize(
     "kwargs,match",
     [
-        (dict(logits_loss="mse"), r"Unknown logits_loss='mse'; expected one of 'dkd', 'kd', None"),
+        (
+            dict(logits_loss="mse"),
+            r"Unknown logits_loss='mse'; expected one of 'dkd', 'kd', 'mlkd', None",
+        ),
         (dict(distribution_loss="exact"), "Unknown distribution_loss='exact'"),
         (dict(distribution_loss=None), "would be ignored"),
         (dict(student_features=[]), "needs at least one teacher feature and one student feature"),
