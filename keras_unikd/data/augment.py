@@ -45,6 +45,26 @@ def check_positive_int(value, name, fn, allow_none=False):
         )
 
 
+def per_channel(value, channels, what, fn):
+    """`value` (a scalar or one value per channel) as a float32 array of `channels`.
+
+    Raises:
+        ValueError: naming `fn` and the argument `what` when `value` has
+            neither 1 nor `channels` values.
+    """
+    import numpy as np
+
+    values = np.asarray(value, dtype="float32").reshape(-1)
+    if values.size == 1:
+        values = np.repeat(values, channels)
+    if values.size != channels:
+        raise ValueError(
+            f"{fn}: `{what}` must be a scalar or have one value per channel "
+            f"({channels}); got {values.size} values."
+        )
+    return values
+
+
 def normalize(images, mean, std):
     """Scales pixels to [0, 1] and normalises each channel.
 
@@ -762,7 +782,6 @@ def cutout(image, seed, max_size, fill):
             neither 1 nor C values, or `image` is not 3-D with a static
             number of channels.
     """
-    import numpy as np
     import tensorflow as tf
 
     fn = "cutout"
@@ -773,15 +792,7 @@ def cutout(image, seed, max_size, fill):
             f"{fn}: expects one image shaped (H, W, C) with a known number of "
             f"channels; got shape {image.shape}."
         )
-    channels = image.shape[-1]
-    fill = np.asarray(fill, dtype="float32").reshape(-1)
-    if fill.size == 1:
-        fill = np.repeat(fill, channels)
-    if fill.size != channels:
-        raise ValueError(
-            f"{fn}: `fill` must be a scalar or have one value per channel "
-            f"({channels}); got {fill.size} values."
-        )
+    fill = per_channel(fill, image.shape[-1], "fill", fn)
     size_seed, row_seed, col_seed = split_seed(seed, 3)
     shape = tf.shape(image)
     side = tf.random.stateless_uniform(

@@ -74,18 +74,6 @@ def channel_stats(images):
     return mean.astype("float32"), np.sqrt(var).astype("float32")
 
 
-def _per_channel(value, channels, what):
-    arr = np.asarray(value, dtype="float32").reshape(-1)
-    if arr.size == 1:
-        arr = np.repeat(arr, channels)
-    if arr.size != channels:
-        raise ValueError(
-            f"make_image_pipeline: `{what}` must be a scalar or have one "
-            f"value per channel ({channels}); got {arr.size} values."
-        )
-    return arr
-
-
 def make_image_pipeline(
     images,
     labels,
@@ -204,8 +192,8 @@ def make_image_pipeline(
             f"images with 1 or 3 channels; got {channels}."
         )
     if mean is not None:
-        mean = _per_channel(mean, channels, "mean")
-        std = _per_channel(std, channels, "std")
+        mean = aug.per_channel(mean, channels, "mean", "make_image_pipeline")
+        std = aug.per_channel(std, channels, "std", "make_image_pipeline")
         if np.any(std <= 0):
             raise ValueError(
                 f"make_image_pipeline: `std` must be positive; got {std}. A "
