@@ -2,13 +2,18 @@
 #   make demo  - install into .venv, then distil a Fashion-MNIST CNN four ways
 #   make test  - install into .venv, lint with ruff (make lint), then run
 #                the test suite (tests and doctests) under TensorFlow, JAX
-#                and PyTorch, in that order; make test-tensorflow / test-jax /
+#                and PyTorch, in that order, two test processes at a time
+#                (TEST_WORKERS=...); make test-tensorflow / test-jax /
 #                test-torch run one backend
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.keras-unikd-installed
-PYTEST := $(PY) -m pytest -q -p no:cacheprovider --durations=15 --doctest-modules keras_unikd tests
+# pytest-xdist: TEST_WORKERS processes, each taking whole test files (so a
+# module's fixtures are built once); a test process keeps about one core busy.
+TEST_WORKERS ?= 2
+PYTEST := $(PY) -m pytest -q -p no:cacheprovider --durations=15 -n $(TEST_WORKERS) \
+	--dist loadfile --doctest-modules keras_unikd tests
 # The `torch` extra asks for torch>=2.4, which on Linux resolves to PyPI's
 # newest multi-GB CUDA build; the tests install this version, whose CPU build
 # (2.13.0+cpu) the package indexes here serve. Elsewhere, point pip at

@@ -1,27 +1,15 @@
 """The sweep of UniKD's knobs and the second student size (benchmarks/sweep.py)."""
 
-import importlib.util
 import json
-import os
 
 import keras
 import pytest
 
+from benchmark_scripts import load_script
+from benchmark_scripts import tensorflow_pass_only
 from keras_unikd.experiments import fashion_mnist as experiment
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-
-def load_sweep():
-    spec = importlib.util.spec_from_file_location(
-        "sweep", os.path.join(ROOT, "benchmarks", "sweep.py")
-    )
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-sweep = load_sweep()
+sweep = load_script("sweep")
 
 
 def test_knob_settings_change_one_knob_of_the_base():
@@ -78,10 +66,7 @@ def test_fidelity_of_the_teacher_itself():
     assert stats["teacher_kl"] == pytest.approx(0.0, abs=1e-6)
 
 
-@pytest.mark.skipif(
-    keras.backend.backend() != "tensorflow",
-    reason="one smoke run of the script, under the TensorFlow test pass",
-)
+@tensorflow_pass_only
 def test_sweep_quick(tmp_path, quick_teachers):
     output = tmp_path / "knobs.json"
     sweep.main([

@@ -1,47 +1,16 @@
-"""Smoke runs of the benchmark scripts in their --quick modes."""
+"""benchmarks/accuracy.py and benchmarks/plots.py: smoke runs and the default protocol."""
 
 import json
-import os
 import statistics
-import subprocess
-import sys
 
 import keras
 import pytest
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from benchmark_scripts import load_script
+from benchmark_scripts import run_script
+from benchmark_scripts import tensorflow_pass_only
 
-pytestmark = pytest.mark.skipif(
-    keras.backend.backend() != "tensorflow",
-    reason=(
-        "the benchmark scripts choose their backends themselves; one smoke run (under the "
-        "TensorFlow test pass) is enough"
-    ),
-)
-
-
-def run_script(name, *args, cwd):
-    env = dict(os.environ, KERAS_BACKEND="tensorflow", TF_CPP_MIN_LOG_LEVEL="2")
-    completed = subprocess.run(
-        [sys.executable, os.path.join(ROOT, "benchmarks", name), *args],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
-    assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-3000:]
-    return completed.stdout
-
-
-def load_script(name):
-    import importlib.util
-
-    path = os.path.join(ROOT, "benchmarks", f"{name}.py")
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+pytestmark = tensorflow_pass_only
 
 
 def test_accuracy_and_plots_quick(tmp_path, quick_teachers):
@@ -124,60 +93,9 @@ def test_accuracy_default_protocol():
         accuracy.parse_args(["--methods", "crd"])
 
 
-def test_speed_quick(tmp_path):
-    output = tmp_path / "speed.json"
-    stdout = run_script("speed.py", "--quick", "--output", str(output), cwd=tmp_path)
-    results = json.loads(output.read_text())
-    timing = results["timing"]["tensorflow"]["fashion_mnist"]
-    assert timing["batch_size"] == 16
-    assert set(timing["step_seconds"]) == {"student", "kd", "unikd", "keras_kd"}
-    assert all(seconds > 0 for seconds in timing["step_seconds"].values())
-    rounds = timing["rounds"]
-    within_rounds = [u / k for u, k in zip(rounds["unikd"], rounds["kd"])]
-    assert timing["ratio_rounds"]["unikd/kd"] == pytest.approx(within_rounds)
-    assert timing["ratios"]["unikd/kd"] == pytest.approx(statistics.median(within_rounds))
-    assert set(timing["ratios"]) == {"unikd/kd", "kd/keras_kd", "unikd/student"}
-    assert set(timing["student_compute_dtype"].values()) == {"float32"}
-    bfloat16 = results["timing"]["tensorflow-bf16"]["fashion_mnist"]
-    assert set(bfloat16["student_compute_dtype"].values()) == {"bfloat16"}
-    assert set(bfloat16["step_seconds"]) == set(timing["step_seconds"])
-    torch = results["timing"]["torch"]["fashion_mnist"]
-    assert set(torch["step_seconds"]) == set(timing["step_seconds"])
-    assert all(seconds > 0 for seconds in torch["step_seconds"].values())
-    assert "| torch |" in stdout
-    memory = results["memory"]["fashion_mnist"]
-    assert all(
-        entry["peak_rss_mb"] >= entry["models_built_rss_mb"] > 0 for entry in memory.values()
-    )
-    assert "unikd/kd" in stdout
-
-
-def test_compare_versions_quick(tmp_path):
-    """Both trees are this one here: each worker imports keras_unikd from its PYTHONPATH."""
-    output = tmp_path / "versions.json"
-    stdout = run_script(
-        "compare_versions.py", "--quick", "--before", ROOT, "--output", str(output), cwd=tmp_path
-    )
-    results = json.loads(output.read_text())
-    entry = results["engines"]["tensorflow"]
-    assert entry["keras_unikd"] == {
-        "before": os.path.join(ROOT, "keras_unikd"), "after": os.path.join(ROOT, "keras_unikd")
-    }
-    rounds = entry["rounds"]
-    assert all(len(rounds[tree][m]) == 2 for tree in rounds for m in ("student", "kd"))
-    within_rounds = [a / b for a, b in zip(rounds["after"]["kd"], rounds["before"]["kd"])]
-    assert entry["ratio_rounds"]["kd"] == pytest.approx(within_rounds)
-    assert entry["ratios"]["kd"] == pytest.approx(statistics.median(within_rounds))
-    assert len(entry["load_1min"]) == 3
-    assert "| tensorflow | kd |" in stdout
-
-
 def test_benchmark_methods_come_from_the_presets():
     from keras_unikd import presets
 
-    speed = load_script("speed")
-    assert speed.METHODS == ("student", "kd", "dkd", "mlkd", "unikd", "unimlkd", "keras_kd")
-    assert set(speed.METHODS) - set(presets.METHODS) == {"keras_kd"}
     accuracy = load_script("accuracy")
     methods = accuracy.parse_args([]).methods
     assert set(methods) == set(presets.METHODS) | set(presets.VARIANTS)

@@ -1,0 +1,47 @@
+"""benchmarks/speed.py: a smoke run and its methods."""
+
+import json
+import statistics
+
+import pytest
+
+from benchmark_scripts import load_script
+from benchmark_scripts import run_script
+from benchmark_scripts import tensorflow_pass_only
+from keras_unikd import presets
+
+pytestmark = tensorflow_pass_only
+
+
+def test_speed_methods_come_from_the_presets():
+    speed = load_script("speed")
+    assert speed.METHODS == ("student", "kd", "dkd", "mlkd", "unikd", "unimlkd", "keras_kd")
+    assert set(speed.METHODS) - set(presets.METHODS) == {"keras_kd"}
+
+
+def test_speed_quick(tmp_path):
+    output = tmp_path / "speed.json"
+    stdout = run_script("speed.py", "--quick", "--output", str(output), cwd=tmp_path)
+    results = json.loads(output.read_text())
+    timing = results["timing"]["tensorflow"]["fashion_mnist"]
+    assert timing["batch_size"] == 16
+    assert set(timing["step_seconds"]) == {"student", "kd", "unikd", "keras_kd"}
+    assert all(seconds > 0 for seconds in timing["step_seconds"].values())
+    rounds = timing["rounds"]
+    within_rounds = [u / k for u, k in zip(rounds["unikd"], rounds["kd"])]
+    assert timing["ratio_rounds"]["unikd/kd"] == pytest.approx(within_rounds)
+    assert timing["ratios"]["unikd/kd"] == pytest.approx(statistics.median(within_rounds))
+    assert set(timing["ratios"]) == {"unikd/kd", "kd/keras_kd", "unikd/student"}
+    assert set(timing["student_compute_dtype"].values()) == {"float32"}
+    bfloat16 = results["timing"]["tensorflow-bf16"]["fashion_mnist"]
+    assert set(bfloat16["student_compute_dtype"].values()) == {"bfloat16"}
+    assert set(bfloat16["step_seconds"]) == set(timing["step_seconds"])
+    torch = results["timing"]["torch"]["fashion_mnist"]
+    assert set(torch["step_seconds"]) == set(timing["step_seconds"])
+    assert all(seconds > 0 for seconds in torch["step_seconds"].values())
+    assert "| torch |" in stdout
+    memory = results["memory"]["fashion_mnist"]
+    assert all(
+        entry["peak_rss_mb"] >= entry["models_built_rss_mb"] > 0 for entry in memory.values()
+    )
+    assert "unikd/kd" in stdout
