@@ -4,10 +4,17 @@ A tap rewires an existing functional (or Sequential) Keras model, reusing its
 layers and weights, into a model whose outputs are the original outputs plus
 the outputs of the requested layers. A path `"backbone/stage_1"` reaches a
 layer inside a nested model (e.g. a keras-cv backbone inside a classifier),
-at any depth.
+at any depth. Token features `(batch, tokens, channels)` come out as
+channels-last maps (`keras_unikd.tokens`), so every term sees maps or
+vectors.
 """
 
 import keras
+
+from keras_unikd.tokens import check_token_layouts
+from keras_unikd.tokens import image_size
+from keras_unikd.tokens import no_grid_message
+from keras_unikd.tokens import token_layout
 
 PATH_SEPARATOR = "/"
 
@@ -126,30 +133,44 @@ class _Recorder:
         return [self.recorded[path] for path in paths]
 
 
-def _replay_sequential(model, recorder):
-    first_input = model.inputs[0]
-    inputs = keras.Input(batch_shape=first_input.shape, dtype=first_input.dtype)
-    outputs = inputs
-    for layer in model.layers:
-        outputs = recorder(layer, outputs)
-    return inputs, outputs
+def replay(model, call_function):
+    """Runs a model's graph on new symbolic inputs, reusing its layers.
+
+    Every operation call of the graph, in a topological order, goes through
+    `call_function(operation, *args, **kwargs)`, which must return the
+    call's outputs; a nested model is one call.
+
+    Args:
+        model: A tappable functional or built Sequential `keras.Model`.
+        call_function: The callable above.
+
+    Returns:
+        `(inputs, outputs)`: the new input and output tensors (a tensor when
+        there is one, else a list).
+    """
+    _check_tappable(model)
+    if isinstance(model, keras.Sequential):
+        first_input = model.inputs[0]
+        inputs = keras.Input(batch_shape=first_input.shape, dtype=first_input.dtype)
+        outputs = inputs
+        for layer in model.layers:
+            outputs = call_function(layer, outputs)
+        return inputs, outputs
+    replayed = keras.models.clone_model(
+        model, clone_function=lambda layer: layer, call_function=call_function
+    )
+    inputs, outputs = replayed.inputs, replayed.outputs
+    return (
+        inputs[0] if len(inputs) == 1 else inputs,
+        outputs[0] if len(outputs) == 1 else outputs,
+    )
 
 
 def _tap_model(model, paths, prefix=""):
     """A model with outputs `[original outputs, *features in `paths` order]`."""
     _check_tappable(model)
     recorder = _Recorder(model, paths, prefix)
-    if isinstance(model, keras.Sequential):
-        inputs, outputs = _replay_sequential(model, recorder)
-    else:
-        replayed = keras.models.clone_model(
-            model, clone_function=lambda layer: layer, call_function=recorder
-        )
-        inputs, outputs = replayed.inputs, replayed.outputs
-        if len(inputs) == 1:
-            inputs = inputs[0]
-        if len(outputs) == 1:
-            outputs = outputs[0]
+    inputs, outputs = replay(model, recorder)
     return keras.Model(
         inputs, [outputs, *recorder.features(paths)], name=f"{model.name}_tap"
     )
@@ -158,16 +179,33 @@ def _tap_model(model, paths, prefix=""):
 class FeatureTap:
     """Runs a model once and returns its logits and the named features.
 
+    Token features `(batch, tokens, channels)` are returned as channels-last
+    maps `(batch, h, w, channels)`, by the rule of `keras_unikd.tokens`
+    (image models: prefix tokens set aside, the rest on the input's patch
+    grid; other models: an `(L, 1)` sequence) or by `token_layouts`.
+
     Args:
         model: A built functional or Sequential `keras.Model` whose single
             output is the logits.
         feature_paths: Layer names, shallow to deep; `"outer/inner"` reaches
             layer `inner` of the nested model `outer`.
+        token_layouts: Optional `{layer path: "grid" | "sequence" |
+            (prefix_tokens, height, width)}` for token features whose map
+            the rule does not give.
+
+    Attributes:
+        feature_shapes: The shapes of the features as returned (maps for
+            token features).
+        token_layouts: `{layer path: TokenLayout}` of the token features.
+        token_report: One readable line per token feature whose layout
+            the rule chose (not an override).
 
     Raises:
         ValueError: for an unknown layer name (the message lists the layers
             that exist), a layer not on the path to the outputs, a layer
-            called more than once, or a subclassed model.
+            called more than once, a subclassed model, a token feature that
+            fits no grid (the message gives the override), or a layout for
+            a layer that is not a tapped token feature.
 
     Example:
 
@@ -181,29 +219,60 @@ class FeatureTap:
     [(None, 6, 6, 4), (None, 4)]
     """
 
-    def __init__(self, model, feature_paths=()):
+    def __init__(self, model, feature_paths=(), token_layouts=None):
         self.model = model
         self.feature_paths = tuple(feature_paths)
+        overrides = check_token_layouts(token_layouts)
         _check_tappable(model)
         if len(model.outputs) != 1:
             raise ValueError(
                 f"Model {model.name!r} has {len(model.outputs)} outputs; a "
                 "distillation tap needs exactly one output, the logits."
             )
+        untapped = [path for path in overrides if path not in self.feature_paths]
+        if untapped:
+            raise ValueError(
+                f"Token layouts are given for {untapped}, which model "
+                f"{model.name!r} does not tap (tapped: {list(self.feature_paths)}). "
+                "Remove them or tap those layers."
+            )
         if self.feature_paths:
             self.tap_model = _tap_model(model, self.feature_paths)
             self.logits_shape = tuple(self.tap_model.outputs[0].shape)
-            self.feature_shapes = [
-                tuple(output.shape) for output in self.tap_model.outputs[1:]
-            ]
+            raw_shapes = [tuple(output.shape) for output in self.tap_model.outputs[1:]]
         else:
             self.tap_model = model
             self.logits_shape = tuple(model.outputs[0].shape)
-            self.feature_shapes = []
+            raw_shapes = []
+        self.token_layouts = {}
+        self.token_report = []
+        size = image_size(model)
+        for path, shape in zip(self.feature_paths, raw_shapes):
+            if len(shape) != 3:
+                if path in overrides:
+                    raise ValueError(
+                        f"A token layout is given for layer {path!r}, but it "
+                        f"outputs shape {shape}, not tokens (batch, tokens, "
+                        "channels). Remove it."
+                    )
+                continue
+            layout = token_layout(path, shape, size, overrides.get(path))
+            if layout is None:
+                raise ValueError(no_grid_message(path, shape, size))
+            self.token_layouts[path] = layout
+            if path not in overrides:
+                self.token_report.append(f"{path!r} {shape}: {layout.describe(shape)}")
+        self.feature_shapes = [
+            self.token_layouts[path].map_shape(shape) if path in self.token_layouts else shape
+            for path, shape in zip(self.feature_paths, raw_shapes)
+        ]
 
     def __call__(self, inputs, training=False):
         """Returns `(logits, [features])` from one forward pass."""
         if not self.feature_paths:
             return self.tap_model(inputs, training=training), []
         logits, *features = self.tap_model(inputs, training=training)
-        return logits, features
+        return logits, [
+            self.token_layouts[path].to_map(feature) if path in self.token_layouts else feature
+            for path, feature in zip(self.feature_paths, features)
+        ]

@@ -2,6 +2,8 @@ import keras
 import numpy as np
 import pytest
 from keras import ops
+from token_models import tiny_text_classifier
+from token_models import tiny_vit
 
 from conftest import make_network
 from keras_unikd import FeatureTap
@@ -119,3 +121,55 @@ def test_subclassed_and_multi_output_models_are_rejected():
         FeatureTap(two, [])
     with pytest.raises(TypeError, match="Expected a keras.Model"):
         FeatureTap(keras.layers.Dense(2), [])
+
+
+def test_token_features_come_out_as_maps():
+    model = tiny_vit("vit")
+    tap = FeatureTap(model, ["vit_block1_out", "vit_cls"])
+    assert tap.feature_shapes == [(None, 4, 4, 8), (None, 8)]
+    assert tap.token_report == [
+        "'vit_block1_out' (None, 17, 8): 1 prefix token set aside, 4x4 grid -> (None, 4, 4, 8)"
+    ]
+    x = np.random.default_rng(0).random((2, 12, 12, 1), dtype=np.float32)
+    _, (grid, _) = tap(x)
+    tokens = keras.Model(model.input, model.get_layer("vit_block1_out").output)(x)
+    expected = ops.convert_to_numpy(tokens)[:, 1:].reshape(2, 4, 4, 8)
+    np.testing.assert_array_equal(ops.convert_to_numpy(grid), expected)
+
+
+def test_text_tokens_are_a_sequence():
+    tap = FeatureTap(tiny_text_classifier("text"), ["text_embedding"])
+    assert tap.feature_shapes == [(None, 10, 1, 8)]
+    _, (sequence,) = tap(np.arange(20, dtype="int32").reshape(2, 10))
+    assert tuple(sequence.shape) == (2, 10, 1, 8)
+
+
+def test_token_layouts_override_the_rule():
+    model = tiny_vit("vit")
+    tap = FeatureTap(
+        model,
+        ["vit_block1_out", "vit_norm"],
+        token_layouts={"vit_block1_out": "sequence", "vit_norm": [5, 3, 4]},
+    )
+    assert tap.feature_shapes == [(None, 17, 1, 8), (None, 3, 4, 8)]
+    assert tap.token_report == []  # overrides are the user's: nothing to report
+    with pytest.raises(ValueError, match=r"does not tap \(tapped: \['vit_norm'\]\)"):
+        FeatureTap(model, ["vit_norm"], token_layouts={"vit_cls": "grid"})
+    with pytest.raises(ValueError, match=r"'vit_cls', but it outputs shape \(None, 8\)"):
+        FeatureTap(model, ["vit_cls"], token_layouts={"vit_cls": "grid"})
+
+
+def test_tokens_that_fit_no_grid_name_the_tap_and_the_fix():
+    inputs = keras.Input((12, 12, 1))
+    x = keras.layers.Dense(90 * 8)(keras.layers.Flatten()(inputs))
+    tokens = keras.layers.Reshape((90, 8), name="odd_tokens")(x)
+    pooled = keras.layers.GlobalAveragePooling1D()(tokens)
+    model = keras.Model(inputs, keras.layers.Dense(3)(pooled))
+    with pytest.raises(
+        ValueError,
+        match=r"'odd_tokens' outputs tokens of shape \(None, 90, 8\).*"
+        r"token_layouts=\{'odd_tokens': 'sequence'\}",
+    ):
+        FeatureTap(model, ["odd_tokens"])
+    tap = FeatureTap(model, ["odd_tokens"], token_layouts={"odd_tokens": (9, 9, 9)})
+    assert tap.feature_shapes == [(None, 9, 9, 8)]
