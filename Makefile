@@ -25,7 +25,7 @@ TORCH_FOR_TESTS := torch==2.13.0
 $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet "$(TORCH_FOR_TESTS)" -e ".[jax,torch,test,demo]"
+	$(PY) -m pip install --quiet "$(TORCH_FOR_TESTS)" -e ".[jax,torch,test,demo,hub]"
 	touch $(STAMP)
 
 install: $(STAMP)
