@@ -7,6 +7,7 @@ import numpy as np
 from keras import ops
 
 from keras_unikd import losses as unikd_losses
+from keras_unikd.auto_taps import auto_feature_paths
 from keras_unikd.callbacks import NonFiniteLossGuard
 from keras_unikd.callbacks import TrainingPlan
 from keras_unikd.keras_internals import KerasInternals
@@ -17,6 +18,7 @@ from keras_unikd.taps import FeatureTap
 from keras_unikd.terms import DistillationTerm
 from keras_unikd.terms import ForwardRecord
 from keras_unikd.terms import ForwardShapes
+from keras_unikd.terms.base import AUTO_FEATURES
 from keras_unikd.validation import check_no_shared_weights
 from keras_unikd.validation import check_not_empty
 from keras_unikd.validation import load_model_argument
@@ -114,12 +116,28 @@ class Distiller(KerasInternals, keras.Model):
         steps_per_epoch: Optimizer steps per epoch, for warm-ups outside
             `fit` (`train_on_batch`, hand-written loops); `fit` sets it from
             its data.
+        teacher_token_layouts: Optional `{layer path: "grid" | "sequence" |
+            (prefix_tokens, height, width)}`: how tapped token features
+            `(batch, tokens, C)` of the teacher become maps, where the rule
+            of `keras_unikd.tokens` does not fit (a grid after a few prefix
+            tokens for image models, else an `(L, 1)` sequence). Each
+            layout the rule chooses is printed once, at construction, and
+            kept here (explicit), so a saved Distiller reloads it silently.
+        student_token_layouts: The same for the student.
         **kwargs: The keyword-form options above (not together with
             `terms`) and base `keras.Model` arguments (`name`).
 
+    Features `"auto"` (the keyword form's default; `terms.UniKDFeatures`
+    takes it too) are chosen from the model's graph by
+    `keras_unikd.auto_taps.auto_feature_paths`: the end of each of the
+    deepest 4 spatial resolutions and the pooled vector. The choice is
+    printed once, at construction, as `teacher_features=[...]` to copy, and
+    the terms then hold the layer names.
+
     Raises:
         ValueError: for unknown layer names (the message lists the layers
-            that exist), teacher and student with different input shapes or
+            that exist), token features that fit no grid (the message gives
+            the override), teacher and student with different input shapes or
             class counts, a student sharing layers with the teacher, tapped
             features a term cannot use, two terms reporting the same loss
             name, or inconsistent options.
@@ -163,7 +181,16 @@ class Distiller(KerasInternals, keras.Model):
     ```
     """
 
-    def __init__(self, teacher, student, terms=None, steps_per_epoch=None, **kwargs):
+    def __init__(
+        self,
+        teacher,
+        student,
+        terms=None,
+        steps_per_epoch=None,
+        teacher_token_layouts=None,
+        student_token_layouts=None,
+        **kwargs,
+    ):
         options = {key: kwargs.pop(key) for key in KEYWORD_OPTIONS if key in kwargs}
         super().__init__(**kwargs)
         teacher = load_model_argument(teacher, "teacher")
@@ -179,8 +206,8 @@ class Distiller(KerasInternals, keras.Model):
         self.teacher = teacher
         self.student = student
         self.terms = _check_terms(terms)
-        self._teacher_tap = self._tap(teacher, "teacher")
-        self._student_tap = self._tap(student, "student")
+        self._teacher_tap = self._tap(teacher, "teacher", teacher_token_layouts)
+        self._student_tap = self._tap(student, "student", student_token_layouts)
         self._validate_models()
         teacher.trainable = False
         self.num_classes = self._student_tap.logits_shape[-1]
@@ -210,16 +237,36 @@ class Distiller(KerasInternals, keras.Model):
             name=name,
         )
 
-    def _tap(self, model, side):
-        """One tap of `model` for the union of the terms' `side` features."""
-        paths = {term.name: getattr(term, f"{side}_features") for term in self.terms}
+    def _tap(self, model, side, token_layouts):
+        """One tap of `model` for the union of the terms' `side` features.
+
+        Terms reading `"auto"` features get the automatic choice first; the
+        choice and the token layouts chosen by rule are printed, and the
+        token layouts are kept, explicit, as `<side>_token_layouts`.
+        """
+        argument = f"{side}_features"
+        auto_terms = [term for term in self.terms if getattr(term, argument) == AUTO_FEATURES]
+        if auto_terms:
+            chosen = auto_feature_paths(model, token_layouts=token_layouts)
+            print(f"keras_unikd: automatic taps of {side} {model.name!r}: {argument}={chosen!r}")
+            for term in auto_terms:
+                setattr(term, argument, tuple(chosen))
+        paths = {term.name: getattr(term, argument) for term in self.terms}
         try:
-            return FeatureTap(model, _union(paths.values()))
+            tap = FeatureTap(model, _union(paths.values()), token_layouts=token_layouts)
         except ValueError as error:
             users = [name for name, own in paths.items() if any(repr(p) in str(error) for p in own)]
             if not users:
                 raise
             raise ValueError(f"{error} (The {side} layer is read by term(s) {users}.)") from error
+        for line in tap.token_report:
+            print(f"keras_unikd: {side} {line}")
+        setattr(
+            self,
+            f"{side}_token_layouts",
+            {path: layout.config() for path, layout in tap.token_layouts.items()},
+        )
+        return tap
 
     def _validate_models(self):
         check_no_shared_weights(self.teacher, self.student)
@@ -638,6 +685,8 @@ class Distiller(KerasInternals, keras.Model):
             "student": keras.saving.serialize_keras_object(self.student),
             "terms": [keras.saving.serialize_keras_object(term) for term in self.terms],
             "steps_per_epoch": steps or None,
+            "teacher_token_layouts": self.teacher_token_layouts or None,
+            "student_token_layouts": self.student_token_layouts or None,
         }
 
     @classmethod

@@ -13,7 +13,9 @@ from keras_unikd.terms import KD
 from keras_unikd.terms import MLKD
 from keras_unikd.terms import CrossEntropy
 from keras_unikd.terms import UniKDFeatures
+from keras_unikd.terms.base import AUTO_FEATURES
 from keras_unikd.terms.base import as_layer_paths
+from keras_unikd.terms.base import paths_config
 from keras_unikd.terms.logits import MLKD_TEMPERATURES
 from keras_unikd.validation import check_choice
 
@@ -61,8 +63,8 @@ def logits_term(
 
 
 def terms_from_keywords(
-    teacher_features=None,
-    student_features=None,
+    teacher_features=AUTO_FEATURES,
+    student_features=AUTO_FEATURES,
     logits_loss="dkd",
     distribution_loss="sampled",
     ce_weight=1.0,
@@ -89,7 +91,9 @@ def terms_from_keywords(
     `None` means 2 (`((weak, strong), labels)` batches) for
     `logits_loss="mlkd"`, as MLKD trains, and 1 otherwise. With two views
     every term runs on both. `logit_standardization` applies to the logits
-    term and to the UniKD distribution terms.
+    term and to the UniKD distribution terms. Features `"auto"` (the
+    default) let the Distiller choose the layers (`keras_unikd.auto_taps`);
+    without a distribution loss they tap nothing.
 
     Returns:
         `[CrossEntropy(ce_weight), <logits term>, UniKDFeatures(...)]`,
@@ -102,10 +106,10 @@ def terms_from_keywords(
             or nothing to distil.
     """
     check_choice("distribution_loss", distribution_loss, losses.DISTRIBUTION_FORMS + (None,))
-    teacher_features = list(as_layer_paths(teacher_features, "teacher_features"))
-    student_features = list(as_layer_paths(student_features, "student_features"))
+    teacher_features = as_layer_paths(teacher_features, "teacher_features", allow_auto=True)
+    student_features = as_layer_paths(student_features, "student_features", allow_auto=True)
     if distribution_loss is None:
-        if teacher_features or student_features:
+        if any(paths != AUTO_FEATURES and paths for paths in (teacher_features, student_features)):
             raise ValueError(
                 "Features were given but distribution_loss=None, so they "
                 "would be ignored. Set distribution_loss='sampled' or "
@@ -120,9 +124,9 @@ def terms_from_keywords(
     elif not teacher_features or not student_features:
         raise ValueError(
             f"distribution_loss={distribution_loss!r} needs at least one "
-            "teacher feature and one student feature (layer names); got "
-            f"teacher_features={teacher_features}, "
-            f"student_features={student_features}."
+            "teacher feature and one student feature (layer names, or "
+            f"'auto'); got teacher_features={paths_config(teacher_features)!r}, "
+            f"student_features={paths_config(student_features)!r}."
         )
     if views is None:
         views = 2 if logits_loss == "mlkd" else 1

@@ -237,13 +237,13 @@ def test_input_shape_mismatch(pair):
         unikd(teacher, student)
 
 
-def test_rank_3_feature_is_rejected():
+def test_rank_5_feature_is_rejected():
     inputs = keras.Input((12, 12, 1))
-    x = keras.layers.Reshape((144, 1), name="s_seq")(inputs)
+    x = keras.layers.Reshape((12, 12, 1, 1), name="s_volume")(inputs)
     x = keras.layers.Flatten()(x)
     student = keras.Model(inputs, keras.layers.Dense(5)(x))
-    with pytest.raises(ValueError, match=r"'s_seq'.*rank 3.*Tap another layer"):
-        unikd(make_network(8, "t"), student, student_features=["s_seq"])
+    with pytest.raises(ValueError, match=r"'s_volume'.*rank 5.*Tap another layer"):
+        unikd(make_network(8, "t"), student, student_features=["s_volume"])
 
 
 @pytest.mark.parametrize(

@@ -15,23 +15,29 @@ import typing
 import keras
 from keras import ops
 
+AUTO_FEATURES = "auto"
 
-def as_layer_paths(value, argument):
+
+def as_layer_paths(value, argument, allow_auto=False):
     """Layer paths as a tuple of strings; a single string is one path.
 
     Args:
         value: `None`, a layer name / `"outer/inner"` path, or a sequence of
-            them.
+            them; with `allow_auto`, also `"auto"`.
         argument: The argument's name, for the message.
+        allow_auto: Whether `"auto"` (the Distiller chooses the layers,
+            `keras_unikd.auto_taps`) is accepted; it is returned as is.
 
     Returns:
-        A tuple of strings (empty for `None`).
+        A tuple of strings (empty for `None`), or `"auto"`.
 
     Raises:
         ValueError: for anything that is not a string or strings.
     """
     if value is None:
         return ()
+    if allow_auto and isinstance(value, str) and value == AUTO_FEATURES:
+        return AUTO_FEATURES
     if isinstance(value, str):
         return (value,)
     paths = tuple(value)
@@ -42,6 +48,11 @@ def as_layer_paths(value, argument):
                 f"list of names; got {value!r}."
             )
     return paths
+
+
+def paths_config(paths):
+    """Paths from `as_layer_paths` as a config value: a list, or `"auto"`."""
+    return paths if paths == AUTO_FEATURES else list(paths)
 
 
 def check_non_negative(argument, value):
@@ -135,7 +146,9 @@ class DistillationTerm(keras.layers.Layer):
     heads, regressors) are its weights, trained by the Distiller's optimizer
     and saved with it. Subclasses set `teacher_features` / `student_features`
     (the layer paths they read; the Distiller taps the union of all terms'
-    paths once per network), create their layers in `build(shapes)` from a
+    paths once per network; the string `"auto"` asks the Distiller to
+    choose them with `keras_unikd.auto_taps` and to set the chosen paths
+    here before it builds the term), create their layers in `build(shapes)` from a
     `ForwardShapes`, and return from `call(record)` a dict of unweighted
     float32 scalar losses keyed by `loss_names`. The base class multiplies
     every loss by `weight` and by the warm-up factor

@@ -6,11 +6,13 @@ from keras_unikd import losses
 from keras_unikd.layers import DistributionHead
 from keras_unikd.layers import MultiStageAggregator
 from keras_unikd.layers.aggregator import as_map_shape
+from keras_unikd.terms.base import AUTO_FEATURES
 from keras_unikd.terms.base import DistillationTerm
 from keras_unikd.terms.base import as_layer_paths
 from keras_unikd.terms.base import check_bool
 from keras_unikd.terms.base import check_non_negative
 from keras_unikd.terms.base import check_positive
+from keras_unikd.terms.base import paths_config
 from keras_unikd.validation import check_choice
 
 
@@ -20,7 +22,9 @@ def _check_feature_ranks(side, shapes):
             raise ValueError(
                 f"Tapped {side} layer {path!r} outputs shape {tuple(shape)} "
                 f"(rank {len(shape)}); UniKD features must be channels-last "
-                "maps (batch, H, W, C) or vectors (batch, C). Tap another layer."
+                "maps (batch, H, W, C), token features (batch, tokens, C), "
+                "which the tap reads as maps, or vectors (batch, C). Tap "
+                "another layer."
             )
 
 
@@ -56,10 +60,17 @@ class UniKDFeatures(DistillationTerm):
     KD and DKD (`temperature=2`, KD weight 9 on CIFAR-100; see `KD` and `DKD`)
     are the only ones documented.
 
+    Token features `(batch, tokens, C)` (transformers) reach the term as
+    maps: the Distiller's tap reads them as a patch grid or a sequence
+    (`keras_unikd.tokens`).
+
     Args:
-        teacher_features: Teacher layer path(s), shallow to deep.
-        student_features: Student layer path(s), shallow to deep; pooled
-            vectors are allowed.
+        teacher_features: Teacher layer path(s), shallow to deep, or
+            `"auto"`: the Distiller taps the ends of the teacher's deepest
+            stages and its pooled vector (`keras_unikd.auto_taps`) and sets
+            the chosen paths here, so that `get_config` holds them.
+        student_features: Student layer path(s), shallow to deep (pooled
+            vectors are allowed), or `"auto"`.
         distribution_loss: `"sampled"` or `"gaussian"`.
         feature_weight: Weight of the distribution constraint.
         consistency_weight: Weight of the consistency term.
@@ -119,8 +130,12 @@ class UniKDFeatures(DistillationTerm):
         check_non_negative("consistency_weight", consistency_weight)
         check_positive("UniKDFeatures temperature", temperature)
         check_bool("UniKDFeatures logit_standardization", logit_standardization)
-        self.teacher_features = as_layer_paths(teacher_features, "teacher_features")
-        self.student_features = as_layer_paths(student_features, "student_features")
+        self.teacher_features = as_layer_paths(
+            teacher_features, "teacher_features", allow_auto=True
+        )
+        self.student_features = as_layer_paths(
+            student_features, "student_features", allow_auto=True
+        )
         if not self.teacher_features or not self.student_features:
             raise ValueError(
                 "UniKD's feature terms need at least one teacher feature and "
@@ -167,6 +182,12 @@ class UniKDFeatures(DistillationTerm):
         return aggregator
 
     def build(self, shapes):
+        if AUTO_FEATURES in (self.teacher_features, self.student_features):
+            raise ValueError(
+                "teacher_features or student_features is 'auto', which the "
+                "Distiller resolves from the models before it builds the "
+                "term. Use the term in a Distiller, or give layer names."
+            )
         teacher = {path: shapes.teacher[path] for path in self.teacher_features}
         student = {path: shapes.student[path] for path in self.student_features}
         _check_feature_ranks("teacher", teacher)
@@ -245,8 +266,8 @@ class UniKDFeatures(DistillationTerm):
     def get_config(self):
         return {
             **super().get_config(),
-            "teacher_features": list(self.teacher_features),
-            "student_features": list(self.student_features),
+            "teacher_features": paths_config(self.teacher_features),
+            "student_features": paths_config(self.student_features),
             "distribution_loss": self.distribution_loss,
             "feature_weight": self.feature_weight,
             "consistency_weight": self.consistency_weight,
