@@ -25,12 +25,14 @@ class TrainingPlan(_Callback):
     """Tells a `keras_unikd.Distiller` how long its epochs and its run are.
 
     The Distiller's warm-ups read the epoch from its own step counter and its
-    `steps_per_epoch`. At the start of `fit` this callback sets
-    `steps_per_epoch` from the data (or, when the data cannot say, counts the
-    first epoch's batches) and warns once for every term whose warm-up lasts
-    longer than the run. When a fresh Distiller starts at `initial_epoch > 0`,
-    the step counter is moved to that epoch's first step. `Distiller.fit`
-    adds this callback itself.
+    `steps_per_epoch`, and `warmup_epochs="auto"` warm-ups the length of the
+    run. At the start of `fit` this callback sets the Distiller's
+    `planned_epochs` from `fit`'s `epochs` and `steps_per_epoch` from the
+    data (or, when the data cannot say, counts the first epoch's batches),
+    and warns once for every term whose warm-up lasts longer than the run.
+    When a fresh Distiller starts at `initial_epoch > 0`, the step counter
+    is moved to that epoch's first step. `Distiller.fit` adds this callback
+    itself.
 
     Example:
 
@@ -44,7 +46,9 @@ class TrainingPlan(_Callback):
         self._count_batches = not steps
         if steps:
             self.model.steps_per_epoch.assign(float(steps))
-        self.model.warn_about_long_warmups(self.params.get("epochs") or 1)
+        epochs = self.params.get("epochs") or 1
+        self.model.planned_epochs.assign(float(epochs))
+        self.model.warn_about_long_warmups(epochs)
 
     def on_epoch_begin(self, epoch, logs=None):
         self._batches = 0
@@ -106,7 +110,7 @@ class NonFiniteLossGuard(_Callback):
       other terms that went non-finite in the same batch (NaN/Inf inputs
       make every term non-finite; a broken teacher leaves `ce_loss` finite);
     - `loss` NaN while every term is finite: the Distiller's mark of a batch
-      with labels outside `[0, num_classes)`;
+      with labels outside `[0, num_classes)` or with a fractional part;
     - `val_loss` non-finite while training is fine: a last step that made the
       student's weights non-finite, or else bad validation data.
 
@@ -183,17 +187,19 @@ class NonFiniteLossGuard(_Callback):
         classes = self.model.num_classes
         if "loss" in logs and not math.isfinite(logs["loss"]):
             return ValueError(
-                f"{where}: a batch has labels outside [0, {classes}) (the "
-                "Distiller sets the loss of such a batch to NaN; every loss "
-                "term stayed finite); training stopped. Labels must be sparse "
-                f"integer class ids 0..{classes - 1}: check the label "
-                "pipeline (1-based labels? a different number of classes?)."
+                f"{where}: a batch has labels outside [0, {classes}) or with "
+                "a fractional part (the Distiller sets the loss of such a "
+                "batch to NaN; every loss term stayed finite); training "
+                "stopped. Labels must be sparse integer class ids "
+                f"0..{classes - 1}: check the label pipeline (1-based labels? "
+                "a different number of classes? soft or smoothed labels?)."
             )
         if "val_loss" in logs and not math.isfinite(logs["val_loss"]):
             return self._diagnose_weights(logs, where) or ValueError(
                 f"{where}: val_loss is {logs['val_loss']} while the training "
                 "losses and the student's weights are finite: the validation "
-                f"data has labels outside [0, {classes}) or NaN/Inf inputs. "
+                f"data has labels outside [0, {classes}) or with a fractional "
+                "part, or NaN/Inf inputs. "
                 "Check validation_data."
             )
         return None

@@ -10,6 +10,8 @@ from keras_unikd import losses as unikd_losses
 from keras_unikd.auto_taps import auto_feature_paths
 from keras_unikd.callbacks import NonFiniteLossGuard
 from keras_unikd.callbacks import TrainingPlan
+from keras_unikd.heads import ModelLogits
+from keras_unikd.heads import check_logits
 from keras_unikd.keras_internals import KerasInternals
 from keras_unikd.keras_internals import reducible_logs
 from keras_unikd.keyword_form import KEYWORD_OPTIONS
@@ -19,8 +21,14 @@ from keras_unikd.terms import DistillationTerm
 from keras_unikd.terms import ForwardRecord
 from keras_unikd.terms import ForwardShapes
 from keras_unikd.terms.base import AUTO_FEATURES
+from keras_unikd.terms.base import AUTO_WARMUP
+from keras_unikd.terms.base import AUTO_WARMUP_FALLBACK_EPOCHS
+from keras_unikd.terms.base import AUTO_WARMUP_FRACTION
+from keras_unikd.validation import check_input_scale
+from keras_unikd.validation import check_integral_labels
 from keras_unikd.validation import check_no_shared_weights
 from keras_unikd.validation import check_not_empty
+from keras_unikd.validation import first_batch
 from keras_unikd.validation import load_model_argument
 
 
@@ -93,22 +101,35 @@ class Distiller(KerasInternals, keras.Model):
     outside training use the weak view. A term given batches with the other
     number of views raises a `ValueError` naming it.
 
-    `call(x)` is the student, so `evaluate` and `predict` use it alone and
-    `val_loss` is the student's cross-entropy; `call(x, training=True)`
+    Softmax heads: a teacher or student whose output is a softmax
+    (`keras.applications` models by default, `Dense(..., activation=
+    "softmax")`, a final `Softmax` or `Activation("softmax")` layer) is
+    distilled on the logits that enter the softmax (`keras_unikd.heads`),
+    which a warning says once. The networks themselves are unchanged:
+    `distiller.student` still outputs probabilities, and saving the
+    Distiller or the student saves the models as given. A softmax hidden
+    inside a custom layer is found in `fit`'s first batch (a `ValueError`
+    naming the network and the fix).
+
+    `call(x)` is the student's logits, so `evaluate` and `predict` use the
+    student alone, `val_loss` is the student's cross-entropy, and compiled
+    metrics get logits (accuracy is the same as on probabilities; give
+    cross-entropy metrics `from_logits=True`). `call(x, training=True)`
     returns `{"logits", "features"}`, the student's logits and tapped
     features, which `compute_loss` distils. Warm-ups read the training
-    progress from the Distiller's own step counter (`training_step`) and
-    `steps_per_epoch`, so `fit`, `train_on_batch` and a hand-written loop
-    that calls `compute_loss` give the same factors; `fit` learns the
-    number of steps per epoch from its data. `fit` also adds a
-    `NonFiniteLossGuard`. Labels are sparse integer class ids in
-    `[0, num_classes)`; a batch with a label outside that range gets a NaN
-    `loss` (its terms stay finite), which the guard reports.
+    progress from the Distiller's own step counter (`training_step`),
+    `steps_per_epoch` and, for `warmup_epochs="auto"`, `planned_epochs`, so
+    `fit`, `train_on_batch` and a hand-written loop that calls
+    `compute_loss` give the same factors; `fit` learns both from its data
+    and its `epochs`. `fit` also adds a `NonFiniteLossGuard`. Labels are
+    sparse integer class ids in `[0, num_classes)` (integer, or float with
+    no fractional part); a batch with another label gets a NaN `loss` (its
+    terms stay finite), which the guard reports.
 
     Args:
         teacher: Trained functional or Sequential `keras.Model` with a single
-            logits output, or the path of one saved as `.keras`. It is frozen
-            (`trainable = False`) here.
+            logits (or softmax, see above) output, or the path of one saved
+            as `.keras`. It is frozen (`trainable = False`) here.
         student: Functional or Sequential `keras.Model` (or a `.keras` path),
             same input shape and number of classes as the teacher, sharing
             no layer with it.
@@ -124,6 +145,9 @@ class Distiller(KerasInternals, keras.Model):
             layout the rule chooses is printed once, at construction, and
             kept here (explicit), so a saved Distiller reloads it silently.
         student_token_layouts: The same for the student.
+        planned_epochs: The epochs the run is planned for, for
+            `warmup_epochs="auto"` outside `fit`; `fit` sets it from its
+            `epochs`. Unknown (0), "auto" warm-ups last 20 epochs.
         **kwargs: The keyword-form options above (not together with
             `terms`) and base `keras.Model` arguments (`name`).
 
@@ -189,6 +213,7 @@ class Distiller(KerasInternals, keras.Model):
         steps_per_epoch=None,
         teacher_token_layouts=None,
         student_token_layouts=None,
+        planned_epochs=None,
         **kwargs,
     ):
         options = {key: kwargs.pop(key) for key in KEYWORD_OPTIONS if key in kwargs}
@@ -206,8 +231,15 @@ class Distiller(KerasInternals, keras.Model):
         self.teacher = teacher
         self.student = student
         self.terms = _check_terms(terms)
-        self._teacher_tap = self._tap(teacher, "teacher", teacher_token_layouts)
-        self._student_tap = self._tap(student, "student", student_token_layouts)
+        # Softmax heads are set aside: the terms and metrics read logits.
+        self._teacher_logits = ModelLogits(teacher, "teacher")
+        self._student_logits = ModelLogits(student, "student")
+        self._teacher_tap = self._tap(
+            self._teacher_logits.logits_model, "teacher", teacher_token_layouts
+        )
+        self._student_tap = self._tap(
+            self._student_logits.logits_model, "student", student_token_layouts
+        )
         self._validate_models()
         teacher.trainable = False
         self.num_classes = self._student_tap.logits_shape[-1]
@@ -217,11 +249,14 @@ class Distiller(KerasInternals, keras.Model):
         # BackupAndRestore, identical under fit, train_on_batch and loops.
         self.training_step = self._counter("training_step", 0)
         self.steps_per_epoch = self._counter("steps_per_epoch", steps_per_epoch or 0)
+        self.planned_epochs = self._counter("planned_epochs", planned_epochs or 0)
         self._reports_additional_losses = self._adds_losses()
         self.loss_term_trackers = {
             name: keras.metrics.Mean(name=name) for name in self.loss_term_names
         }
         self.built = True
+        self._teacher_logits.warn_if_set_aside()
+        self._student_logits.warn_if_set_aside()
 
     # ------------------------------------------------------------------
     # Construction
@@ -340,6 +375,9 @@ class Distiller(KerasInternals, keras.Model):
     def call(self, inputs, training=False):
         """The student's logits; in training also its tapped features.
 
+        For a student that ends in a softmax, the logits are the softmax's
+        input (`distiller.student` itself still outputs probabilities).
+
         `inputs` is a batch of inputs, or a pair `(weak, strong)` of two
         views of each example; out of training only the weak view is used.
 
@@ -350,7 +388,7 @@ class Distiller(KerasInternals, keras.Model):
             of the weak view, with the strong view's under `"strong"`.
         """
         if not training:
-            return self.student(self._views(inputs)[0], training=False)
+            return self._student_logits(self._views(inputs)[0], training=False)
         return self._student_outputs(inputs, training=True)
 
     def _views(self, inputs):
@@ -440,14 +478,30 @@ class Distiller(KerasInternals, keras.Model):
     ):
         """`keras.Model.fit`, with the Distiller's own callbacks and checks.
 
-        Adds a `TrainingPlan` (steps per epoch for the warm-ups, a warning
-        for a warm-up longer than the run) and a `NonFiniteLossGuard`,
-        unless `callbacks` holds one already (pass
+        Adds a `TrainingPlan` (steps per epoch and planned epochs for the
+        warm-ups, a warning for a warm-up longer than the run) and a
+        `NonFiniteLossGuard`, unless `callbacks` holds one already (pass
         `NonFiniteLossGuard(raise_error=True)` to raise rather than stop).
 
+        Before training, the first batch is checked for what only data can
+        show: labels with a fractional part, a network whose outputs are
+        probabilities (a softmax the Distiller could not set aside), and
+        inputs on another scale than the teacher's (a warning: the teacher's
+        logits are huge or not finite, or integer images reach a teacher
+        without a `Rescaling` or `Normalization` layer; see
+        `keras_unikd.validation.check_input_scale`). The batch is read
+        without taking it from the training data: the first rows of arrays,
+        `take(1)` of a `tf.data.Dataset`, item 0 of a `keras.utils.PyDataset`.
+        Python generators, iterators and other data are not checked (reading
+        them would consume a batch). Later batches are checked inside the
+        compiled steps: labels outside `[0, num_classes)` or with a
+        fractional part turn that batch's `loss` into NaN, which the guard
+        reports.
+
         Raises:
-            ValueError: when called before `compile`, or when `x` or
-                `validation_data` yields no batch.
+            ValueError: when called before `compile`, when `x` or
+                `validation_data` yields no batch, or when the first batch
+                has fractional labels or a network outputs probabilities.
         """
         if not self.compiled:
             raise ValueError(
@@ -456,6 +510,9 @@ class Distiller(KerasInternals, keras.Model):
             )
         check_not_empty(x, "x")
         check_not_empty(validation_data, "validation_data")
+        batch = first_batch(x, y, batch_size)
+        if batch is not None:
+            self._check_first_batch(*batch)
         callbacks = list(callbacks or [])
         for callback_class in (TrainingPlan, NonFiniteLossGuard):
             if not any(isinstance(callback, callback_class) for callback in callbacks):
@@ -471,11 +528,22 @@ class Distiller(KerasInternals, keras.Model):
             **kwargs,
         )
 
+    def _check_first_batch(self, x, y, examples=8):
+        """The checks of `fit`'s first batch (see `fit`); the networks see `examples` of it."""
+        if y is not None:
+            check_integral_labels(y)
+        inputs = self._views(x)[0]
+        sample = keras.tree.map_structure(lambda array: array[:examples], inputs)
+        logits = {}
+        for network in (self._teacher_logits, self._student_logits):
+            logits[network.role] = ops.convert_to_numpy(network(sample, training=False))
+            check_logits(logits[network.role], network.model.name, network.role)
+        check_input_scale(inputs, logits["teacher"], self.teacher)
+
     def train_on_batch(self, *args, **kwargs):
-        """`keras.Model.train_on_batch`; warns once if a warm-up cannot know the epoch."""
-        if not float(ops.convert_to_numpy(self.steps_per_epoch)) and any(
-            term.warmup_epochs for term in self.terms
-        ):
+        """`keras.Model.train_on_batch`; warns once if a warm-up cannot know its schedule."""
+        warmups = [term.warmup_epochs for term in self.terms if term.warmup_epochs]
+        if warmups and not float(ops.convert_to_numpy(self.steps_per_epoch)):
             warnings.warn(
                 "steps_per_epoch is unknown, so the warm-ups stay at their "
                 "first-epoch factor under train_on_batch. Pass "
@@ -483,12 +551,25 @@ class Distiller(KerasInternals, keras.Model):
                 "distiller.steps_per_epoch.",
                 stacklevel=2,
             )
+        if AUTO_WARMUP in warmups and not float(ops.convert_to_numpy(self.planned_epochs)):
+            fallback = AUTO_WARMUP_FALLBACK_EPOCHS * AUTO_WARMUP_FRACTION
+            warnings.warn(
+                f"planned_epochs is unknown, so warmup_epochs={AUTO_WARMUP!r} "
+                f"warms up over {fallback:g} epochs (1/12 of "
+                f"{AUTO_WARMUP_FALLBACK_EPOCHS:g}) under train_on_batch. Pass "
+                "Distiller(..., planned_epochs=N) or assign "
+                "distiller.planned_epochs.",
+                stacklevel=2,
+            )
         return super().train_on_batch(*args, **kwargs)
 
     def warn_about_long_warmups(self, epochs):
-        """Warns for each term whose warm-up outlasts a run of `epochs` epochs."""
+        """Warns for each term whose warm-up (in epochs) outlasts a run of `epochs` epochs.
+
+        `"auto"` warm-ups last 1/12 of the run and never do.
+        """
         for term in self.terms:
-            if term.warmup_epochs > epochs:
+            if term.warmup_epochs != AUTO_WARMUP and term.warmup_epochs > epochs:
                 warnings.warn(
                     f"Term {term.name!r} warms up over {term.warmup_epochs} "
                     f"epochs but the training runs {epochs}: its losses never "
@@ -525,15 +606,21 @@ class Distiller(KerasInternals, keras.Model):
         return ops.cast(y, "int32")
 
     def _checked_labels(self, y):
-        """Sparse labels clipped into range, and whether all were in range.
+        """Sparse labels clipped into range, and whether all are class ids.
 
-        The check is a few tensor ops, so it runs inside compiled steps on
+        A class id is in `[0, num_classes)` and, for float labels, a whole
+        number (3.0, not 3.5, which the cast to int32 would truncate). The
+        check is a few tensor ops, so it runs inside compiled steps on
         every backend; the caller turns the batch's loss into NaN when a
-        label is out of range.
+        label is not a class id.
         """
+        y = ops.convert_to_tensor(y)
         labels = self._sparse_labels(y)
-        in_range = ops.all(ops.logical_and(labels >= 0, labels < self.num_classes))
-        return ops.clip(labels, 0, self.num_classes - 1), in_range
+        valid = ops.logical_and(labels >= 0, labels < self.num_classes)
+        if "float" in keras.backend.standardize_dtype(y.dtype):
+            whole = ops.equal(ops.cast(labels, y.dtype), ops.reshape(y, (-1,)))
+            valid = ops.logical_and(valid, whole)
+        return ops.clip(labels, 0, self.num_classes - 1), ops.all(valid)
 
     def _epoch(self):
         """The running epoch, counted from 1, from the step counter."""
@@ -573,6 +660,7 @@ class Distiller(KerasInternals, keras.Model):
                 step=ops.convert_to_tensor(self.training_step),
                 epoch=self._epoch(),
                 strong=record,
+                planned_epochs=ops.convert_to_tensor(self.planned_epochs),
             )
         terms = {}
         for term in self.terms:
@@ -602,7 +690,8 @@ class Distiller(KerasInternals, keras.Model):
 
         Returns:
             `(total, terms, student_logits)`: the float32 total loss (NaN
-            when a label is outside `[0, num_classes)`; the terms are then
+            when a label is outside `[0, num_classes)` or has a fractional
+            part; the terms are then
             computed on clipped labels and stay finite), a dict of the
             weighted losses named as in `loss_term_names`, and the student's
             logits.
@@ -616,7 +705,7 @@ class Distiller(KerasInternals, keras.Model):
 
         Returns:
             `(loss, student_logits)`; `loss` is NaN when a label is outside
-            `[0, num_classes)`.
+            `[0, num_classes)` or has a fractional part.
         """
         student_logits = self.call(x, training=False)
         return self._student_loss(y, student_logits, sample_weight), student_logits
@@ -685,6 +774,7 @@ class Distiller(KerasInternals, keras.Model):
             "student": keras.saving.serialize_keras_object(self.student),
             "terms": [keras.saving.serialize_keras_object(term) for term in self.terms],
             "steps_per_epoch": steps or None,
+            "planned_epochs": int(np.asarray(ops.convert_to_numpy(self.planned_epochs))) or None,
             "teacher_token_layouts": self.teacher_token_layouts or None,
             "student_token_layouts": self.student_token_layouts or None,
         }

@@ -33,7 +33,8 @@ class FitNetDistiller(Distiller):
         temperature: Temperature of the logits term.
         dkd_alpha: DKD's target-class weight.
         dkd_beta: DKD's non-target weight.
-        warmup_epochs: Warm-up of the logits term.
+        warmup_epochs: Warm-up of the logits term: epochs, or `"auto"`
+            (1/12 of the planned run).
         **kwargs: Other `Distiller` arguments (`steps_per_epoch`, `name`).
 
     Example:
@@ -60,7 +61,7 @@ class FitNetDistiller(Distiller):
         temperature=4.0,
         dkd_alpha=1.0,
         dkd_beta=8.0,
-        warmup_epochs=20,
+        warmup_epochs="auto",
         **kwargs,
     ):
         fitnet_config = dict(

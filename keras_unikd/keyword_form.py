@@ -75,7 +75,7 @@ def terms_from_keywords(
     distribution_temperature=1.0,
     dkd_alpha=1.0,
     dkd_beta=8.0,
-    warmup_epochs=20,
+    warmup_epochs="auto",
     fuse_teacher_features=None,
     fuse_student_features=None,
     aggregator_mid_channels=None,
@@ -93,7 +93,9 @@ def terms_from_keywords(
     every term runs on both. `logit_standardization` applies to the logits
     term and to the UniKD distribution terms. Features `"auto"` (the
     default) let the Distiller choose the layers (`keras_unikd.auto_taps`);
-    without a distribution loss they tap nothing.
+    without a distribution loss they tap nothing. `warmup_epochs="auto"`
+    (the default) warms the logits term up over 1/12 of the planned run,
+    the paper's 20 of 240 epochs; an int gives the epochs.
 
     Returns:
         `[CrossEntropy(ce_weight), <logits term>, UniKDFeatures(...)]`,

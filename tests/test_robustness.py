@@ -6,6 +6,8 @@ shapes or class counts, labels of the wrong rank, `compile(loss=...)`
 """
 
 import os
+import re
+import warnings
 
 import keras
 import numpy as np
@@ -14,7 +16,11 @@ import tensorflow as tf
 
 import keras_unikd
 from conftest import make_network
+from keras_unikd import terms
+from keras_unikd.keyword_form import terms_from_keywords
+from keras_unikd.validation import check_input_scale
 from keras_unikd.validation import check_not_empty
+from keras_unikd.validation import first_batch
 
 STUDENT_FEATURES = ["s_stage1", "s_stage2", "s_stage3", "s_pool"]
 
@@ -111,6 +117,45 @@ def test_one_hot_labels_are_rejected_by_fit(distiller):
     assert np.isfinite(fit(distiller, x, y).history["loss"][0])
 
 
+# --- labels with a fractional part ------------------------------------------
+
+
+def test_fractional_labels_are_refused_before_training(distiller):
+    x, y = data()
+    with pytest.raises(
+        ValueError, match=r"integer class ids.*fractional part \(e\.g\. \d\.5\).*argmax"
+    ):
+        fit(distiller, x, y + 0.5)
+    assert float(keras.ops.convert_to_numpy(distiller.training_step)) == 0.0
+
+
+def test_whole_number_float_labels_train(distiller):
+    x, y = data()
+    assert np.isfinite(fit(distiller, x, y.astype("float32")).history["loss"][0])
+
+
+def test_fractional_labels_in_a_later_batch_stop_fit(distiller):
+    x, y = data()
+    y = y.astype("float32")
+    y[10] = 2.5  # in the second batch; the first-batch check cannot see it
+    with pytest.raises(
+        ValueError,
+        match=r"Epoch 1, batch 2: a batch has labels outside \[0, 5\) or with a fractional part",
+    ):
+        fit(distiller, x, y)
+
+
+def test_fractional_labels_give_a_nan_total_and_finite_terms(pair, batch):
+    x, y = batch
+    y = y.astype("float32")
+    y[3] = 1.5
+    distiller = unikd(*pair)
+    total, terms, _ = distiller.compute_distillation_losses(x, y, training=False)
+    assert np.isnan(float(total))
+    assert all(np.isfinite(float(value)) for value in terms.values())
+    assert np.isnan(float(distiller.compute_student_loss(x, y)[0]))
+
+
 # --- non-finite values -----------------------------------------------------
 
 
@@ -144,6 +189,133 @@ def test_the_default_guard_stops_with_a_message(distiller, capsys):
     output = capsys.readouterr().out
     assert "Epoch 1, batch 3: the loss term 'ce_loss' became non-finite first" in output
     assert output.count("non-finite first") == 1  # reported once, not again at the epoch's end
+
+
+# --- inputs on another scale than the teacher's --------------------------------
+
+
+def test_integer_images_reaching_a_teacher_without_rescaling_are_named(distiller):
+    x, y = data()
+    with pytest.warns(
+        UserWarning,
+        match=r"integer images \(dtype uint8, values in \[\d+, 25\d\]\) and the teacher 't' "
+        r"has no Rescaling or Normalization layer.*x / 255.*Rescaling\(1 / 255\)",
+    ):  # The check runs before training: no epoch is needed.
+        fit(distiller, np.round(x * 255).astype("uint8"), y, epochs=0)
+
+
+def test_huge_teacher_logits_name_the_input_range():
+    teacher = make_network(8, "t")
+    x, _ = data(8)
+    far = x * 1e5
+    logits = keras.ops.convert_to_numpy(teacher(far))
+    with pytest.warns(
+        UserWarning,
+        match=r"'t' gives logits up to .* on the first batch \(inputs: dtype float32, "
+        r"values in \[.*\]\): far beyond.*x / 255",
+    ):
+        check_input_scale(far, logits, teacher)
+    with pytest.warns(UserWarning, match="gives non-finite logits"):
+        check_input_scale(x, np.full((8, 5), np.nan), teacher)
+
+
+def test_inputs_on_the_teachers_scale_pass():
+    teacher = make_network(8, "t")
+    inputs = keras.Input((12, 12, 1))
+    scaled = keras.Model(inputs, teacher(keras.layers.Rescaling(1 / 255)(inputs)))
+    pixels = np.full((2, 12, 12, 1), 255, "uint8")
+    tokens = np.full((2, 7), 900, "int32")  # token ids are not images
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        check_input_scale(data(2)[0], np.ones((2, 5)), teacher)
+        check_input_scale(pixels, np.ones((2, 5)), scaled)  # a nested Rescaling counts
+        check_input_scale(tokens, np.ones((2, 5)), teacher)
+
+
+# --- reading the first batch ------------------------------------------------
+
+
+class TwoBatches(keras.utils.PyDataset):
+    def __len__(self):
+        return 2
+
+    def __getitem__(self, index):
+        x, y = data(16)
+        return x[8 * index : 8 * index + 8], y[8 * index : 8 * index + 8]
+
+
+def test_the_first_batch_is_read_without_taking_it_from_the_data():
+    x, y = data()
+    dataset = tf.data.Dataset.from_tensor_slices((x, y)).batch(8)
+    batches = (batch for batch in [(x[:8], y[:8]), (x[8:16], y[8:16]), (x[16:], y[16:])])
+    np.testing.assert_array_equal(first_batch(x, y, batch_size=4)[0], x[:4])
+    np.testing.assert_array_equal(first_batch(dataset)[1], y[:8])
+    np.testing.assert_array_equal(first_batch(TwoBatches())[0], data(16)[0][:8])
+    assert first_batch(batches) is None  # a generator would lose a batch: not read
+    assert len(list(batches)) == 3
+
+
+# --- temperatures and weights ------------------------------------------------
+
+FEATURES = dict(teacher_features=["t_stage1"], student_features=["s_stage1"])
+
+
+@pytest.mark.parametrize(
+    "options,named",
+    [
+        (dict(temperature=0.0), "DKD temperature must be > 0"),
+        (dict(temperature=-1.0), "DKD temperature must be a finite number >= 0"),
+        (dict(temperature=float("nan")), "DKD temperature must be a finite number >= 0"),
+        (dict(temperature=0.0, logits_loss="kd"), "KD temperature must be > 0"),
+        (dict(distribution_temperature=0.0), "UniKDFeatures temperature must be > 0"),
+        (dict(logits_loss="mlkd", mlkd_temperatures=(4.0, 0.0)), "MLKD temperature must be > 0"),
+        (dict(ce_weight=-1.0), "CrossEntropy weight must be a finite number >= 0"),
+        (dict(logits_weight=-1.0), "DKD weight must be"),
+        (dict(logits_weight=-1.0, logits_loss="mlkd"), "MLKD weight must be"),
+        (dict(feature_weight=-1.0), "feature_weight must be"),
+        (dict(consistency_weight=-1.0), "consistency_weight must be"),
+        (dict(dkd_alpha=-1.0), "DKD alpha must be"),
+        (dict(dkd_beta=-1.0), "DKD beta must be"),
+    ],
+)
+def test_every_keyword_temperature_and_weight_is_checked(options, named):
+    with pytest.raises(ValueError, match=re.escape(named)):
+        terms_from_keywords(**FEATURES, **options)
+
+
+@pytest.mark.parametrize(
+    "build,named",
+    [
+        (lambda: terms.CrossEntropy(weight=-1.0), "CrossEntropy weight"),
+        (lambda: terms.KD(temperature=-2.0), "KD temperature"),
+        (lambda: terms.KD(weight=-1.0), "KD weight"),
+        (lambda: terms.DKD(temperature=0.0), "DKD temperature"),
+        (lambda: terms.DKD(alpha=-1.0), "DKD alpha"),
+        (lambda: terms.DKD(beta=-1.0), "DKD beta"),
+        (lambda: terms.DKD(weight=float("inf")), "DKD weight"),
+        (lambda: terms.MLKD(temperatures=[0.0]), "MLKD temperature"),
+        (lambda: terms.MLKD(weight=-1.0), "MLKD weight"),
+        (lambda: terms.MLKD(instance_weight=-1.0), "MLKD instance_weight"),
+        (lambda: terms.MLKD(class_weight=-1.0), "MLKD class_weight"),
+        (lambda: terms.MLKD(batch_weight=-1.0), "MLKD batch_weight"),
+        (lambda: terms.UniKDFeatures(["t"], ["s"], temperature=0.0), "UniKDFeatures temperature"),
+        (lambda: terms.UniKDFeatures(["t"], ["s"], feature_weight=-1.0), "feature_weight"),
+        (lambda: terms.UniKDFeatures(["t"], ["s"], consistency_weight=-1.0), "consistency_weight"),
+        (lambda: terms.UniKDFeatures(["t"], ["s"], weight=-1.0), "UniKDFeatures weight"),
+        (lambda: terms.FitNetHint("t", "s", weight=-1.0), "FitNetHint weight"),
+    ],
+)
+def test_every_term_temperature_and_weight_is_checked(build, named):
+    with pytest.raises(ValueError, match=re.escape(named) + r" must be (> 0|a finite number >= 0)"):
+        build()
+
+
+def test_a_feature_given_as_one_string_is_one_layer(pair):
+    distiller = keras_unikd.Distiller(
+        *pair, terms=[terms.CrossEntropy(), terms.UniKDFeatures("t_stage1", "s_stage1")]
+    )
+    assert distiller.terms[1].teacher_features == ("t_stage1",)
+    assert distiller.terms[1].student_features == ("s_stage1",)
 
 
 # --- empty data ------------------------------------------------------------

@@ -55,6 +55,13 @@ def paths_config(paths):
     return paths if paths == AUTO_FEATURES else list(paths)
 
 
+# `warmup_epochs="auto"`: the paper warms up over 20 of its 240 epochs; without
+# a planned epoch count, a run of 240 epochs (20 epochs of warm-up) is assumed.
+AUTO_WARMUP = "auto"
+AUTO_WARMUP_FRACTION = 20 / 240
+AUTO_WARMUP_FALLBACK_EPOCHS = 240.0
+
+
 def check_non_negative(argument, value):
     """Raises a `ValueError` unless `value` is a finite number >= 0."""
     if (
@@ -120,6 +127,9 @@ class ForwardRecord:
             of the strong view (its logits and features; the same labels,
             weights and progress), while the fields above hold the weak
             view; `None` for a single-view batch.
+        planned_epochs: float32 scalar, the number of epochs the run is
+            planned for (`fit`'s `epochs`), 0 or `None` when unknown; the
+            length of `warmup_epochs="auto"` warm-ups.
     """
 
     teacher_logits: typing.Any
@@ -132,6 +142,7 @@ class ForwardRecord:
     step: typing.Any
     epoch: typing.Any
     strong: typing.Optional["ForwardRecord"] = None
+    planned_epochs: typing.Any = None
 
     @property
     def num_views(self):
@@ -153,7 +164,11 @@ class DistillationTerm(keras.layers.Layer):
     float32 scalar losses keyed by `loss_names`. The base class multiplies
     every loss by `weight` and by the warm-up factor
     `min(record.epoch / warmup_epochs, 1)` (1 when `warmup_epochs=0`), so
-    every term can be weighted and warmed up alike.
+    every term can be weighted and warmed up alike. With
+    `warmup_epochs="auto"` the warm-up lasts 1/12 of the planned run
+    (`record.planned_epochs / 12`: the paper's 20 of 240 epochs), which `fit`
+    tells the Distiller; without a plan (`train_on_batch`, hand-written
+    loops without `Distiller(..., planned_epochs=N)`) it lasts 20 epochs.
 
     Views: a term reads single-view batches (`views=1`) or two-view batches
     `((weak, strong), labels)` (`views=2`), and a batch of the other kind is
@@ -166,8 +181,9 @@ class DistillationTerm(keras.layers.Layer):
 
     Args:
         weight: Non-negative weight of the term's losses.
-        warmup_epochs: Epochs of linear warm-up (`0`: none). Epochs count from
-            1, as in the DKD/UniKD reference code: the factor is
+        warmup_epochs: Epochs of linear warm-up (`0`: none), or `"auto"`:
+            1/12 of the planned epochs (20 when the plan is unknown). Epochs
+            count from 1, as in the DKD/UniKD reference code: the factor is
             `1 / warmup_epochs` during the first epoch.
         views: 1 or 2, the views per example of the batches the term reads.
         **kwargs: Base `Layer` arguments (`name`, `dtype`).
@@ -206,14 +222,15 @@ class DistillationTerm(keras.layers.Layer):
     def __init__(self, weight=1.0, warmup_epochs=0, views=1, **kwargs):
         super().__init__(**kwargs)
         check_non_negative(f"{self.__class__.__name__} weight", weight)
-        if (
+        if warmup_epochs != AUTO_WARMUP and (
             isinstance(warmup_epochs, bool)
             or not isinstance(warmup_epochs, int)
             or warmup_epochs < 0
         ):
             raise ValueError(
                 f"{self.__class__.__name__} warmup_epochs must be an int >= 0 "
-                f"(0 switches the warm-up off); got {warmup_epochs!r}."
+                f"(0 switches the warm-up off) or {AUTO_WARMUP!r} (1/12 of the "
+                f"planned epochs); got {warmup_epochs!r}."
             )
         if views not in (1, 2) or isinstance(views, bool):
             raise ValueError(
@@ -242,11 +259,25 @@ class DistillationTerm(keras.layers.Layer):
             f"a dict with the keys {self.loss_names}."
         )
 
-    def warmup_factor(self, epoch):
-        """`min(epoch / warmup_epochs, 1)`, or 1 without a warm-up."""
+    def warmup_factor(self, epoch, planned_epochs=None):
+        """`min(epoch / warmup length, 1)`, or 1 without a warm-up.
+
+        Args:
+            epoch: The running epoch, counted from 1 (a float32 scalar).
+            planned_epochs: The planned epochs of the run (0 or `None`:
+                unknown), for `warmup_epochs="auto"`.
+
+        Returns:
+            The factor: a float32 scalar, or the Python float 1.0.
+        """
         if not self.warmup_epochs:
             return 1.0
-        return ops.minimum(ops.cast(epoch, "float32") / float(self.warmup_epochs), 1.0)
+        epoch = ops.cast(epoch, "float32")
+        if self.warmup_epochs != AUTO_WARMUP:
+            return ops.minimum(epoch / float(self.warmup_epochs), 1.0)
+        planned = ops.cast(0.0 if planned_epochs is None else planned_epochs, "float32")
+        planned = ops.where(planned > 0, planned, AUTO_WARMUP_FALLBACK_EPOCHS)
+        return ops.minimum(epoch / (planned * AUTO_WARMUP_FRACTION), 1.0)
 
     def __call__(self, record):
         """Runs `call` and returns its losses, weighted and warmed up.
@@ -266,7 +297,7 @@ class DistillationTerm(keras.layers.Layer):
             losses = {name: weak[name] + strong[name] for name in self.loss_names}
         else:
             losses = self._losses_of(record)
-        factor = self.weight * self.warmup_factor(record.epoch)
+        factor = self.weight * self.warmup_factor(record.epoch, record.planned_epochs)
         return {name: losses[name] * factor for name in self.loss_names}
 
     def _losses_of(self, record):

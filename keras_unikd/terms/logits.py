@@ -174,6 +174,8 @@ class DKD(DistillationTerm):
         **kwargs,
     ):
         super().__init__(weight=weight, warmup_epochs=warmup_epochs, name=name, **kwargs)
+        check_non_negative("DKD alpha", alpha)
+        check_non_negative("DKD beta", beta)
         check_positive("DKD temperature", temperature)
         check_bool("DKD logit_standardization", logit_standardization)
         self.alpha = alpha
