@@ -32,19 +32,26 @@ def logits_term(
     logit_standardization=False,
     mlkd_temperatures=None,
     views=1,
+    mlkd_level_weights=None,
 ):
     """The `"dkd"`, `"kd"` or `"mlkd"` term, or `None` for `logits_loss=None`.
 
     MLKD's temperatures are `mlkd_temperatures`, by default `temperature`
     followed by MLKD's others, `(temperature, 3, 5, 2, 6)` (the
-    logit-standardization reference's `--base-temp` replaces the first).
+    logit-standardization reference's `--base-temp` replaces the first);
+    `mlkd_level_weights` is `(instance, class, batch)`, the weights of its
+    three levels (default all 1).
     """
     check_choice("logits_loss", logits_loss, LOGITS_LOSSES + (None,))
-    if mlkd_temperatures is not None and logits_loss != "mlkd":
-        raise ValueError(
-            f"mlkd_temperatures is MLKD's temperature list, but logits_loss="
-            f"{logits_loss!r}. Set logits_loss='mlkd' or drop mlkd_temperatures."
-        )
+    for name, value in (
+        ("mlkd_temperatures", mlkd_temperatures),
+        ("mlkd_level_weights", mlkd_level_weights),
+    ):
+        if value is not None and logits_loss != "mlkd":
+            raise ValueError(
+                f"{name} is an MLKD option, but logits_loss={logits_loss!r}. "
+                f"Set logits_loss='mlkd' or drop {name}."
+            )
     common = dict(
         weight=weight,
         warmup_epochs=warmup_epochs,
@@ -58,7 +65,17 @@ def logits_term(
     if logits_loss == "mlkd":
         if mlkd_temperatures is None:
             mlkd_temperatures = (temperature, *MLKD_TEMPERATURES[1:])
-        return MLKD(temperatures=mlkd_temperatures, **common)
+        levels = {}
+        if mlkd_level_weights is not None:
+            if len(tuple(mlkd_level_weights)) != 3:
+                raise ValueError(
+                    "mlkd_level_weights is (instance, class, batch), three "
+                    f"weights; got {mlkd_level_weights!r}."
+                )
+            levels = dict(
+                zip(("instance_weight", "class_weight", "batch_weight"), mlkd_level_weights)
+            )
+        return MLKD(temperatures=mlkd_temperatures, **levels, **common)
     return None
 
 
@@ -83,6 +100,7 @@ def terms_from_keywords(
     seed=None,
     logit_standardization=False,
     mlkd_temperatures=None,
+    mlkd_level_weights=None,
     views=None,
 ):
     """The terms of the keyword form (see `keras_unikd.Distiller`).
@@ -143,6 +161,7 @@ def terms_from_keywords(
         logit_standardization=logit_standardization,
         mlkd_temperatures=mlkd_temperatures,
         views=views,
+        mlkd_level_weights=mlkd_level_weights,
     )
     if logits is not None:
         terms.append(logits)
