@@ -177,16 +177,27 @@ def test_keyword_form_mlkd_reads_two_views_and_the_base_temperature():
         temperature=2.0,
         logit_standardization=True,
         warmup_epochs=0,
+        mlkd_level_weights=(1.0, 0.025, 0.5),
     )
     ce, mlkd = distiller.terms
     assert (ce.views, mlkd.views) == (2, 2)
     assert mlkd.temperatures == (2.0, 3.0, 5.0, 2.0, 6.0)
+    assert (mlkd.instance_weight, mlkd.class_weight, mlkd.batch_weight) == (1.0, 0.025, 0.5)
     assert mlkd.logit_standardization
-    with pytest.raises(ValueError, match="mlkd_temperatures is MLKD's"):
+    for option, value in (("mlkd_temperatures", [4.0]), ("mlkd_level_weights", (1, 1, 1))):
+        with pytest.raises(ValueError, match=f"{option} is an MLKD option, but logits_loss='kd'"):
+            keras_unikd.Distiller(
+                make_network(8, "t2"),
+                make_network(4, "s2"),
+                logits_loss="kd",
+                distribution_loss=None,
+                **{option: value},
+            )
+    with pytest.raises(ValueError, match=r"mlkd_level_weights is \(instance, class, batch\)"):
         keras_unikd.Distiller(
-            make_network(8, "t2"),
-            make_network(4, "s2"),
-            logits_loss="kd",
+            make_network(8, "t3"),
+            make_network(4, "s3"),
+            logits_loss="mlkd",
             distribution_loss=None,
-            mlkd_temperatures=[4.0],
+            mlkd_level_weights=(1.0, 0.5),
         )
