@@ -34,7 +34,7 @@ is measured after every epoch, on all 10k test images; "best" is the best
 epoch's (chosen on the test set, so optimistic), "last" the final one,
 which the comparisons use. The seeds are the outer loop and the results
 file is rewritten after every run, so an interrupted run keeps what it
-finished.
+finished, and `--resume` carries on from it.
 
 Writes `benchmarks/results/accuracy.json` and `accuracy.md`, and saves the
 seed-0 students (in `accuracy_students/` next to them) for
@@ -100,6 +100,11 @@ def parse_args(argv=None):
     parser.add_argument("--cache-dir", default="artifacts/teachers")
     parser.add_argument("--output", default=os.path.join(RESULTS_DIR, "accuracy.json"))
     parser.add_argument(
+        "--resume",
+        action="store_true",
+        help="keep the runs already in --output (same protocol) and do the rest",
+    )
+    parser.add_argument(
         "--policy",
         default="float32",
         help="dtype policy of the students, aggregators and heads, e.g. "
@@ -132,6 +137,38 @@ def parse_args(argv=None):
 
 def seeds_of(method, args):
     return args.seeds if method in MAIN_METHODS else args.ablation_seeds
+
+
+def pending_runs(args, results):
+    """`(seed, method)` of the runs still to do, seeds outermost.
+
+    A run is done when `results` (a resumed results file) holds it.
+    """
+    for seed in range(max(seeds_of(method, args) for method in args.methods)):
+        for method in args.methods:
+            runs = results["methods"].get(method, {}).get("runs", [])
+            if seed < seeds_of(method, args) and seed not in [run["seed"] for run in runs]:
+                yield seed, method
+
+
+# What a resumed results file must share with this run.
+RESUME_KEYS = ("dataset", "recipe", "teacher", "policy", "quick", "backend", "preset", "epochs")
+
+
+def resumed(results, args):
+    """`results` with the runs of `args.output`, under `--resume`."""
+    previous = args.resume and results_lib.previous_results(args.output, results, RESUME_KEYS)
+    if not previous:
+        return results
+    methods = {m: entry for m, entry in previous["methods"].items() if m in args.methods}
+    runs = [run for entry in methods.values() for run in entry["runs"]]
+    print(f"Resuming {args.output}: {len(runs)} runs done.")
+    return dict(
+        results,
+        methods=methods,
+        run_seconds=sum(run["seconds"] for run in runs),
+        run_cpu_seconds=sum(run["cpu_seconds"] for run in runs),
+    )
 
 
 def add_summaries(results):
@@ -200,18 +237,16 @@ def run_fashion_mnist(args, results):
         teacher=teacher_record,
         students_dir=os.path.basename(students_dir),
     )
-    for seed in range(max(seeds_of(method, args) for method in args.methods)):
-        for method in args.methods:
-            if seed >= seeds_of(method, args):
-                continue
-            run, student = recipe_lib.train_student(method, teacher, dataset, recipe, seed)
-            results["methods"].setdefault(method, {"runs": []})["runs"].append(run)
-            results["student_parameters"] = student.count_params()
-            results["run_seconds"] += run["seconds"]
-            results["run_cpu_seconds"] += run["cpu_seconds"]
-            if seed == 0:
-                student.save(os.path.join(students_dir, f"{method}.keras"))
-            save(results, args)
+    results.update(resumed(results, args))
+    for seed, method in pending_runs(args, results):
+        run, student = recipe_lib.train_student(method, teacher, dataset, recipe, seed)
+        results["methods"].setdefault(method, {"runs": []})["runs"].append(run)
+        results["student_parameters"] = student.count_params()
+        results["run_seconds"] += run["seconds"]
+        results["run_cpu_seconds"] += run["cpu_seconds"]
+        if seed == 0:
+            student.save(os.path.join(students_dir, f"{method}.keras"))
+        save(results, args)
 
 
 def cifar_method(preset, method, teacher, student, seed):
@@ -246,33 +281,31 @@ def run_cifar100(args, results):
     teacher = keras.models.load_model(args.teacher)
     keras.mixed_precision.set_global_policy(args.policy)
     results.update(dataset="cifar100", preset=preset.name, epochs=epochs)
-    for seed in range(max(seeds_of(method, args) for method in args.methods)):
-        for method in args.methods:
-            if seed >= seeds_of(method, args):
-                continue
-            keras.utils.set_random_seed(seed)
-            _, student = presets.build_models(preset)
-            model = cifar_method(preset, method, teacher, student, seed)
-            train, test = cifar100_datasets(
-                batch_size=preset.recipe.batch_size, data_dir=args.data_dir, shuffle_seed=seed,
-                take=args.take, two_views=recipe_lib.training_views(model) == 2,
-            )
-            optimizer = presets.build_optimizer(preset, len(train), epochs=epochs)
-            presets.compile_for_training(preset, model, optimizer)
-            print(f"\n== {method}, seed {seed}")
-            start, cpu_start = time.perf_counter(), recipe_lib.cpu_seconds()
-            history = recipe_lib.fit(model, train, test, epochs)
-            run = dict(
-                recipe_lib.summarize(history),
-                seed=seed,
-                seconds=time.perf_counter() - start,
-                cpu_seconds=recipe_lib.cpu_seconds() - cpu_start,
-                history={k: [float(v) for v in vs] for k, vs in history.history.items()},
-            )
-            results["methods"].setdefault(method, {"runs": []})["runs"].append(run)
-            results["run_seconds"] += run["seconds"]
-            results["run_cpu_seconds"] += run["cpu_seconds"]
-            save(results, args)
+    results.update(resumed(results, args))
+    for seed, method in pending_runs(args, results):
+        keras.utils.set_random_seed(seed)
+        _, student = presets.build_models(preset)
+        model = cifar_method(preset, method, teacher, student, seed)
+        train, test = cifar100_datasets(
+            batch_size=preset.recipe.batch_size, data_dir=args.data_dir, shuffle_seed=seed,
+            take=args.take, two_views=recipe_lib.training_views(model) == 2,
+        )
+        optimizer = presets.build_optimizer(preset, len(train), epochs=epochs)
+        presets.compile_for_training(preset, model, optimizer)
+        print(f"\n== {method}, seed {seed}")
+        start, cpu_start = time.perf_counter(), recipe_lib.cpu_seconds()
+        history = recipe_lib.fit(model, train, test, epochs)
+        run = dict(
+            recipe_lib.summarize(history),
+            seed=seed,
+            seconds=time.perf_counter() - start,
+            cpu_seconds=recipe_lib.cpu_seconds() - cpu_start,
+            history={k: [float(v) for v in vs] for k, vs in history.history.items()},
+        )
+        results["methods"].setdefault(method, {"runs": []})["runs"].append(run)
+        results["run_seconds"] += run["seconds"]
+        results["run_cpu_seconds"] += run["cpu_seconds"]
+        save(results, args)
 
 
 def main(argv=None):

@@ -36,7 +36,7 @@ KL(teacher || student) on the test set) and its final loss terms. 2 widths x
     python benchmarks/sweep.py --quick --logits kd   # smoke run
 
 Each study writes its own results, `benchmarks/results/sweep_<study>.json`
-and `.md` (rewritten after every run).
+and `.md` (rewritten after every run; `--resume` carries on from them).
 """
 
 import argparse
@@ -152,6 +152,11 @@ def parse_args(argv=None):
     parser.add_argument("--cache-dir", default="artifacts/teachers")
     parser.add_argument("--output", help="default: benchmarks/results/sweep_<study>.json")
     parser.add_argument(
+        "--resume",
+        action="store_true",
+        help="keep the runs already in --output (same settings) and do the rest",
+    )
+    parser.add_argument(
         "--quick", action="store_true", help="smoke run: 2k / 1k images, 1 epoch, 1 seed"
     )
     args = parser.parse_args(argv)
@@ -247,6 +252,11 @@ def main(argv=None):
         run_seconds=0.0,
         widths={},
     )
+    previous = args.resume and results_lib.previous_results(
+        args.output, results, ("study", "logits", "settings", "seeds", "quick", "recipe", "teacher")
+    )
+    if previous:
+        results.update(widths=previous["widths"], run_seconds=previous["run_seconds"])
 
     def save():
         for block in results["widths"].values():
@@ -265,6 +275,9 @@ def main(argv=None):
         block = results["widths"].setdefault(str(width), {"methods": {}})
         for seed in range(args.seeds):
             for name in table:
+                done = block["methods"].get(name, {}).get("runs", [])
+                if seed in [run["seed"] for run in done]:
+                    continue
                 run, student = recipe_lib.train_student(
                     name, teacher, dataset, width_recipe, seed, table=table
                 )

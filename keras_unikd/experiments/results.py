@@ -187,3 +187,33 @@ def write(results, output, markdown):
         json.dump(results, handle, indent=2)
     with open(output[: -len(".json")] + ".md", "w") as handle:
         handle.write(markdown + "\n")
+
+
+def previous_results(path, results, keys):
+    """The results file at `path`, to resume a run, or `None` if there is none.
+
+    Args:
+        path: The results file a run writes (`--output`).
+        results: The new run's results dict, filled with its settings.
+        keys: The keys of `results` whose values the file must share
+            (recipe, teacher, ...); keys that `results` lacks are ignored.
+
+    Raises:
+        ValueError: when the file was written with other settings, naming
+            the keys that differ.
+    """
+    if not os.path.exists(path):
+        return None
+    with open(path) as handle:
+        previous = json.load(handle)
+    differing = [
+        key
+        for key in keys
+        if key in results and json.dumps(previous.get(key)) != json.dumps(results[key])
+    ]
+    if differing:
+        raise ValueError(
+            f"Cannot resume {path}: it was written with other settings ({differing}). "
+            "Give another output file, or start afresh without resuming."
+        )
+    return previous
