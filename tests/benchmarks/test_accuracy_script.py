@@ -93,6 +93,30 @@ def test_accuracy_default_protocol():
         accuracy.parse_args(["--methods", "crd"])
 
 
+def test_resume_keeps_the_finished_runs_and_does_the_rest(tmp_path):
+    accuracy = load_script("accuracy")
+    output = tmp_path / "accuracy.json"
+    args = accuracy.parse_args(
+        ["--methods", "student", "fitnet", "--seeds", "2", "--resume", "--output", str(output)]
+    )
+    settings = {"dataset": "fashion_mnist", "recipe": {"subset": 8000}, "policy": "float32"}
+    fresh = dict(settings, methods={}, run_seconds=0.0, run_cpu_seconds=0.0)
+    # No file yet: every run is pending, seeds outermost (fitnet, an ablation, has 3).
+    assert accuracy.resumed(fresh, args) is fresh
+    assert list(accuracy.pending_runs(args, fresh)) == [
+        (0, "student"), (0, "fitnet"), (1, "student"), (1, "fitnet"), (2, "fitnet"),
+    ]
+    run = {"seed": 0, "seconds": 2.0, "cpu_seconds": 3.0}
+    done = dict(settings, methods={"student": {"runs": [run]}, "kd": {"runs": [run]}})
+    output.write_text(json.dumps(done))
+    resumed = accuracy.resumed(fresh, args)
+    assert resumed["methods"] == {"student": {"runs": [run]}}  # kd is not asked for
+    assert (resumed["run_seconds"], resumed["run_cpu_seconds"]) == (2.0, 3.0)
+    assert list(accuracy.pending_runs(args, resumed))[:2] == [(0, "fitnet"), (1, "student")]
+    with pytest.raises(ValueError, match=r"other settings \(\['recipe'\]\)"):
+        accuracy.resumed(dict(fresh, recipe={"subset": 512}), args)
+
+
 def test_benchmark_methods_come_from_the_presets():
     from keras_unikd import presets
 
