@@ -306,12 +306,12 @@ class Distiller(KerasInternals, keras.Model):
 
     def _validate_models(self):
         check_no_shared_weights(self.teacher, self.student)
-        teacher_input = tuple(self.teacher.inputs[0].shape[1:])
-        student_input = tuple(self.student.inputs[0].shape[1:])
+        teacher_input = [tuple(tensor.shape[1:]) for tensor in self.teacher.inputs]
+        student_input = [tuple(tensor.shape[1:]) for tensor in self.student.inputs]
         if teacher_input != student_input:
             raise ValueError(
-                f"Teacher input shape {teacher_input} differs from student "
-                f"input shape {student_input}; both must read the same batch."
+                f"Teacher input shape(s) {teacher_input} differ from student "
+                f"input shape(s) {student_input}; both must read the same batch."
             )
         for tap in (self._teacher_tap, self._student_tap):
             if len(tap.logits_shape) != 2:
@@ -353,12 +353,12 @@ class Distiller(KerasInternals, keras.Model):
         """
         if any(weight.regularizer is not None for weight in self.trainable_weights):
             return True
-        shape = self.student.inputs[0].shape[1:]
-        if any(dim is None for dim in shape):
+        inputs = keras.tree.flatten(self.student.input)
+        if any(dim is None for tensor in inputs for dim in tensor.shape[1:]):
             return True
-        zeros = ops.zeros((1, *shape), dtype=self.student.inputs[0].dtype)
+        zeros = [ops.zeros((1, *tensor.shape[1:]), dtype=tensor.dtype) for tensor in inputs]
         with keras.StatelessScope(collect_losses=True) as scope:
-            self.student(zeros, training=True)
+            self.student(keras.tree.pack_sequence_as(self.student.input, zeros), training=True)
         return bool(scope.losses)
 
     @property
@@ -393,16 +393,24 @@ class Distiller(KerasInternals, keras.Model):
         return self._student_outputs(inputs, training=True)
 
     def _views(self, inputs):
-        """`(weak, strong)` for a two-view batch, `(inputs, None)` otherwise."""
-        if isinstance(inputs, (tuple, list)) and len(self.student.inputs) == 1:
-            if len(inputs) != 2:
-                raise ValueError(
-                    f"The Distiller got {len(inputs)} input tensors per batch; "
-                    "it takes one batch of inputs, or two views of it as "
-                    "((weak, strong), labels) batches."
-                )
-            return inputs[0], inputs[1]
-        return inputs, None
+        """`(weak, strong)` for a two-view batch, `(inputs, None)` otherwise.
+
+        Two views are a pair: of tensors for a single-input student, of
+        input structures (dicts or lists, one per view) for a multi-input one.
+        """
+        if not isinstance(inputs, (tuple, list)):
+            return inputs, None
+        if len(self.student.inputs) > 1 and not all(
+            isinstance(view, (dict, tuple, list)) for view in inputs
+        ):
+            return inputs, None  # one view of a multi-input model, as a list
+        if len(inputs) != 2:
+            raise ValueError(
+                f"The Distiller got {len(inputs)} inputs per batch; it takes one "
+                "batch of inputs, or two views of it as ((weak, strong), labels) "
+                "batches."
+            )
+        return inputs[0], inputs[1]
 
     def _student_outputs(self, inputs, training):
         """The student's logits and features, per view, one pass per view.
@@ -430,8 +438,12 @@ class Distiller(KerasInternals, keras.Model):
         The teacher runs in inference mode, so the two views go through one
         concatenated forward pass, whose results equal two separate passes.
         """
-        batch = ops.shape(weak)[0]
-        inputs = weak if strong is None else ops.concatenate([weak, strong], axis=0)
+        batch = ops.shape(keras.tree.flatten(weak)[0])[0]
+        inputs = weak
+        if strong is not None:
+            inputs = keras.tree.map_structure(
+                lambda w, s: ops.concatenate([w, s], axis=0), weak, strong
+            )
         logits, features = self._teacher_tap(inputs, training=False)
         logits = ops.stop_gradient(logits)
         features = [ops.stop_gradient(feature) for feature in features]
