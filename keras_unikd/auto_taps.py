@@ -51,6 +51,7 @@ class _Call:
     operation: object
     inputs: list
     outputs: list
+    used: list = dataclasses.field(default_factory=list)  # indices of outputs read later
 
 
 @dataclasses.dataclass(frozen=True)
@@ -79,11 +80,14 @@ def _trace(model):
     return keras.tree.flatten(inputs), calls, keras.tree.flatten(outputs)
 
 
-def cut_points(model):
+def cut_points(model, outputs=None):
     """The calls of `model` that every input -> output path passes through.
 
     Args:
         model: A functional or built Sequential `keras.Model`.
+        outputs: Indices into the model's flattened outputs: the outputs
+            whose paths count (default all; a nested backbone whose
+            classifier reads only its pooled output passes that one).
 
     Returns:
         `(cuts, calls_per_operation)`: the cut points as calls (their
@@ -91,7 +95,9 @@ def cut_points(model):
         topological order, the last one producing the output; and a
         `collections.Counter` of the calls of each operation, by `id`.
     """
-    inputs, calls, outputs = _trace(model)
+    inputs, calls, model_outputs = _trace(model)
+    if outputs is not None:
+        model_outputs = [model_outputs[index] for index in outputs]
     reached = {id(tensor) for tensor in inputs}
     last_use = {}
     for position, call in enumerate(calls):
@@ -99,7 +105,9 @@ def cut_points(model):
         if used:
             reached.update(id(tensor) for tensor in call.outputs)
             last_use.update(dict.fromkeys(used, position))
-    last_use.update(dict.fromkeys((id(tensor) for tensor in outputs), len(calls)))
+    last_use.update(dict.fromkeys((id(tensor) for tensor in model_outputs), len(calls)))
+    for call in calls:
+        call.used = [i for i, tensor in enumerate(call.outputs) if id(tensor) in last_use]
     # The furthest call that reads a tensor made before the current call: a
     # call is a cut point when nothing made before it is read after it.
     reach = max((last_use.get(id(tensor), -1) for tensor in inputs), default=-1)
@@ -135,11 +143,8 @@ def _enlarges(inputs, output_size, path, size, overrides):
 
 
 def _is_nested_graph(layer):
-    return (
-        isinstance(layer, keras.Model)
-        and (isinstance(layer, keras.Sequential) or getattr(layer, "outputs", None) is not None)
-        and len(layer.inputs) == 1
-        and len(layer.outputs) == 1
+    return isinstance(layer, keras.Model) and (
+        isinstance(layer, keras.Sequential) or getattr(layer, "outputs", None) is not None
     )
 
 
@@ -155,29 +160,33 @@ def _pyramid_candidates(model, prefix, calls_per_layer):
     return candidates
 
 
-def _candidates(model, prefix, size, overrides, has_logits):
+def _candidates(model, prefix, size, overrides, has_logits, outputs=None):
     """The tappable cut points of `model` (and of its nested models), in order.
 
     With `has_logits`, the call that produces the model's output (the logits
-    layer) is not a candidate.
+    layer) is not a candidate. `outputs` are the indices of the outputs
+    that the enclosing graph reads (see `cut_points`).
     """
-    cuts, calls_per_layer = cut_points(model)
+    cuts, calls_per_layer = cut_points(model, outputs)
     candidates = []
     for call in cuts:
         layer = call.operation
         if (
             not isinstance(layer, keras.layers.Layer)
             or calls_per_layer[id(layer)] != 1
-            or len(call.outputs) != 1
             or isinstance(layer, NOISE_LAYERS)
         ):
             continue
         path = prefix + layer.name
         produces_logits = has_logits and call is cuts[-1]
         if _is_nested_graph(layer):
+            # A backbone with several outputs (keras-hub's BERT: the sequence
+            # and the pooled vector) is analysed towards those read here.
             candidates += _candidates(
-                layer, path + PATH_SEPARATOR, size, overrides, produces_logits
+                layer, path + PATH_SEPARATOR, size, overrides, produces_logits, call.used
             )
+            continue
+        if len(call.outputs) != 1:
             continue
         if produces_logits:
             continue
