@@ -353,12 +353,15 @@ class Distiller(KerasInternals, keras.Model):
         """
         if any(weight.regularizer is not None for weight in self.trainable_weights):
             return True
-        inputs = keras.tree.flatten(self.student.input)
+        # One input (also a Sequential's), or the structure (dict, list) of a
+        # functional model's several inputs.
+        structure = self.student.inputs[0] if len(self.student.inputs) == 1 else self.student.input
+        inputs = keras.tree.flatten(structure)
         if any(dim is None for tensor in inputs for dim in tensor.shape[1:]):
             return True
         zeros = [ops.zeros((1, *tensor.shape[1:]), dtype=tensor.dtype) for tensor in inputs]
         with keras.StatelessScope(collect_losses=True) as scope:
-            self.student(keras.tree.pack_sequence_as(self.student.input, zeros), training=True)
+            self.student(keras.tree.pack_sequence_as(structure, zeros), training=True)
         return bool(scope.losses)
 
     @property

@@ -163,7 +163,7 @@ def test_two_view_batches_for_a_one_view_term_are_refused(pair, views):
 def test_three_inputs_are_refused(pair, views):
     weak, strong, labels = views
     distiller = two_view_distiller(pair)
-    with pytest.raises(ValueError, match="got 3 input tensors"):
+    with pytest.raises(ValueError, match="got 3 inputs per batch"):
         distiller.compute_distillation_losses((weak, strong, weak), labels)
 
 
