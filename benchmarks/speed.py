@@ -93,6 +93,8 @@ def parse_args(argv=None):
         args.pairs, args.engines = ["fashion_mnist"], ["tensorflow", "tensorflow-bf16", "torch"]
         args.methods = ["student", "kd", "unikd", "keras_kd"]
         args.steps, args.rounds, args.warmup_steps, args.batch_size = 2, 2, 1, 16
+    # Peak memory takes one process per method: a smoke run measures two.
+    args.memory_methods = ["student", "unikd"] if args.quick else args.methods
     return args
 
 
@@ -311,7 +313,7 @@ def main(argv=None):
     if not args.no_memory:
         for pair in args.pairs:
             memory[pair] = {}
-            for method in args.methods:
+            for method in args.memory_methods:
                 print(f"memory {pair} {method} ...", flush=True)
                 memory[pair][method] = run_child(
                     args, "memory", "tensorflow", [pair], [method]

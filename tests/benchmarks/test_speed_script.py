@@ -41,6 +41,7 @@ def test_speed_quick(tmp_path):
     assert all(seconds > 0 for seconds in torch["step_seconds"].values())
     assert "| torch |" in stdout
     memory = results["memory"]["fashion_mnist"]
+    assert set(memory) == {"student", "unikd"}
     assert all(
         entry["peak_rss_mb"] >= entry["models_built_rss_mb"] > 0 for entry in memory.values()
     )
