@@ -131,31 +131,13 @@ def main():
     """
     ## Results
     """
-    table = format_table(dataset, teacher_record, results, recipe)
+    table = recipe_lib.results_table(dataset, teacher_record, results, recipe)
     print("\n" + table)
     os.makedirs(args.output_dir, exist_ok=True)
     with open(os.path.join(args.output_dir, "results.json"), "w") as handle:
         json.dump(
             {"teacher": teacher_record, "students": results, "args": vars(args)}, handle, indent=2
         )
-
-
-def format_table(dataset, teacher_record, results, recipe):
-    lines = [
-        f"Dataset: {dataset.name} ({dataset.source}); student trained on "
-        f"{min(recipe.subset, len(dataset.x_train)):,} images for "
-        f"{recipe.student_epochs} epochs, backend {keras.backend.backend()}.",
-        f"Teacher test accuracy: {100 * teacher_record['best_accuracy']:.2f}%",
-        "",
-        "| method | best test acc. (%) | last test acc. (%) | s / epoch |",
-        "|---|---|---|---|",
-    ]
-    for method, result in results.items():
-        lines.append(
-            f"| {method} | {100 * result['best_accuracy']:.2f} | "
-            f"{100 * result['last_accuracy']:.2f} | {result['seconds_per_epoch']:.1f} |"
-        )
-    return "\n".join(lines)
 
 
 if __name__ == "__main__":

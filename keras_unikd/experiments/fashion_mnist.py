@@ -207,28 +207,51 @@ def fit(model, train, test, epochs, verbose=2):
     )
 
 
-def teacher_cache_stem(dataset, recipe, seed=0):
+def teacher_cache_stem(dataset, recipe, seed=0, architecture=None):
     """The file name (no extension) of a cached teacher.
 
-    It names everything the teacher's training depends on (dataset and its
-    size, epochs, batch size, learning rate, seed), so that a teacher
-    trained another way is never taken for this one.
+    It names everything the teacher's training depends on (its architecture
+    when it is not the default CNN, dataset and its size, epochs, batch
+    size, learning rate, seed), so that a teacher trained another way is
+    never taken for this one.
     """
+    kind = f"teacher_{architecture}" if architecture else "teacher"
     return (
-        f"teacher_{dataset.name}_{len(dataset.x_train)}img_{recipe.teacher_epochs}ep_"
+        f"{kind}_{dataset.name}_{len(dataset.x_train)}img_{recipe.teacher_epochs}ep_"
         f"batch{recipe.batch_size}_lr{recipe.learning_rate:g}_seed{seed}"
     )
 
 
-def teacher_or_cached(dataset, teacher_train, test, recipe, cache_dir, seed=0, retrain=False):
+def teacher_or_cached(
+    dataset,
+    teacher_train,
+    test,
+    recipe,
+    cache_dir,
+    seed=0,
+    retrain=False,
+    architecture=None,
+    build_teacher=None,
+    optimizer=None,
+):
     """Trains the teacher, or loads it from `cache_dir` when trained before.
+
+    Args:
+        architecture: A name for a teacher other than the default CNN (part
+            of the cache's file name), built by `build_teacher(image_shape,
+            num_classes)`.
+        optimizer: The teacher's optimizer; by default `make_optimizer`'s
+            SGD.
 
     Returns:
         `(teacher, record)` where `record` holds the teacher's test accuracy,
         its epochs, its per-epoch test accuracy (`val_accuracy`) and the
         `path` of its `.keras` file.
     """
-    stem = os.path.join(cache_dir, teacher_cache_stem(dataset, recipe, seed))
+    if (architecture is None) != (build_teacher is None):
+        raise ValueError("Give architecture and build_teacher together, or neither.")
+    build_teacher = build_teacher or fashion_teacher
+    stem = os.path.join(cache_dir, teacher_cache_stem(dataset, recipe, seed, architecture))
     model_path, record_path = stem + ".keras", stem + ".json"
     if os.path.exists(model_path) and os.path.exists(record_path) and not retrain:
         print(f"Using the cached teacher {model_path}")
@@ -236,9 +259,9 @@ def teacher_or_cached(dataset, teacher_train, test, recipe, cache_dir, seed=0, r
             record = json.load(handle)
         return keras.models.load_model(model_path), dict(record, path=model_path)
     keras.utils.set_random_seed(seed)
-    teacher = fashion_teacher(dataset.image_shape, dataset.num_classes)
+    teacher = build_teacher(dataset.image_shape, dataset.num_classes)
     teacher.compile(
-        optimizer=make_optimizer(recipe, len(teacher_train), recipe.teacher_epochs),
+        optimizer=optimizer or make_optimizer(recipe, len(teacher_train), recipe.teacher_epochs),
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
         metrics=["accuracy"],
         jit_compile=recipe.jit_compile,
@@ -258,6 +281,37 @@ def teacher_or_cached(dataset, teacher_train, test, recipe, cache_dir, seed=0, r
     return teacher, dict(record, path=model_path)
 
 
+def first_examples(dataset, train, test=None):
+    """`dataset` cut to its first `train` training (and `test` test) images (smoke runs)."""
+    test = len(dataset.x_test) if test is None else test
+    return dataclasses.replace(
+        dataset,
+        x_train=dataset.x_train[:train],
+        y_train=dataset.y_train[:train],
+        x_test=dataset.x_test[:test],
+        y_test=dataset.y_test[:test],
+    )
+
+
+def results_table(dataset, teacher_record, results, recipe):
+    """The examples' Markdown table: each method's best and last test top-1, s / epoch."""
+    lines = [
+        f"Dataset: {dataset.name} ({dataset.source}); student trained on "
+        f"{student_examples(dataset, recipe):,} images for "
+        f"{recipe.student_epochs} epochs, backend {keras.backend.backend()}.",
+        f"Teacher test accuracy: {100 * teacher_record['best_accuracy']:.2f}%",
+        "",
+        "| method | best test acc. (%) | last test acc. (%) | s / epoch |",
+        "|---|---|---|---|",
+    ]
+    for method, result in results.items():
+        lines.append(
+            f"| {method} | {100 * result['best_accuracy']:.2f} | "
+            f"{100 * result['last_accuracy']:.2f} | {result['seconds_per_epoch']:.1f} |"
+        )
+    return "\n".join(lines)
+
+
 def load_benchmark(recipe, cache_dir, quick=False):
     """Fashion-MNIST and the teacher of `recipe` (trained now or cached).
 
@@ -269,13 +323,7 @@ def load_benchmark(recipe, cache_dir, quick=False):
     """
     dataset = load_fashion_mnist()
     if quick:
-        dataset = dataclasses.replace(
-            dataset,
-            x_train=dataset.x_train[:2048],
-            y_train=dataset.y_train[:2048],
-            x_test=dataset.x_test[:1024],
-            y_test=dataset.y_test[:1024],
-        )
+        dataset = first_examples(dataset, 2048, 1024)
         cache_dir = os.path.join(cache_dir, "quick")
     teacher_train, _, test = make_pipelines(dataset, recipe, seed=0)
     teacher, record = teacher_or_cached(dataset, teacher_train, test, recipe, cache_dir)
