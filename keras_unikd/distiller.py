@@ -100,7 +100,9 @@ class Distiller(KerasInternals, keras.Model):
     the teacher runs once on both views (one concatenated pass, in
     inference mode), the student once per view; the metrics and `call`
     outside training use the weak view. A term given batches with the other
-    number of views raises a `ValueError` naming it.
+    number of views raises a `ValueError` naming it. For models with several
+    inputs, `x` is a dict (or list) of them, and two views are a pair of
+    such structures.
 
     Softmax heads: a teacher or student whose output is a softmax
     (`keras.applications` models by default, `Dense(..., activation=
