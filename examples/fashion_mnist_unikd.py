@@ -34,8 +34,6 @@ Run it with `make demo`, or `python examples/fashion_mnist_unikd.py --help`.
 """
 
 import argparse
-import json
-import os
 
 import keras
 
@@ -119,25 +117,16 @@ def main():
     teacher, teacher_record = recipe_lib.teacher_or_cached(
         dataset, teacher_train, test, recipe, args.cache_dir, args.seed, args.retrain_teacher
     )
-    results = {}
-    for label, method in DEMO_METHODS.items():
-        model, student = recipe_lib.build_student_model(
-            method, teacher, dataset, recipe, len(student_train), args.seed
-        )
-        print(f"\n== {label} ({student.count_params():,} student parameters)")
-        history = recipe_lib.fit(model, student_train, test, recipe.student_epochs)
-        results[label] = recipe_lib.summarize(history)
+    results = recipe_lib.train_students(
+        DEMO_METHODS, teacher, dataset, recipe, student_train, test, args.seed
+    )
 
     """
     ## Results
     """
-    table = recipe_lib.results_table(dataset, teacher_record, results, recipe)
-    print("\n" + table)
-    os.makedirs(args.output_dir, exist_ok=True)
-    with open(os.path.join(args.output_dir, "results.json"), "w") as handle:
-        json.dump(
-            {"teacher": teacher_record, "students": results, "args": vars(args)}, handle, indent=2
-        )
+    recipe_lib.report_results(
+        dataset, teacher_record, results, recipe, args.output_dir, vars(args)
+    )
 
 
 if __name__ == "__main__":

@@ -36,8 +36,6 @@ it). Run it with `python examples/vit_to_cnn_unikd.py --help`.
 """
 
 import argparse
-import json
-import os
 
 import keras
 
@@ -155,25 +153,17 @@ def main(argv=None):
         build_teacher=vit_teacher,
         optimizer=teacher_optimizer(len(teacher_train), recipe.teacher_epochs),
     )
-    results = {}
-    for label in METHODS:
-        model, student = recipe_lib.build_student_model(
-            label, teacher, dataset, recipe, len(student_train), args.seed, table=METHODS
-        )
-        print(f"\n== {label} ({student.count_params():,} student parameters)")
-        history = recipe_lib.fit(model, student_train, test, recipe.student_epochs)
-        results[label] = recipe_lib.summarize(history)
+    results = recipe_lib.train_students(
+        {label: label for label in METHODS},
+        teacher, dataset, recipe, student_train, test, args.seed, table=METHODS,
+    )
 
     """
     ## Results
     """
-    table = recipe_lib.results_table(dataset, teacher_record, results, recipe)
-    print("\n" + table)
-    os.makedirs(args.output_dir, exist_ok=True)
-    with open(os.path.join(args.output_dir, "results.json"), "w") as handle:
-        json.dump(
-            {"teacher": teacher_record, "students": results, "args": vars(args)}, handle, indent=2
-        )
+    recipe_lib.report_results(
+        dataset, teacher_record, results, recipe, args.output_dir, vars(args)
+    )
     return results
 
 

@@ -293,6 +293,31 @@ def first_examples(dataset, train, test=None):
     )
 
 
+def train_students(methods, teacher, dataset, recipe, student_train, test, seed, table=None):
+    """The examples' students: `{label: summarize(history)}`, one run per method.
+
+    Args:
+        methods: `{label: method}`, keys of `table` (default `METHODS`).
+    """
+    results = {}
+    for label, method in methods.items():
+        model, student = build_student_model(
+            method, teacher, dataset, recipe, len(student_train), seed, table
+        )
+        print(f"\n== {label} ({student.count_params():,} student parameters)")
+        history = fit(model, student_train, test, recipe.student_epochs)
+        results[label] = summarize(history)
+    return results
+
+
+def report_results(dataset, teacher_record, results, recipe, output_dir, args):
+    """Prints the examples' table and writes it, with the run's arguments, as JSON."""
+    print("\n" + results_table(dataset, teacher_record, results, recipe))
+    os.makedirs(output_dir, exist_ok=True)
+    with open(os.path.join(output_dir, "results.json"), "w") as handle:
+        json.dump({"teacher": teacher_record, "students": results, "args": args}, handle, indent=2)
+
+
 def results_table(dataset, teacher_record, results, recipe):
     """The examples' Markdown table: each method's best and last test top-1, s / epoch."""
     lines = [
