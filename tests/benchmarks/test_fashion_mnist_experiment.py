@@ -44,9 +44,16 @@ def test_the_paired_methods_differ_only_in_what_is_compared():
     assert methods["mlkd"][1]["logits_loss"] == "mlkd"
     assert methods["mlkd"][1]["warmup_epochs"] == 0
     for variant, (base, _) in presets.VARIANTS.items():
-        assert methods[variant] == (
-            methods[base][0], presets.variant_kwargs(variant, methods[base][1])
-        )
+        distiller_class, options = methods[variant]
+        expected = presets.variant_kwargs(variant, methods[base][1])
+        if variant in ("mlkd+ls", "unimlkd+ls"):
+            # `+ls` weights the level it standardizes (the instance level) 9
+            # and leaves the Gram levels as plain MLKD weights them.
+            effective = [options["logits_weight"] * w for w in options["mlkd_level_weights"]]
+            plain = methods[base][1]["mlkd_level_weights"]
+            assert effective == pytest.approx([9 * plain[0], plain[1], plain[2]])
+            expected["mlkd_level_weights"] = options["mlkd_level_weights"]
+        assert (distiller_class, options) == (methods[base][0], expected)
 
 
 def test_teacher_cache_is_keyed_by_its_training(small, tmp_path):
