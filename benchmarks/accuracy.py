@@ -50,11 +50,20 @@ preset for machines that have the CIFAR-100 data and a GPU.
     python benchmarks/accuracy.py --quick         # smoke run: tiny subset, 1 epoch
     python benchmarks/accuracy.py --methods kd unikd --policy mixed_bfloat16 \\
         --output benchmarks/results/accuracy_bfloat16.json
+
+On 2 cores two processes with one TensorFlow thread each
+(`TF_NUM_INTRAOP_THREADS=1`) and disjoint `--methods` (and `--output`s) get
+through the runs sooner than one; `--merge` joins their results files:
+
+    python benchmarks/accuracy.py --merge part1.json part2.json \\
+        --output benchmarks/results/accuracy.json
 """
 
 import argparse
 import dataclasses
+import json
 import os
+import shutil
 import time
 
 import keras
@@ -117,6 +126,12 @@ def parse_args(argv=None):
     cifar.add_argument("--epochs", type=int, help="default: the preset's (240)")
     cifar.add_argument("--take", type=int, help="limit the examples (smoke runs)")
     parser.add_argument(
+        "--merge",
+        nargs="+",
+        metavar="RESULTS",
+        help="merge results files of runs split by --methods (same protocol) into --output",
+    )
+    parser.add_argument(
         "--quick",
         action="store_true",
         help="smoke run: 2k training / 1k test images, 1 epoch, 1 seed unless --seeds",
@@ -169,6 +184,63 @@ def resumed(results, args):
         run_seconds=sum(run["seconds"] for run in runs),
         run_cpu_seconds=sum(run["cpu_seconds"] for run in runs),
     )
+
+
+def merged(paths, output):
+    """One results dict from files of runs that split the methods between them.
+
+    The files must share the protocol (`RESUME_KEYS`) and each method must
+    come from one file. The merged results (to be written to `output`) keep
+    the first file's date and machine, sum the run times, are complete when
+    all parts are, and list the methods in the benchmark's order.
+    """
+    parts = []
+    for path in paths:
+        with open(path) as handle:
+            parts.append((path, json.load(handle)))
+    first_path, first = parts[0]
+    methods, origin = {}, {}
+    for path, part in parts:
+        differing = results_lib.differing_settings(part, first, RESUME_KEYS)
+        if differing:
+            raise ValueError(
+                f"Cannot merge {path} with {first_path}: other settings ({differing}). "
+                "Merge only runs of the same protocol."
+            )
+        for method, entry in part["methods"].items():
+            if method in methods:
+                raise ValueError(
+                    f"Cannot merge: {method!r} is in both {origin[method]} and {path}. "
+                    "Merge files of runs with disjoint --methods."
+                )
+            methods[method], origin[method] = entry, path
+    order = list(MAIN_METHODS + ABLATIONS)
+    return dict(
+        first,
+        methods={m: methods[m] for m in sorted(methods, key=order.index)},
+        seeds={m: s for _, part in parts for m, s in part["seeds"].items()},
+        complete=all(part["complete"] for _, part in parts),
+        run_seconds=sum(part["run_seconds"] for _, part in parts),
+        run_cpu_seconds=sum(part["run_cpu_seconds"] for _, part in parts),
+        students_dir=os.path.basename(students_dir_of(output)),
+        merged_from=[os.path.basename(path) for path, _ in parts],
+    )
+
+
+def students_dir_of(output):
+    """Where a run writing `output` saves its seed-0 students."""
+    return os.path.splitext(output)[0] + "_students"
+
+
+def merge_students(paths, output):
+    """Copies the seed-0 students of the runs in `paths` next to `output`."""
+    target = students_dir_of(output)
+    os.makedirs(target, exist_ok=True)
+    for path in paths:
+        source = students_dir_of(path)
+        if os.path.isdir(source) and os.path.abspath(source) != os.path.abspath(target):
+            for name in os.listdir(source):
+                shutil.copy2(os.path.join(source, name), target)
 
 
 def add_summaries(results):
@@ -227,7 +299,7 @@ def run_fashion_mnist(args, results):
     keras.mixed_precision.set_global_policy(args.policy)
     # Next to the results file and named after it, so that runs with other
     # outputs (another --policy, say) keep their own students.
-    students_dir = os.path.splitext(args.output)[0] + "_students"
+    students_dir = students_dir_of(args.output)
     os.makedirs(students_dir, exist_ok=True)
     results.update(
         dataset=dataset.name,
@@ -310,6 +382,12 @@ def run_cifar100(args, results):
 
 def main(argv=None):
     args = parse_args(argv)
+    if args.merge:
+        results = merged(args.merge, args.output)
+        merge_students(args.merge, args.output)
+        save(results, args)
+        print(markdown(results))
+        return
     results = dict(
         results_lib.environment(),
         policy=args.policy,

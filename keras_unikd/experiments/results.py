@@ -189,6 +189,18 @@ def write(results, output, markdown):
         handle.write(markdown + "\n")
 
 
+def differing_settings(previous, results, keys):
+    """The `keys` of `results` whose values `previous` does not share.
+
+    Keys that `results` lacks are ignored.
+    """
+    return [
+        key
+        for key in keys
+        if key in results and json.dumps(previous.get(key)) != json.dumps(results[key])
+    ]
+
+
 def previous_results(path, results, keys):
     """The results file at `path`, to resume a run, or `None` if there is none.
 
@@ -206,11 +218,7 @@ def previous_results(path, results, keys):
         return None
     with open(path) as handle:
         previous = json.load(handle)
-    differing = [
-        key
-        for key in keys
-        if key in results and json.dumps(previous.get(key)) != json.dumps(results[key])
-    ]
+    differing = differing_settings(previous, results, keys)
     if differing:
         raise ValueError(
             f"Cannot resume {path}: it was written with other settings ({differing}). "

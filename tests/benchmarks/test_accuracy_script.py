@@ -148,3 +148,56 @@ def test_accuracy_cifar100_mode_on_mock_data(tmp_path):
     fitnet_kd = results["methods"]["fitnet+kd"]["runs"][0]["history"]
     assert {"hint_loss", "kd_loss", "ce_loss"} <= set(fitnet_kd)
     assert "feature_loss" in results["methods"]["fdp-only"]["runs"][0]["history"]
+
+
+def test_merge_joins_runs_split_by_method(tmp_path):
+    accuracy = load_script("accuracy")
+    settings = dict(
+        dataset="fashion_mnist", recipe={"subset": 8000, "student_epochs": 7, "student_width": 8},
+        teacher={"last_accuracy": 0.9, "epochs": 10}, policy="float32", backend="tensorflow",
+        date="2026-12-01", machine="x86_64", keras_version="3", test_examples=100,
+        student_parameters=6386,
+    )
+
+    def run(seed, accuracy):
+        return dict(
+            seed=seed, best_accuracy=accuracy, last_accuracy=accuracy, seconds_per_epoch=1.0,
+        )
+
+    parts = {
+        "a.json": dict(
+            settings, complete=True, run_seconds=10.0, run_cpu_seconds=20.0,
+            seeds={"kd": 2, "student": 2},
+            methods={
+                "kd": {"runs": [run(0, 0.80), run(1, 0.82)]},
+                "student": {"runs": [run(0, 0.75), run(1, 0.74)]},
+            },
+        ),
+        "b.json": dict(
+            settings, complete=False, run_seconds=5.0, run_cpu_seconds=6.0,
+            seeds={"mlkd+ls": 2}, methods={"mlkd+ls": {"runs": [run(0, 0.70)]}},
+        ),
+    }
+    for name, part in parts.items():
+        (tmp_path / name).write_text(json.dumps(part))
+        if name == "b.json":
+            (tmp_path / "b_students").mkdir()
+            (tmp_path / "b_students" / "mlkd+ls.keras").write_text("student")
+    paths = [str(tmp_path / name) for name in parts]
+    output = tmp_path / "merged.json"
+    accuracy.main(["--merge", *paths, "--output", str(output)])
+    merged = json.loads(output.read_text())
+    assert list(merged["methods"]) == ["student", "kd", "mlkd+ls"]  # the benchmark's order
+    assert merged["seeds"] == {"kd": 2, "student": 2, "mlkd+ls": 2}
+    assert not merged["complete"]  # b.json is not
+    assert (merged["run_seconds"], merged["run_cpu_seconds"]) == (15.0, 26.0)
+    assert merged["methods"]["kd"]["summary"]["last_mean"] == pytest.approx(81.0)
+    assert merged["comparisons"]["kd vs student"]["differences"] == pytest.approx([5.0, 8.0])
+    assert (tmp_path / "merged_students" / "mlkd+ls.keras").read_text() == "student"
+    assert "| mlkd+ls | 1 |" in (tmp_path / "merged.md").read_text()
+
+    with pytest.raises(ValueError, match=r"'kd' is in both .*a\.json and .*a\.json"):
+        accuracy.merged([paths[0], paths[0]], str(output))
+    (tmp_path / "c.json").write_text(json.dumps(dict(parts["b.json"], recipe={"subset": 512})))
+    with pytest.raises(ValueError, match=r"other settings \(\['recipe'\]\)"):
+        accuracy.merged([paths[0], str(tmp_path / "c.json")], str(output))
