@@ -87,8 +87,18 @@ class DistributionHead(keras.layers.Layer):
         self.log_var_dense.build(pooled_shape)
         self.built = True
 
+    @staticmethod
+    def pool(inputs):
+        """The head's first step: a `(batch, H, W, C)` map averaged over H and W.
+
+        A `(batch, C)` vector is returned as is, so a head fed the pooled
+        vector (e.g. from a teacher-output cache) gives what it gives for
+        the map.
+        """
+        return ops.mean(inputs, axis=(1, 2)) if len(inputs.shape) == 4 else inputs
+
     def call(self, inputs, training=False, sample=None):
-        pooled = ops.mean(inputs, axis=(1, 2)) if len(inputs.shape) == 4 else inputs
+        pooled = self.pool(inputs)
         mu = ops.cast(self.mean_dense(pooled), "float32")
         log_var = ops.cast(self.log_var_dense(pooled), "float32")
         if sample is None:

@@ -7,6 +7,7 @@
 from keras_unikd.terms.base import DistillationTerm
 from keras_unikd.terms.base import ForwardRecord
 from keras_unikd.terms.base import ForwardShapes
+from keras_unikd.terms.base import TeacherNeeds
 from keras_unikd.terms.fitnet import FitNetHint
 from keras_unikd.terms.logits import DKD
 from keras_unikd.terms.logits import KD

@@ -150,6 +150,62 @@ class ForwardRecord:
         return 1 if self.strong is None else 2
 
 
+@dataclasses.dataclass(frozen=True)
+class TeacherNeeds:
+    """What a term reads of the teacher: what a teacher-output cache must hold.
+
+    A term's `teacher_needs()` returns one; `TeacherNeeds.combine` merges
+    those of several terms. When `cacheable` is false, the term reads
+    something that cannot be stored per example and view (the teacher's full
+    feature maps), `reason` says what, and a Distiller runs the teacher
+    online.
+
+    Attributes:
+        logits: Whether the term reads the teacher's logits.
+        pooled_features: Teacher layer paths whose feature the term reads
+            only through `DistributionHead.pool` (a map averaged over its
+            spatial axes, a vector as is), shallow to deep.
+        views: 1, or 2 when the term reads both views of `((weak, strong),
+            labels)` batches.
+        cacheable: Whether the above is all the term reads of the teacher.
+        reason: Why not, when `cacheable` is false (else `""`).
+
+    Example:
+
+    >>> a = TeacherNeeds(logits=True, views=2)
+    >>> b = TeacherNeeds(pooled_features=("t_stage1",))
+    >>> TeacherNeeds.combine([a, b])
+    TeacherNeeds(logits=True, pooled_features=('t_stage1',), views=2, cacheable=True, reason='')
+    """
+
+    logits: bool = False
+    pooled_features: typing.Tuple[str, ...] = ()
+    views: int = 1
+    cacheable: bool = True
+    reason: str = ""
+
+    @classmethod
+    def combine(cls, needs):
+        """The needs of several terms together: a union, the most views.
+
+        The reasons of the terms that cannot be cached are joined with
+        `"; "`; give each `reason` its term's name (see
+        `DistillationTerm.teacher_needs`).
+        """
+        needs = list(needs)
+        paths = []
+        for need in needs:
+            paths.extend(path for path in need.pooled_features if path not in paths)
+        reasons = [need.reason for need in needs if not need.cacheable]
+        return cls(
+            logits=any(need.logits for need in needs),
+            pooled_features=tuple(paths),
+            views=max([1] + [need.views for need in needs]),
+            cacheable=not reasons,
+            reason="; ".join(reasons),
+        )
+
+
 class DistillationTerm(keras.layers.Layer):
     """Base class of the distillation terms a `keras_unikd.Distiller` sums.
 
@@ -247,6 +303,29 @@ class DistillationTerm(keras.layers.Layer):
     def loss_names(self):
         """Names of the losses `call` returns (metric names in the logs)."""
         return (f"{self.name}_loss",)
+
+    def teacher_needs(self):
+        """What the term reads of the teacher, as a `TeacherNeeds`.
+
+        A teacher-output cache (`keras_unikd.teacher_cache`) stores exactly
+        this. The default: the teacher's logits on the term's `views`, and
+        no feature; a term that reads teacher features is not cacheable
+        unless it overrides this method (e.g. to declare features it only
+        pools, as `UniKDFeatures`).
+        """
+        if self.teacher_features:
+            return TeacherNeeds(
+                logits=True,
+                views=self.views,
+                cacheable=False,
+                reason=(
+                    f"term {self.name!r} ({type(self).__name__}) reads the teacher's "
+                    f"feature(s) {paths_config(self.teacher_features)!r} and does not "
+                    "declare them cacheable (override `teacher_needs()` if it only "
+                    "reads them pooled)"
+                ),
+            )
+        return TeacherNeeds(logits=True, views=self.views)
 
     def build(self, shapes):
         """Creates the term's layers from a `ForwardShapes`; none by default."""

@@ -6,6 +6,7 @@ from keras import ops
 from keras_unikd import losses
 from keras_unikd.layers.resize import resize_nearest
 from keras_unikd.terms.base import DistillationTerm
+from keras_unikd.terms.base import TeacherNeeds
 from keras_unikd.terms.base import as_layer_paths
 
 
@@ -46,6 +47,18 @@ class FitNetHint(DistillationTerm):
         super().__init__(weight=weight, name=name, **kwargs)
         self.teacher_features = (_single_path(teacher_feature, "teacher_feature"),)
         self.student_features = (_single_path(student_feature, "student_feature"),)
+
+    def teacher_needs(self):
+        """Not cacheable: the hint is the teacher's whole feature map."""
+        return TeacherNeeds(
+            logits=False,
+            views=self.views,
+            cacheable=False,
+            reason=(
+                f"term {self.name!r} (FitNetHint) matches the teacher's full feature "
+                f"map {self.teacher_features[0]!r} point by point"
+            ),
+        )
 
     def build(self, shapes):
         teacher_shape = shapes.teacher[self.teacher_features[0]]

@@ -5,6 +5,7 @@ from keras import ops
 
 from keras_unikd import losses
 from keras_unikd.terms.base import DistillationTerm
+from keras_unikd.terms.base import TeacherNeeds
 from keras_unikd.terms.base import check_bool
 from keras_unikd.terms.base import check_non_negative
 from keras_unikd.terms.base import check_positive
@@ -28,6 +29,10 @@ class CrossEntropy(DistillationTerm):
 
     def __init__(self, weight=1.0, name="ce", **kwargs):
         super().__init__(weight=weight, name=name, **kwargs)
+
+    def teacher_needs(self):
+        """Nothing: the cross-entropy reads the labels, not the teacher."""
+        return TeacherNeeds(views=self.views)
 
     def call(self, record):
         return {

@@ -8,6 +8,7 @@ from keras_unikd.layers import MultiStageAggregator
 from keras_unikd.layers.aggregator import as_map_shape
 from keras_unikd.terms.base import AUTO_FEATURES
 from keras_unikd.terms.base import DistillationTerm
+from keras_unikd.terms.base import TeacherNeeds
 from keras_unikd.terms.base import as_layer_paths
 from keras_unikd.terms.base import check_bool
 from keras_unikd.terms.base import check_non_negative
@@ -158,6 +159,36 @@ class UniKDFeatures(DistillationTerm):
     def loss_names(self):
         prefix = "" if self.name == "unikd" else f"{self.name}_"
         return (f"{prefix}feature_loss", f"{prefix}consistency_loss")
+
+    def teacher_needs(self):
+        """The teacher's logits and pooled feature, unless its side fuses stages.
+
+        With one teacher feature and no teacher-side aggregator, the
+        teacher's `DistributionHead` reads the feature only through its
+        pooling (`DistributionHead.pool`), so a cache holds the pooled vector;
+        the consistency term reads the teacher's logits. A teacher-side
+        `MultiStageAggregator` (several teacher features, or
+        `fuse_teacher_features=True`) reads the full maps, and `"auto"`
+        features are chosen (usually several stages, fused) only by a
+        Distiller: neither is cacheable.
+        """
+        kind = f"term {self.name!r} (UniKDFeatures)"
+        if self.teacher_features == AUTO_FEATURES:
+            reason = (
+                f"{kind} has teacher_features='auto', chosen by the Distiller (usually "
+                "several stages, fused by an aggregator); name one teacher layer to cache it"
+            )
+        elif self.fuse_teacher_features or len(self.teacher_features) > 1:
+            reason = (
+                f"{kind} fuses the teacher's full feature maps "
+                f"{list(self.teacher_features)!r} with a teacher-side MultiStageAggregator, "
+                "which trains with the student"
+            )
+        else:
+            return TeacherNeeds(
+                logits=True, pooled_features=self.teacher_features, views=self.views
+            )
+        return TeacherNeeds(logits=True, views=self.views, cacheable=False, reason=reason)
 
     def _aggregator(self, shapes, fuse, reference_shape, side):
         if fuse is None:
