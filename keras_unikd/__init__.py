@@ -4,6 +4,7 @@ from keras_unikd import callbacks
 from keras_unikd import initializers
 from keras_unikd import losses
 from keras_unikd import optimizers
+from keras_unikd import teacher_cache
 from keras_unikd import terms
 from keras_unikd.distiller import Distiller
 from keras_unikd.fitnet import FitNetDistiller
