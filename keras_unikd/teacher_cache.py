@@ -35,6 +35,7 @@ returns the teacher's outputs of a batch of `(epoch, index)` keys.
 """
 
 import hashlib
+import itertools
 import json
 import os
 import time
@@ -400,48 +401,44 @@ def _create_arrays(directory, epoch, names, dims, num_examples, dtype):
     }
 
 
-def _write_epoch(
-    directory,
-    epoch,
-    model,
-    images,
-    labels,
-    seed,
-    options,
-    views,
-    sources,
-    dims,
-    batch_size,
-    dtype,
-    verbose,
-):
-    """Runs the teacher over one epoch's keyed views and writes its arrays.
+def _keyed_batches(images, labels, seed, options, views, batch_size, first, stop):
+    """`(epoch, index, teacher input)` of each batch of epochs `first .. stop - 1`.
 
-    `sources` maps each array name to `(view number, output of model)`.
+    One keyed pipeline for the run of epochs (its graph is traced once);
+    both views of a batch are concatenated into one teacher input.
     """
-    from keras_unikd.data.keyed import keyed_steps_per_epoch
     from keras_unikd.data.keyed import make_keyed_image_pipeline
 
-    num_examples = len(images)
-    arrays = _create_arrays(directory, epoch, list(sources), dims, num_examples, dtype)
     dataset = make_keyed_image_pipeline(
         images,
         labels,
         batch_size,
         seed,
-        epochs=epoch + 1,
-        start_epoch=epoch,
+        epochs=stop,
+        start_epoch=first,
         two_views=len(views) == 2,
         with_keys=True,
         **options,
     )
-    progbar = keras.utils.Progbar(
-        keyed_steps_per_epoch(num_examples, batch_size), verbose=verbose, unit_name="batch"
-    )
-    limit = np.finfo(dtype).max
-    for step, (x, _, keys) in enumerate(dataset.as_numpy_iterator()):
-        index = keys["index"]
+    for x, _, keys in dataset.as_numpy_iterator():
+        # Batches never straddle two epochs.
         batch = np.concatenate(x, axis=0) if len(views) == 2 else x
+        yield int(keys["epoch"][0]), keys["index"], batch
+
+
+def _write_epoch(
+    directory, epoch, batches, model, sources, dims, num_examples, dtype, steps, verbose
+):
+    """Runs the teacher on one epoch's batches and writes the epoch's arrays.
+
+    `batches` yields that epoch's `(epoch, index, teacher input)` (`steps`
+    of them); `sources` maps each array name to `(view number, output of
+    model)`.
+    """
+    arrays = _create_arrays(directory, epoch, list(sources), dims, num_examples, dtype)
+    progbar = keras.utils.Progbar(steps, verbose=verbose, unit_name="batch")
+    limit = np.finfo(dtype).max
+    for step, (_, index, batch) in enumerate(batches):
         outputs = model.predict_on_batch(batch)
         outputs = outputs if isinstance(outputs, (list, tuple)) else [outputs]
         size = len(index)
@@ -545,6 +542,8 @@ def build_teacher_cache(
     >>> out["weak"]["logits"].shape, cache.epochs
     ((2, 3), 2)
     """
+    from keras_unikd.data.keyed import keyed_steps_per_epoch
+
     fn = "build_teacher_cache"
     needs = _needs(terms, fn)
     views = _views(two_views, needs, fn)
@@ -633,44 +632,56 @@ def build_teacher_cache(
     _write_manifest(directory, manifest)
 
     complete = set(manifest["epochs_complete"])
-    for epoch in range(int(epochs)):
-        if epoch in complete:
-            try:
-                for name in names:
-                    _check_file(
-                        _array_path(directory, epoch, name),
-                        (len(images), dims[name]),
-                        dtype,
-                        directory,
-                        epoch,
-                        fn,
-                    )
-                continue
-            except ValueError as error:
-                warnings.warn(f"{error} Epoch {epoch} is computed again.", stacklevel=2)
-                complete.discard(epoch)
-        if verbose:
-            print(f"Teacher cache {directory}: epoch {epoch + 1}/{epochs}")
-        start = time.perf_counter()
-        _write_epoch(
-            directory,
-            epoch,
-            model,
-            images,
-            labels,
-            int(seed),
-            options,
-            views,
-            sources,
-            dims,
-            int(batch_size),
-            dtype,
-            verbose,
+    for epoch in sorted(complete):
+        if epoch >= epochs:
+            continue
+        try:
+            for name in names:
+                _check_file(
+                    _array_path(directory, epoch, name),
+                    (len(images), dims[name]),
+                    dtype,
+                    directory,
+                    epoch,
+                    fn,
+                )
+        except ValueError as error:
+            warnings.warn(f"{error} Epoch {epoch} is computed again.", stacklevel=2)
+            complete.discard(epoch)
+    steps = keyed_steps_per_epoch(len(images), int(batch_size))
+    todo = [epoch for epoch in range(int(epochs)) if epoch not in complete]
+    # One keyed pipeline per run of consecutive epochs to compute.
+    runs = [[todo[0]]] if todo else []
+    for epoch in todo[1:]:
+        if epoch == runs[-1][-1] + 1:
+            runs[-1].append(epoch)
+        else:
+            runs.append([epoch])
+    for run in runs:
+        start = time.perf_counter()  # an epoch's time includes the pipeline's setup
+        batches = _keyed_batches(
+            images, labels, int(seed), options, views, int(batch_size), run[0], run[-1] + 1
         )
-        complete.add(epoch)
-        manifest["epochs_complete"] = sorted(complete)
-        manifest["build_seconds"][str(epoch)] = round(time.perf_counter() - start, 3)
-        _write_manifest(directory, manifest)
+        for epoch, epoch_batches in itertools.groupby(batches, key=lambda batch: batch[0]):
+            if verbose:
+                print(f"Teacher cache {directory}: epoch {epoch + 1}/{epochs}")
+            _write_epoch(
+                directory,
+                epoch,
+                epoch_batches,
+                model,
+                sources,
+                dims,
+                len(images),
+                dtype,
+                steps,
+                verbose,
+            )
+            complete.add(epoch)
+            manifest["epochs_complete"] = sorted(complete)
+            manifest["build_seconds"][str(epoch)] = round(time.perf_counter() - start, 3)
+            _write_manifest(directory, manifest)
+            start = time.perf_counter()
     return TeacherCache(directory, manifest, int(epochs))
 
 

@@ -301,9 +301,8 @@ def test_an_interrupted_build_resumes(tmp_path, monkeypatch, built, teacher, dat
         calls.append(epoch)
         if epoch == 2:
             # Half-written files of the interrupted epoch stay behind.
-            arrays = tc._create_arrays(
-                directory, epoch, list(args[6]), args[7], len(data[0]), "float32"
-            )
+            _, _, sources, dims, *_ = args
+            arrays = tc._create_arrays(directory, epoch, list(sources), dims, NUM, "float32")
             for array in arrays.values():
                 array[:3] = 7.0
                 array.flush()
