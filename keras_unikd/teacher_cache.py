@@ -45,6 +45,7 @@ import keras
 import numpy as np
 from keras import ops
 
+from keras_unikd.data.augment import check_positive_int
 from keras_unikd.heads import ModelLogits
 from keras_unikd.layers import DistributionHead
 from keras_unikd.taps import FeatureTap
@@ -549,9 +550,8 @@ def build_teacher_cache(
     views = _views(two_views, needs, fn)
     if dtype not in DTYPES:
         raise ValueError(f"{fn}: `dtype` must be one of {DTYPES}; got {dtype!r}.")
-    for name, value in (("epochs", epochs), ("batch_size", batch_size)):
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-            raise ValueError(f"{fn}: `{name}` must be a positive integer; got {value!r}.")
+    check_positive_int(epochs, "epochs", fn)
+    check_positive_int(batch_size, "batch_size", fn)
     if verbose not in (0, 1, 2) or isinstance(verbose, bool):
         raise ValueError(f"{fn}: `verbose` must be 0, 1 or 2; got {verbose!r}.")
     images = np.asarray(images)
@@ -791,8 +791,7 @@ def open_teacher_cache(
     fn = "open_teacher_cache"
     needs = _needs(terms, fn)
     views = _views(two_views, needs, fn)
-    if isinstance(epochs, bool) or not isinstance(epochs, (int, np.integer)) or epochs < 1:
-        raise ValueError(f"{fn}: `epochs` must be a positive integer; got {epochs!r}.")
+    check_positive_int(epochs, "epochs", fn)
     images = np.asarray(images)
     labels = np.asarray(labels)
     if images.ndim != 4 or labels.shape != images.shape[:1]:
