@@ -61,7 +61,6 @@ through the runs sooner than one; `--merge` joins their results files:
 
 import argparse
 import dataclasses
-import json
 import os
 import shutil
 import time
@@ -194,26 +193,11 @@ def merged(paths, output):
     the first file's date and machine, sum the run times, are complete when
     all parts are, and list the methods in the benchmark's order.
     """
-    parts = []
-    for path in paths:
-        with open(path) as handle:
-            parts.append((path, json.load(handle)))
-    first_path, first = parts[0]
-    methods, origin = {}, {}
-    for path, part in parts:
-        differing = results_lib.differing_settings(part, first, RESUME_KEYS)
-        if differing:
-            raise ValueError(
-                f"Cannot merge {path} with {first_path}: other settings ({differing}). "
-                "Merge only runs of the same protocol."
-            )
-        for method, entry in part["methods"].items():
-            if method in methods:
-                raise ValueError(
-                    f"Cannot merge: {method!r} is in both {origin[method]} and {path}. "
-                    "Merge files of runs with disjoint --methods."
-                )
-            methods[method], origin[method] = entry, path
+    parts = results_lib.read_parts(paths, RESUME_KEYS)
+    first = parts[0][1]
+    methods = results_lib.disjoint_union(
+        [(path, part["methods"]) for path, part in parts], "--methods"
+    )
     order = list(MAIN_METHODS + ABLATIONS)
     return dict(
         first,

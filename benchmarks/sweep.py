@@ -37,6 +37,14 @@ KL(teacher || student) on the test set) and its final loss terms. 2 widths x
 
 Each study writes its own results, `benchmarks/results/sweep_<study>.json`
 and `.md` (rewritten after every run; `--resume` carries on from them).
+
+On 2 cores two processes with one TensorFlow thread each
+(`TF_NUM_INTRAOP_THREADS=1`), disjoint `--settings` and their own
+`--output`s get through a study sooner than one; `--merge` joins their
+results files:
+
+    python benchmarks/sweep.py --merge a.json b.json \\
+        --output benchmarks/results/sweep_knobs.json
 """
 
 import argparse
@@ -157,6 +165,12 @@ def parse_args(argv=None):
         help="keep the runs already in --output (same settings) and do the rest",
     )
     parser.add_argument(
+        "--merge",
+        nargs="+",
+        metavar="RESULTS",
+        help="merge results files of runs split by --settings (same study) into --output",
+    )
+    parser.add_argument(
         "--quick", action="store_true", help="smoke run: 2k / 1k images, 1 epoch, 1 seed"
     )
     args = parser.parse_args(argv)
@@ -170,18 +184,62 @@ def parse_args(argv=None):
     return args
 
 
+# What runs that split a study by --settings must share to be merged.
+PROTOCOL_KEYS = ("study", "logits", "seeds", "quick", "recipe", "teacher")
+
+
+def merged(paths):
+    """One results dict from files of runs that split a study's settings.
+
+    The files must share the protocol (`PROTOCOL_KEYS`) and each setting
+    must come from one file. The merged results keep the first file's date
+    and machine, sum the run times, are complete when all parts are, and
+    list the settings in the study's order.
+    """
+    parts = results_lib.read_parts(paths, PROTOCOL_KEYS)
+    first = parts[0][1]
+    study = dict(
+        first, settings={k: v for _, part in parts for k, v in part["settings"].items()}
+    )
+    order = list(study_table(study["study"], study["logits"]))
+    widths = {}
+    for width in first["widths"]:
+        blocks = [(path, part["widths"].get(width, {"methods": {}})) for path, part in parts]
+        methods = results_lib.disjoint_union(
+            [(path, block["methods"]) for path, block in blocks], "--settings"
+        )
+        widths[width] = dict(
+            student_parameters=next(
+                block["student_parameters"] for _, block in blocks if block["methods"]
+            ),
+            methods={name: methods[name] for name in sorted(methods, key=order.index)},
+        )
+    return dict(
+        study,
+        widths=widths,
+        complete=all(part["complete"] for _, part in parts),
+        run_seconds=sum(part["run_seconds"] for _, part in parts),
+        merged_from=[os.path.basename(path) for path, _ in parts],
+    )
+
+
+def study_table(study, logits):
+    """`{setting: (distiller class, arguments)}` of a study, all its settings."""
+    return knob_settings(logits) if study == "knobs" else second_pair_settings()
+
+
 def plan(args):
     """`(table, pairs, widths)` of the study: settings, (a, b) comparisons, student widths."""
     if args.study == "knobs":
         if args.logits == "auto":
             args.logits = best_logits(args.accuracy_results)
-        table = knob_settings(args.logits)
+        table = study_table(args.study, args.logits)
         pairs = [("base", args.logits)] + [
             (name, "base") for name in table if name not in ("base", args.logits)
         ]
         widths = (recipe_lib.BENCHMARK.student_width,)
     else:
-        table = second_pair_settings()
+        table = study_table(args.study, None)
         pairs = [
             ("kd", "student"), ("unikd", "kd"), ("dkd", "kd"), ("unikd", "dkd"),
             ("unikd-on-kd", "kd"),
@@ -226,8 +284,28 @@ def markdown(results):
     return "\n\n".join(parts)
 
 
+def save(results, pairs, output):
+    """Writes `results` with each setting's summary and the paired comparisons."""
+    for block in results["widths"].values():
+        for entry in block["methods"].values():
+            entry["summary"] = results_lib.summarize_runs(entry["runs"])
+            entry["final_losses"] = {
+                key: float(np.mean([run["history"][key][-1] for run in entry["runs"]]))
+                for key in entry["runs"][0]["history"]
+                if key.endswith("loss")
+            }
+        block["comparisons"] = results_lib.compare(block["methods"], pairs)
+    results_lib.write(results, output, markdown(results))
+
+
 def main(argv=None):
     args = parse_args(argv)
+    if args.merge:
+        results = merged(args.merge)
+        args.study, args.logits, args.settings = results["study"], results["logits"], None
+        save(results, plan(args)[1], args.output)
+        print("\n" + markdown(results))
+        return
     table, pairs, widths = plan(args)
     recipe = dataclasses.replace(
         recipe_lib.BENCHMARK, student_epochs=args.student_epochs, subset=args.subset
@@ -253,22 +331,10 @@ def main(argv=None):
         widths={},
     )
     previous = args.resume and results_lib.previous_results(
-        args.output, results, ("study", "logits", "settings", "seeds", "quick", "recipe", "teacher")
+        args.output, results, PROTOCOL_KEYS + ("settings",)
     )
     if previous:
         results.update(widths=previous["widths"], run_seconds=previous["run_seconds"])
-
-    def save():
-        for block in results["widths"].values():
-            for entry in block["methods"].values():
-                entry["summary"] = results_lib.summarize_runs(entry["runs"])
-                entry["final_losses"] = {
-                    key: float(np.mean([run["history"][key][-1] for run in entry["runs"]]))
-                    for key in entry["runs"][0]["history"]
-                    if key.endswith("loss")
-                }
-            block["comparisons"] = results_lib.compare(block["methods"], pairs)
-        results_lib.write(results, args.output, markdown(results))
 
     for width in widths:
         width_recipe = dataclasses.replace(recipe, student_width=width)
@@ -285,9 +351,9 @@ def main(argv=None):
                 block["methods"].setdefault(name, {"runs": []})["runs"].append(run)
                 block["student_parameters"] = student.count_params()
                 results["run_seconds"] += run["seconds"]
-                save()
+                save(results, pairs, args.output)
     results["complete"] = True
-    save()
+    save(results, pairs, args.output)
     print("\n" + markdown(results))
 
 

@@ -225,3 +225,44 @@ def previous_results(path, results, keys):
             "Give another output file, or start afresh without resuming."
         )
     return previous
+
+
+def read_parts(paths, keys):
+    """The results files of runs that split one protocol's work, as `(path, results)`.
+
+    Raises:
+        ValueError: when a file's `keys` differ from the first file's,
+            naming the keys.
+    """
+    parts = []
+    for path in paths:
+        with open(path) as handle:
+            parts.append((path, json.load(handle)))
+    first_path, first = parts[0]
+    for path, part in parts[1:]:
+        differing = differing_settings(part, first, keys)
+        if differing:
+            raise ValueError(
+                f"Cannot merge {path} with {first_path}: other settings ({differing}). "
+                "Merge only runs of the same protocol."
+            )
+    return parts
+
+
+def disjoint_union(named_entries, what):
+    """One dict from `(path, {name: entry})` pairs whose names are disjoint.
+
+    Raises:
+        ValueError: when a name is in two of them (`what` names the option
+            that splits the runs, for the message).
+    """
+    union, origin = {}, {}
+    for path, entries in named_entries:
+        for name, entry in entries.items():
+            if name in union:
+                raise ValueError(
+                    f"Cannot merge: {name!r} is in both {origin[name]} and {path}. "
+                    f"Merge files of runs with disjoint {what}."
+                )
+            union[name], origin[name] = entry, path
+    return union

@@ -94,3 +94,53 @@ def test_sweep_quick(tmp_path, quick_teachers):
     parameters = [results["widths"][w]["student_parameters"] for w in ("8", "16")]
     assert parameters[0] < parameters[1]
     assert set(results["widths"]["16"]["comparisons"]) == {"unikd-on-kd vs kd"}
+
+
+def test_merge_joins_runs_split_by_setting(tmp_path):
+    protocol = dict(
+        study="knobs", logits="kd", seeds=2, quick=False,
+        recipe={"subset": 8000, "student_epochs": 7},
+        teacher={"last_accuracy": 0.9}, date="2026-12-01", machine="x86_64",
+    )
+
+    def runs(*accuracies):
+        return {"runs": [
+            dict(seed=seed, best_accuracy=a, last_accuracy=a, seconds_per_epoch=1.0,
+                 history={"kd_loss": [2.0, 1.0 + seed]}, teacher_agreement=0.9, teacher_kl=0.1)
+            for seed, a in enumerate(accuracies)
+        ]}
+
+    parts = {
+        # Written out of the study's order: the merge restores it.
+        "a.json": dict(
+            protocol, complete=True, run_seconds=10.0,
+            settings={"feature_weight=0": {"feature_weight": 0.0}, "kd": {}},
+            widths={"8": {"student_parameters": 6386, "methods": {
+                "feature_weight=0": runs(0.79, 0.80), "kd": runs(0.80, 0.81),
+            }}},
+        ),
+        "b.json": dict(
+            protocol, complete=False, run_seconds=5.0, settings={"base": {}},
+            widths={"8": {"student_parameters": 6386, "methods": {"base": runs(0.82, 0.84)}}},
+        ),
+    }
+    for name, part in parts.items():
+        (tmp_path / name).write_text(json.dumps(part))
+    paths = [str(tmp_path / name) for name in parts]
+    output = tmp_path / "merged.json"
+    sweep.main(["--merge", *paths, "--output", str(output)])
+    merged = json.loads(output.read_text())
+    block = merged["widths"]["8"]
+    assert list(block["methods"]) == ["kd", "base", "feature_weight=0"]
+    assert set(merged["settings"]) == {"kd", "base", "feature_weight=0"}
+    assert not merged["complete"] and merged["run_seconds"] == 15.0
+    assert block["comparisons"]["base vs kd"]["differences"] == pytest.approx([2.0, 3.0])
+    assert block["comparisons"]["feature_weight=0 vs base"]["mean"] == pytest.approx(-3.5)
+    assert block["methods"]["kd"]["final_losses"]["kd_loss"] == pytest.approx(1.5)
+    assert "| base vs kd | 2 |" in (tmp_path / "merged.md").read_text()
+
+    with pytest.raises(ValueError, match=r"'feature_weight=0' is in both .*a\.json and .*a\.json"):
+        sweep.merged([paths[0], paths[0]])
+    (tmp_path / "c.json").write_text(json.dumps(dict(parts["b.json"], logits="dkd")))
+    with pytest.raises(ValueError, match=r"other settings \(\['logits'\]\)"):
+        sweep.merged([paths[0], str(tmp_path / "c.json")])
