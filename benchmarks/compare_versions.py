@@ -4,7 +4,8 @@ A before/after check of a change to `keras_unikd`: for each engine, one
 worker process per source tree (`PYTHONPATH` set to the tree) builds the
 student alone and the KD, DKD and UniKD distillers of the Fashion-MNIST
 experiment's method table on ResNet32x4 -> ResNet8x4 (batch 64, random
-32x32x3 inputs, 100 classes), and warms each up. The parent then runs
+32x32x3 inputs, 100 classes; `--quick`: ResNet8x4 -> ResNet8, batch 4,
+student and KD, TensorFlow only), and warms each up. The parent then runs
 timed rounds, alternating between the trees round by round (the tree that
 goes first alternates too); in a round a worker times each method with one
 `fit` over a fixed batch, in an order that rotates every round, from the
@@ -42,6 +43,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ENGINES = {"tensorflow": ("tensorflow", False), "jax": ("jax", True)}
 METHODS = ("student", "kd", "dkd", "unikd")
 TEACHER, STUDENT, BATCH_SIZE, INPUT_SHAPE, CLASSES = "resnet32x4", "resnet8x4", 64, (32, 32, 3), 100
+# --quick's pair: the same family, a fraction of the layers to trace.
+QUICK_TEACHER, QUICK_STUDENT = "resnet8x4", "resnet8"
 
 
 def parse_args(argv=None):
@@ -57,27 +60,30 @@ def parse_args(argv=None):
     parser.add_argument("--output", default=os.path.join(RESULTS_DIR, "speed_versions.json"))
     parser.add_argument("--quick", action="store_true", help="smoke run: tiny, TensorFlow only")
     parser.add_argument("--worker", choices=list(ENGINES), help=argparse.SUPPRESS)
+    parser.add_argument("--teacher", default=TEACHER, help=argparse.SUPPRESS)
+    parser.add_argument("--student", default=STUDENT, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if not (args.before or args.worker):
         parser.error("--before is required")
     if args.quick:
         args.engines, args.methods = ["tensorflow"], ["student", "kd"]
         args.steps, args.rounds, args.warmup_steps, args.batch_size = 1, 2, 1, 4
+        args.teacher, args.student = QUICK_TEACHER, QUICK_STUDENT
     return args
 
 
 # --- worker: one tree, one engine; the backend is set before keras is imported
 
 
-def build_method(method, jit_compile):
+def build_method(method, jit_compile, teacher_name=TEACHER, student_name=STUDENT):
     import keras
 
     from keras_unikd.experiments.fashion_mnist import METHODS as DISTILLERS
     from keras_unikd.models import get_model
 
     keras.utils.set_random_seed(0)
-    teacher = get_model(TEACHER, num_classes=CLASSES)
-    student = get_model(STUDENT, num_classes=CLASSES)
+    teacher = get_model(teacher_name, num_classes=CLASSES)
+    student = get_model(student_name, num_classes=CLASSES)
     optimizer = keras.optimizers.SGD(0.01, momentum=0.9)
     if method == "student":
         ce = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
@@ -119,7 +125,10 @@ def worker(args):
     x = rng.standard_normal((args.batch_size, *INPUT_SHAPE)).astype("float32")
     y = rng.integers(0, CLASSES, size=(args.batch_size,)).astype("int32")
     data = tf.data.Dataset.from_tensors((x, y)).repeat()
-    models = {m: build_method(m, ENGINES[args.worker][1]) for m in args.methods}
+    models = {
+        m: build_method(m, ENGINES[args.worker][1], args.teacher, args.student)
+        for m in args.methods
+    }
     for model in models.values():
         timed_fit(model, data, args.warmup_steps)
     print(json.dumps({"keras_unikd": os.path.dirname(keras_unikd.__file__)}), flush=True)
@@ -141,6 +150,7 @@ class Worker:
             sys.executable, os.path.abspath(__file__), "--worker", engine,
             "--methods", *args.methods, "--steps", str(args.steps),
             "--warmup-steps", str(args.warmup_steps), "--batch-size", str(args.batch_size),
+            "--teacher", args.teacher, "--student", args.student,
         ]
         env = dict(
             os.environ, PYTHONPATH=tree, KERAS_BACKEND=ENGINES[engine][0], TF_CPP_MIN_LOG_LEVEL="2"
@@ -246,7 +256,7 @@ def main(argv=None):
         "date": datetime.date.today().isoformat(),
         "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores, {platform.system()}",
         "quick": args.quick,
-        "pair": f"{TEACHER} -> {STUDENT}",
+        "pair": f"{args.teacher} -> {args.student}",
         "batch_size": args.batch_size,
         "methods": args.methods,
         "steps_per_round": args.steps,

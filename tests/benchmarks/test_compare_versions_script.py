@@ -20,6 +20,7 @@ def test_compare_versions_quick(tmp_path):
         "compare_versions.py", "--quick", "--before", ROOT, "--output", str(output), cwd=tmp_path
     )
     results = json.loads(output.read_text())
+    assert results["pair"] == "resnet8x4 -> resnet8"  # --quick's small pair
     entry = results["engines"]["tensorflow"]
     assert entry["keras_unikd"] == {
         "before": os.path.join(ROOT, "keras_unikd"), "after": os.path.join(ROOT, "keras_unikd")
