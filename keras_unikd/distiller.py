@@ -17,6 +17,10 @@ from keras_unikd.keras_internals import reducible_logs
 from keras_unikd.keyword_form import KEYWORD_OPTIONS
 from keras_unikd.keyword_form import terms_from_keywords
 from keras_unikd.taps import FeatureTap
+from keras_unikd.teacher_cache import CACHED_TEACHER
+from keras_unikd.teacher_cache import INPUTS
+from keras_unikd.teacher_cache import split_cached_batch
+from keras_unikd.teacher_cache import teacher_views_from_cache
 from keras_unikd.terms import DistillationTerm
 from keras_unikd.terms import ForwardRecord
 from keras_unikd.terms import ForwardShapes
@@ -24,6 +28,7 @@ from keras_unikd.terms.base import AUTO_FEATURES
 from keras_unikd.terms.base import AUTO_WARMUP
 from keras_unikd.terms.base import AUTO_WARMUP_FALLBACK_EPOCHS
 from keras_unikd.terms.base import AUTO_WARMUP_FRACTION
+from keras_unikd.terms.base import TeacherNeeds
 from keras_unikd.validation import check_input_scale
 from keras_unikd.validation import check_integral_labels
 from keras_unikd.validation import check_no_shared_weights
@@ -103,6 +108,17 @@ class Distiller(KerasInternals, keras.Model):
     number of views raises a `ValueError` naming it. For models with several
     inputs, `x` is a dict (or list) of them, and two views are a pair of
     such structures.
+
+    Teacher-output caches: a batch `({"inputs": x, "cached_teacher":
+    outputs}, labels)` (what `keras_unikd.teacher_cache.
+    cached_teacher_pipeline` yields) carries the teacher's outputs for its
+    views, and the Distiller builds its record from them (the logits, and
+    the pooled features that `UniKDFeatures` reads through its teacher
+    head) without running the teacher; the teacher is still given here,
+    but not called. Terms that need the teacher online (`teacher_needs`
+    is not cacheable: `FitNetHint`, a teacher-side aggregator, teacher
+    features chosen by `"auto"`) make a cached batch a `ValueError` naming
+    them; so does a batch that lacks a view or an output the terms read.
 
     Softmax heads: a teacher or student whose output is a softmax
     (`keras.applications` models by default, `Dense(..., activation=
@@ -284,6 +300,8 @@ class Distiller(KerasInternals, keras.Model):
         """
         argument = f"{side}_features"
         auto_terms = [term for term in self.terms if getattr(term, argument) == AUTO_FEATURES]
+        if side == "teacher":
+            self._auto_teacher_terms = [term.name for term in auto_terms]
         if auto_terms:
             chosen = auto_feature_paths(model, token_layouts=token_layouts)
             print(f"keras_unikd: automatic taps of {side} {model.name!r}: {argument}={chosen!r}")
@@ -314,6 +332,12 @@ class Distiller(KerasInternals, keras.Model):
             raise ValueError(
                 f"Teacher input shape(s) {teacher_input} differ from student "
                 f"input shape(s) {student_input}; both must read the same batch."
+            )
+        if {tensor.name for tensor in self.student.inputs} == {INPUTS, CACHED_TEACHER}:
+            raise ValueError(
+                f"The student's inputs are named {INPUTS!r} and {CACHED_TEACHER!r}, the "
+                "keys of a batch that carries cached teacher outputs "
+                "(keras_unikd.teacher_cache.split_cached_batch). Rename either input."
             )
         for tap in (self._teacher_tap, self._student_tap):
             if len(tap.logits_shape) != 2:
@@ -374,6 +398,42 @@ class Distiller(KerasInternals, keras.Model):
             names.append("regularization_loss")
         return names
 
+    @property
+    def teacher_needs(self):
+        """What the terms read of the teacher, a `terms.TeacherNeeds`.
+
+        What a teacher-output cache must hold for this Distiller to train
+        from it (`keras_unikd.teacher_cache`); when `cacheable` is false,
+        `reason` names the terms that need the teacher online: terms that
+        read the teacher's full feature maps (a teacher-side aggregator,
+        `FitNetHint`) and terms whose teacher features were chosen
+        automatically (`"auto"`) at construction.
+
+        Example:
+
+        >>> import keras
+        >>> from keras_unikd import Distiller, terms
+        >>> def network(name):
+        ...     return keras.Sequential([keras.Input((4,)), keras.layers.Dense(3)], name=name)
+        >>> distiller = Distiller(network("t"), network("s"), terms=[terms.KD(views=2)])
+        >>> distiller.teacher_needs
+        TeacherNeeds(logits=True, pooled_features=(), views=2, cacheable=True, reason='')
+        """
+        needs = [term.teacher_needs() for term in self.terms]
+        needs += [
+            TeacherNeeds(
+                logits=True,
+                cacheable=False,
+                reason=(
+                    f"term {name!r} reads teacher features chosen automatically "
+                    "(teacher_features='auto'); give the printed layer names instead "
+                    "(one teacher layer, pooled by the term's head, can be cached)"
+                ),
+            )
+            for name in self._auto_teacher_terms
+        ]
+        return TeacherNeeds.combine(needs)
+
     # ------------------------------------------------------------------
     # Keras API
     # ------------------------------------------------------------------
@@ -402,7 +462,9 @@ class Distiller(KerasInternals, keras.Model):
 
         Two views are a pair: of tensors for a single-input student, of
         input structures (dicts or lists, one per view) for a multi-input one.
+        A batch that carries cached teacher outputs gives its inputs' views.
         """
+        inputs, _ = split_cached_batch(inputs)
         if not isinstance(inputs, (tuple, list)):
             return inputs, None
         if len(self.student.inputs) > 1 and not all(
@@ -552,11 +614,19 @@ class Distiller(KerasInternals, keras.Model):
             check_integral_labels(y)
         inputs = self._views(x)[0]
         sample = keras.tree.map_structure(lambda array: array[:examples], inputs)
+        cached = split_cached_batch(x)[1]
         logits = {}
         for network in (self._teacher_logits, self._student_logits):
-            logits[network.role] = ops.convert_to_numpy(network(sample, training=False))
+            if network.role == "teacher" and cached is not None:
+                # A batch from a teacher cache: its logits, not a teacher pass.
+                if "logits" not in cached.get("weak", {}):
+                    continue
+                logits["teacher"] = np.asarray(cached["weak"]["logits"][:examples])
+            else:
+                logits[network.role] = ops.convert_to_numpy(network(sample, training=False))
             check_logits(logits[network.role], network.model.name, network.role)
-        check_input_scale(inputs, logits["teacher"], self.teacher)
+        if "teacher" in logits:
+            check_input_scale(inputs, logits["teacher"], self.teacher)
 
     def train_on_batch(self, *args, **kwargs):
         """`keras.Model.train_on_batch`; warns once if a warm-up cannot know its schedule."""
@@ -659,7 +729,11 @@ class Distiller(KerasInternals, keras.Model):
                 "views: compute y_pred = distiller(x, training=True) from the "
                 "same x."
             )
-        teacher_views = self._teacher_forward(weak, strong)
+        cached = split_cached_batch(x)[1]
+        if cached is None:
+            teacher_views = self._teacher_forward(weak, strong)
+        else:
+            teacher_views = self._cached_teacher_views(cached, 1 if strong is None else 2)
         student_views = [student_outputs]
         if strong is not None:
             student_views.append(student_outputs["strong"])
@@ -686,6 +760,29 @@ class Distiller(KerasInternals, keras.Model):
         if self._reports_additional_losses:
             terms["regularization_loss"] = self._sum(additional)
         return self._total(terms, labels_in_range), terms
+
+    def _cached_teacher_views(self, cached, num_views):
+        """The teacher's records of a batch that carries its cached outputs."""
+        needs = self.teacher_needs
+        if not needs.cacheable:
+            raise ValueError(
+                "The batch carries cached teacher outputs, but this Distiller cannot "
+                f"train from a teacher cache: {needs.reason}. Train it online: feed "
+                "batches without the cache (e.g. make_keyed_image_pipeline's)."
+            )
+        if needs.views > num_views:
+            raise ValueError(
+                f"The terms read {needs.views} views per example, but the cached batch "
+                "has one. Build and open the cache with two_views=True and feed "
+                "cached_teacher_pipeline(..., two_views=True)."
+            )
+        channels = dict(
+            zip(
+                self._teacher_tap.feature_paths,
+                (shape[-1] for shape in self._teacher_tap.feature_shapes),
+            )
+        )
+        return teacher_views_from_cache(cached, needs, num_views, self.num_classes, channels)
 
     def _sum(self, values):
         if not values:

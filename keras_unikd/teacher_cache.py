@@ -32,6 +32,12 @@ teacher's weights, the data, the augmentation, the seed, the views and
 outputs the terms need, the epochs, the files' sizes) and raises a
 `ValueError` that names the difference and the fix; `TeacherCache.lookup`
 returns the teacher's outputs of a batch of `(epoch, index)` keys.
+
+`cached_teacher_pipeline` yields the training batches with those outputs
+attached, `({"inputs": views, "cached_teacher": outputs}, labels)`; a
+`keras_unikd.Distiller` recognises them (`split_cached_batch`) and builds
+its record from the outputs (`teacher_views_from_cache`) instead of running
+the teacher.
 """
 
 import hashlib
@@ -990,3 +996,263 @@ class TeacherCache:
                 entry["logits"] = gather(f"{view}.logits")
             outputs[view] = entry
         return outputs
+
+
+#: The keys of a batch that carries the teacher's cached outputs:
+#: `x = {INPUTS: the views, CACHED_TEACHER: the outputs}` (see
+#: `cached_teacher_pipeline`); a `Distiller` given such a batch reads the
+#: teacher's outputs from it instead of running the teacher.
+INPUTS = "inputs"
+CACHED_TEACHER = "cached_teacher"
+
+
+def split_cached_batch(x):
+    """`(inputs, cached teacher outputs)` of a batch's `x`, or `(x, None)`.
+
+    A batch carries cached outputs when `x` is a dict with exactly the keys
+    `"inputs"` and `"cached_teacher"` (what `cached_teacher_pipeline`
+    yields); any other `x` (a tensor, a pair of views, a multi-input
+    model's dict) is returned as is.
+
+    Example:
+
+    >>> split_cached_batch({"inputs": "views", "cached_teacher": "outputs"})
+    ('views', 'outputs')
+    >>> split_cached_batch({"image": "pixels", "text": "tokens"})
+    ({'image': 'pixels', 'text': 'tokens'}, None)
+    """
+    if isinstance(x, dict) and set(x) == {INPUTS, CACHED_TEACHER}:
+        return x[INPUTS], x[CACHED_TEACHER]
+    return x, None
+
+
+def cached_teacher_pipeline(
+    cache,
+    images,
+    labels,
+    batch_size,
+    start_epoch=0,
+    two_views=None,
+    drop_remainder=False,
+    num_parallel_calls=None,
+):
+    """The keyed training batches with the teacher's cached outputs attached.
+
+    The batches are those of `make_keyed_image_pipeline(images, labels,
+    batch_size, seed, cache.epochs, ...)` with the seed and augmentation
+    options the cache was built with (read from its manifest, so the views
+    cannot differ from the cached ones), each as `({"inputs": x,
+    "cached_teacher": outputs}, labels)`: `x` is the batch of images, or
+    the pair `(weak, strong)` of two-view batches, and `outputs` is
+    `TeacherCache.lookup` of the batch's `(epoch, index)` keys, float32,
+    `{view: {"logits": (batch, classes), "pooled_features": {layer path:
+    (batch, channels)}}}`. A `Distiller` fed these batches builds its
+    record from them and does not run the teacher. The lookup reads the
+    memory-mapped epoch arrays in a `tf.numpy_function`, once per batch.
+
+    As with `make_keyed_image_pipeline`, the dataset is finite (epochs
+    `start_epoch .. cache.epochs - 1`): pass `fit` the
+    `keyed_steps_per_epoch(len(images), batch_size, drop_remainder)` as
+    `steps_per_epoch` and `epochs=cache.epochs` (resume with
+    `initial_epoch=start_epoch`).
+
+    Args:
+        cache: A `TeacherCache` from `open_teacher_cache` (or
+            `build_teacher_cache`), opened for the training's epochs.
+        images, labels: The training arrays the cache was built from.
+        batch_size: The training batch size (any: the views do not depend
+            on it).
+        start_epoch: The first epoch of the dataset.
+        two_views: Whether the batches hold `(weak, strong)` views; `None`
+            (default): as many views as the cache holds. `False` with a
+            two-view cache gives its weak views alone (they do not depend
+            on `two_views`).
+        drop_remainder, num_parallel_calls: As in
+            `make_keyed_image_pipeline`.
+
+    Returns:
+        A `tf.data.Dataset` of `({"inputs": x, "cached_teacher": outputs},
+        labels)`.
+
+    Raises:
+        ValueError: If `cache` is not a `TeacherCache`, `images` or
+            `labels` are not those of the cache, or `two_views=True` with
+            a one-view cache (or an option is bad, as in
+            `make_keyed_image_pipeline`).
+
+    Example:
+
+    >>> import keras, numpy as np, tempfile
+    >>> from keras_unikd import terms
+    >>> teacher = keras.Sequential([keras.Input((4, 4, 1)), keras.layers.Flatten(),
+    ...                             keras.layers.Dense(3)])
+    >>> x = np.arange(5 * 16, dtype="uint8").reshape(5, 4, 4, 1)
+    >>> y = np.array([0, 1, 2, 0, 1])
+    >>> cache = build_teacher_cache(tempfile.mkdtemp(), teacher, [terms.KD()], x, y,
+    ...                             seed=0, epochs=2, augment=True, verbose=0)
+    >>> batches = cached_teacher_pipeline(cache, x, y, batch_size=4)
+    >>> inputs, labels = next(iter(batches))
+    >>> tuple(inputs["inputs"].shape), tuple(inputs["cached_teacher"]["weak"]["logits"].shape)
+    ((4, 4, 4, 1), (4, 3))
+    >>> len(batches)  # 2 epochs of 2 batches
+    4
+    """
+    import tensorflow as tf
+
+    from keras_unikd.data.keyed import make_keyed_image_pipeline
+
+    fn = "cached_teacher_pipeline"
+    if not isinstance(cache, TeacherCache):
+        raise ValueError(
+            f"{fn}: `cache` must be a TeacherCache (from open_teacher_cache or "
+            f"build_teacher_cache); got {type(cache).__name__}."
+        )
+    if two_views is None:
+        two_views = len(cache.views) == 2
+    if not isinstance(two_views, bool):
+        raise ValueError(f"{fn}: `two_views` must be None, True or False; got {two_views!r}.")
+    if two_views and len(cache.views) < 2:
+        raise ValueError(
+            f"{fn}: `two_views=True`, but the cache at {cache.directory!r} holds the weak "
+            "view only. Build the cache with two_views=True (in a new directory)."
+        )
+    images, labels = np.asarray(images), np.asarray(labels)
+    if images.ndim != 4 or labels.shape != images.shape[:1]:
+        raise ValueError(
+            f"{fn}: `images` must be (N, H, W, C) and `labels` (N,); got shapes "
+            f"{images.shape} and {labels.shape}."
+        )
+    if dataset_fingerprint(images, labels) != cache.manifest["dataset"]:
+        raise ValueError(
+            f"{fn}: `images` and `labels` are not the training data the cache at "
+            f"{cache.directory!r} was built from (shapes, dtypes or contents differ). "
+            "Pass the same arrays as to open_teacher_cache."
+        )
+    views = VIEWS if two_views else VIEWS[:1]
+    dims = {entry["name"]: entry["shape_per_epoch"][1] for entry in cache.manifest["arrays"]}
+    slots = []  # (view, "logits" or a pooled layer path), in lookup order
+    for view in views:
+        if cache.logits:
+            slots.append((view, "logits"))
+        slots.extend((view, path) for path in cache.pooled_features)
+
+    def lookup(epochs, indices):
+        outputs = cache.lookup(epochs, indices)
+        return [
+            outputs[view]["logits"] if what == "logits" else outputs[view]["pooled_features"][what]
+            for view, what in slots
+        ]
+
+    def array_name(view, what):
+        if what == "logits":
+            return f"{view}.logits"
+        return f"{view}.pooled_{cache.pooled_features.index(what)}"
+
+    def attach(x, y, keys):
+        arrays = tf.numpy_function(
+            lookup, [keys["epoch"], keys["index"]], [tf.float32] * len(slots), stateful=False
+        )
+        outputs = {view: {"pooled_features": {}} for view in views}
+        for (view, what), array in zip(slots, arrays):
+            array.set_shape((None, dims[array_name(view, what)]))
+            if what == "logits":
+                outputs[view]["logits"] = array
+            else:
+                outputs[view]["pooled_features"][what] = array
+        return {INPUTS: x, CACHED_TEACHER: outputs}, y
+
+    dataset = make_keyed_image_pipeline(
+        images,
+        labels,
+        batch_size,
+        cache.manifest["seed"],
+        cache.epochs,
+        start_epoch=start_epoch,
+        two_views=two_views,
+        with_keys=True,
+        drop_remainder=drop_remainder,
+        num_parallel_calls=num_parallel_calls,
+        **cache.manifest["augmentation"],
+    )
+    return dataset.map(attach).prefetch(tf.data.AUTOTUNE)
+
+
+def teacher_views_from_cache(cached, needs, num_views, num_classes, channels):
+    """The teacher's `(logits, {layer path: pooled feature})` per view, from a batch.
+
+    What a `Distiller` uses in place of the teacher's forward pass when a
+    batch carries cached outputs (`split_cached_batch`): the logits and the
+    pooled features its terms read (`needs`), float32 and under
+    stop-gradient, for the weak view and, for two-view batches, the strong
+    one. A `DistributionHead` fed a pooled `(batch, C)` vector returns what
+    it returns for the map it was pooled from (`DistributionHead.pool`).
+
+    Args:
+        cached: The batch's cached outputs, `{view: {"logits": ...,
+            "pooled_features": {path: ...}}}`.
+        needs: The terms' combined `TeacherNeeds` (cacheable).
+        num_views: 1 or 2, the views of the batch.
+        num_classes: The logits' width.
+        channels: `{layer path: channels}` of the teacher's tapped features.
+
+    Returns:
+        A list of `num_views` pairs `(logits or None, {path: (batch, C)})`.
+
+    Raises:
+        ValueError: If the batch lacks a view, the logits or a pooled
+            feature the terms read, or holds one of another width.
+
+    Example:
+
+    >>> import numpy as np
+    >>> cached = {"weak": {"logits": np.zeros((2, 3)), "pooled_features": {}}}
+    >>> [(tuple(logits.shape), features) for logits, features in
+    ...  teacher_views_from_cache(cached, TeacherNeeds(logits=True), 1, 3, {})]
+    [((2, 3), {})]
+    """
+    fix = (
+        "Build the cache (build_teacher_cache) for this Distiller's terms "
+        "(terms=distiller.terms) and views, and feed cached_teacher_pipeline's batches."
+    )
+    views = VIEWS[:num_views]
+    missing = [view for view in views if view not in cached]
+    if missing:
+        raise ValueError(
+            f"The batch's cached teacher outputs lack the {' and '.join(missing)} view "
+            f"(they hold {sorted(cached)}); the batch has {num_views} view(s). {fix}"
+        )
+    records = []
+    for view in views:
+        entry = cached[view]
+        logits = None
+        if needs.logits:
+            if "logits" not in entry:
+                raise ValueError(
+                    f"The batch's cached teacher outputs lack the {view} view's logits, "
+                    f"which the terms read. {fix}"
+                )
+            logits = ops.stop_gradient(ops.cast(entry["logits"], "float32"))
+            if logits.shape[-1] != num_classes:
+                raise ValueError(
+                    f"The batch's cached teacher logits ({view} view) have "
+                    f"{logits.shape[-1]} classes, the networks {num_classes}. {fix}"
+                )
+        pooled = entry.get("pooled_features", {})
+        features = {}
+        for path in needs.pooled_features:
+            if path not in pooled:
+                raise ValueError(
+                    f"The batch's cached teacher outputs lack the pooled feature of "
+                    f"teacher layer {path!r} ({view} view), which the terms read (they "
+                    f"hold {sorted(pooled)}). {fix}"
+                )
+            feature = ops.stop_gradient(ops.cast(pooled[path], "float32"))
+            if len(feature.shape) != 2 or feature.shape[-1] != channels[path]:
+                raise ValueError(
+                    f"The batch's cached pooled feature of teacher layer {path!r} "
+                    f"({view} view) has shape {tuple(feature.shape)}; the layer has "
+                    f"{channels[path]} channels, so (batch, {channels[path]}). {fix}"
+                )
+            features[path] = feature
+        records.append((logits, features))
+    return records
