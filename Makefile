@@ -12,7 +12,13 @@ STAMP := $(VENV)/.keras-unikd-installed
 # pytest-xdist: TEST_WORKERS processes, each taking whole test files (so a
 # module's fixtures are built once); a test process keeps about one core busy.
 TEST_WORKERS ?= 2
-PYTEST := $(PY) -m pytest -q -p no:cacheprovider --durations=15 -n $(TEST_WORKERS) \
+# The tests run a few steps of tiny models, so under JAX (and in the JAX
+# subprocesses of the other passes) XLA's compile time dominates: these flags
+# skip the CPU backend's expensive LLVM optimisations, which makes compiling
+# faster and the compiled code slower. They do not change what the tests
+# assert (the same operations, in float32). A caller's XLA_FLAGS come last.
+TEST_XLA_FLAGS := --xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true
+PYTEST := XLA_FLAGS="$(TEST_XLA_FLAGS) $$XLA_FLAGS" $(PY) -m pytest -q -p no:cacheprovider --durations=15 -n $(TEST_WORKERS) \
 	--dist loadfile --doctest-modules keras_unikd tests
 # The `torch` extra asks for torch>=2.4, which on Linux resolves to PyPI's
 # newest multi-GB CUDA build; the tests install this version, whose CPU build
