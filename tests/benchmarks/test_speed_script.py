@@ -15,8 +15,12 @@ pytestmark = tensorflow_pass_only
 
 def test_speed_methods_come_from_the_presets():
     speed = load_script("speed")
-    assert speed.METHODS == ("student", "kd", "dkd", "mlkd", "unikd", "unimlkd", "keras_kd")
-    assert set(speed.METHODS) - set(presets.METHODS) == {"keras_kd"}
+    assert speed.METHODS == (
+        "student", "kd", "dkd", "mlkd", "unikd", "unimlkd", "keras_kd",
+        "kd@cache", "dkd@cache", "mlkd@cache", "unikd@cache",
+    )
+    assert set(speed.METHODS) - set(presets.METHODS) == {"keras_kd", *speed.CACHED_METHODS}
+    assert {speed.base_method(m) for m in speed.CACHED_METHODS} <= set(presets.METHODS)
 
 
 def test_speed_quick(tmp_path):
@@ -27,13 +31,20 @@ def test_speed_quick(tmp_path):
     assert set(results["timing"]) == {"tensorflow-bf16", "torch"}
     timing = results["timing"]["tensorflow-bf16"]["fashion_mnist"]
     assert timing["batch_size"] == 16
-    assert set(timing["step_seconds"]) == {"student", "kd", "unikd", "keras_kd"}
+    assert set(timing["step_seconds"]) == {"student", "kd", "unikd", "keras_kd", "unikd@cache"}
     assert all(seconds > 0 for seconds in timing["step_seconds"].values())
     rounds = timing["rounds"]
     within_rounds = [u / k for u, k in zip(rounds["unikd"], rounds["kd"])]
     assert timing["ratio_rounds"]["unikd/kd"] == pytest.approx(within_rounds)
     assert timing["ratios"]["unikd/kd"] == pytest.approx(statistics.median(within_rounds))
-    assert set(timing["ratios"]) == {"unikd/kd", "kd/keras_kd", "unikd/student"}
+    assert set(timing["ratios"]) == {
+        "unikd/kd", "kd/keras_kd", "unikd/student", "unikd@cache/unikd",
+    }
+    # The cached UniKD reads the teacher's logits and one pooled feature.
+    cache = timing["caches"]["unikd@cache"]
+    assert cache["examples"] == 4 * 16 and cache["build_seconds"] > 0
+    assert cache["bytes_per_example_epoch"] > 4 * 10  # float32 logits and more
+    assert "unikd@cache/unikd" in stdout and "target <= 0.65" in stdout
     assert set(timing["student_compute_dtype"].values()) == {"bfloat16"}
     torch = results["timing"]["torch"]["fashion_mnist"]
     assert set(torch["step_seconds"]) == set(timing["step_seconds"])
