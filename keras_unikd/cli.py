@@ -5,6 +5,8 @@ keras-unikd list-presets
 keras-unikd train-teacher --preset cifar100_resnet32x4_resnet8x4
 keras-unikd distill --preset cifar100_resnet32x4_resnet8x4 --method unikd
 keras-unikd distill --preset cifar100_resnet32x4_resnet8x4_mlkd --logit-standardization
+keras-unikd cache-teacher --preset cifar100_resnet32x4_resnet8x4 \\
+    --teacher runs/cifar100_resnet32x4_resnet8x4/teacher/best_teacher.keras --cache-dir cache/r32x4
 ```
 
 `distill --method` is one of `keras_unikd.presets.METHODS`; without it, the
@@ -36,6 +38,14 @@ A run folder holds
   `logit_standardization`, the epochs, the backend and the published
   number of that method.
 
+`cache-teacher` writes a teacher-output cache (`keras_unikd.teacher_cache`)
+for the distiller that `distill` would build for the preset and method: the
+teacher's outputs on every view of the keyed CIFAR-100 training pipeline
+(`keras_unikd.data.keyed.CIFAR100_KEYED_OPTIONS`, seeded by `--seed`, one
+view or two as the method reads) for `--epochs` epochs; a method whose terms
+need the teacher online (`fitnet`, a teacher-side aggregator) is an error
+that names the term. Running it again resumes an interrupted build.
+
 The Keras backend is chosen with `--backend` (or `KERAS_BACKEND`). Keras
 reads it once, when it is first imported, and importing the `keras_unikd`
 package (this module included) imports Keras; so when Keras is already
@@ -54,6 +64,7 @@ import sys
 from keras_unikd.presets import METHODS
 from keras_unikd.presets import TWO_VIEW_METHODS
 from keras_unikd.presets import VARIANTS
+from keras_unikd.teacher_cache import DTYPES
 
 BACKENDS = ("tensorflow", "jax")
 STRATEGIES = ("none", "mirrored")
@@ -71,10 +82,22 @@ class CLIError(Exception):
 # ----------------------------------------------------------------------
 
 
-def _add_run_arguments(parser):
+def _add_data_arguments(parser):
+    """The options every preset command shares: the preset, its data, the backend."""
     parser.add_argument(
         "--preset", required=True, help="experiment name (see `keras-unikd list-presets`)"
     )
+    parser.add_argument("--data-dir", help="TensorFlow Datasets data directory")
+    parser.add_argument(
+        "--take", type=int, help="use only the first N examples of each split (smoke runs)"
+    )
+    parser.add_argument(
+        "--backend", choices=BACKENDS, help="Keras backend (default: $KERAS_BACKEND or Keras' own)"
+    )
+
+
+def _add_run_arguments(parser):
+    _add_data_arguments(parser)
     parser.add_argument(
         "--epochs", type=int, help="number of epochs (default: the recipe's); the "
         "learning-rate decay epochs are scaled to it"
@@ -84,16 +107,9 @@ def _add_run_arguments(parser):
         "--output-dir", help=f"run root (default: {DEFAULT_OUTPUT_ROOT}/<preset>)"
     )
     parser.add_argument(
-        "--backend", choices=BACKENDS, help="Keras backend (default: $KERAS_BACKEND or Keras' own)"
-    )
-    parser.add_argument(
         "--strategy", choices=STRATEGIES, default="none",
         help="'mirrored': tf.distribute.MirroredStrategy over the visible GPUs "
         "(TensorFlow backend only)",
-    )
-    parser.add_argument("--data-dir", help="TensorFlow Datasets data directory")
-    parser.add_argument(
-        "--take", type=int, help="use only the first N examples of each split (smoke runs)"
     )
     parser.add_argument(
         "--seed", type=int,
@@ -106,12 +122,55 @@ def _add_run_arguments(parser):
     )
 
 
+def _add_method_arguments(parser):
+    parser.add_argument(
+        "--method", choices=METHODS,
+        help="the distillation method (default: the preset's own, else unikd); "
+        "student trains the student alone, without a teacher; "
+        f"{' and '.join(TWO_VIEW_METHODS)} train on two views of each image",
+    )
+    parser.add_argument(
+        "--logit-standardization", action="store_true",
+        help="z-score the logits before every softmax KD (Sun et al., CVPR 2024), "
+        "with the reference's CIFAR-100 temperature 2 and logits weight 9: the "
+        f"method's '+ls' variant ({', '.join(ls_methods())})",
+    )
+
+
+def _add_cache_arguments(parser):
+    _add_data_arguments(parser)
+    _add_method_arguments(parser)
+    parser.add_argument("--teacher", required=True, help="trained teacher .keras file")
+    parser.add_argument("--cache-dir", required=True, help="the cache's directory")
+    parser.add_argument(
+        "--epochs", type=int, help="number of epochs to cache (default: the recipe's)"
+    )
+    parser.add_argument(
+        "--dtype", choices=DTYPES, default=DTYPES[0],
+        help="storage of the teacher's outputs (float16: half the size)",
+    )
+    parser.add_argument(
+        "--batch-size", type=int, help="the teacher's batch size (default: the recipe's; "
+        "the cached views do not depend on it)"
+    )
+    parser.add_argument(
+        "--seed", type=int, default=0,
+        help="seed of the keyed data order and augmentation (default: 0); train "
+        "from the cache with the same seed",
+    )
+    parser.add_argument(
+        "--verbose", type=int, choices=(0, 1, 2),
+        help="0: silent; 1: a progress bar per epoch (default on a terminal); 2: a "
+        "line per epoch",
+    )
+
+
 def build_parser():
     """The argument parser of `keras-unikd`.
 
     Returns:
         An `argparse.ArgumentParser` with the sub-commands `list-presets`,
-        `train-teacher` and `distill`.
+        `train-teacher`, `distill` and `cache-teacher`.
     """
     parser = argparse.ArgumentParser(
         prog="keras-unikd",
@@ -128,23 +187,18 @@ def build_parser():
         "distill", help="train a preset's student with a distillation method"
     )
     _add_run_arguments(distill)
-    distill.add_argument(
-        "--method", choices=METHODS,
-        help="the distillation method (default: the preset's own, else unikd); "
-        "student trains the student alone, without a teacher; "
-        f"{' and '.join(TWO_VIEW_METHODS)} train on two views of each image",
-    )
-    distill.add_argument(
-        "--logit-standardization", action="store_true",
-        help="z-score the logits before every softmax KD (Sun et al., CVPR 2024), "
-        "with the reference's CIFAR-100 temperature 2 and logits weight 9: the "
-        f"method's '+ls' variant ({', '.join(ls_methods())})",
-    )
+    _add_method_arguments(distill)
     distill.add_argument(
         "--teacher",
         help="trained teacher .keras file (default: "
         f"<output-dir>/{TEACHER_DIR}/best_teacher.keras from train-teacher)",
     )
+    cache = commands.add_parser(
+        "cache-teacher",
+        help="write the teacher's outputs on every keyed training view to disk "
+        "(a teacher-output cache)",
+    )
+    _add_cache_arguments(cache)
     return parser
 
 
@@ -233,10 +287,46 @@ def default_teacher_path(output_dir):
 def _command_line(args, preset):
     parts = ["keras-unikd", "train-teacher", "--preset", preset.name]
     for flag in ("output_dir", "data_dir", "backend", "take"):
-        value = getattr(args, flag)
+        value = getattr(args, flag, None)
         if value is not None:
             parts += [f"--{flag.replace('_', '-')}", str(value)]
     return " ".join(parts)
+
+
+def _get_preset(name):
+    from keras_unikd import presets
+
+    try:
+        return presets.get_preset(name)
+    except ValueError as error:
+        raise CLIError(str(error)) from None
+
+
+def _check_teacher_file(path, args, preset):
+    if not os.path.exists(path):
+        raise CLIError(
+            f"Teacher file {path!r} does not exist. Train the "
+            f"teacher first:\n  {_command_line(args, preset)}\nor pass a "
+            "trained teacher with --teacher PATH."
+        )
+
+
+def _load_teacher(path):
+    import keras
+
+    return keras.models.load_model(path, compile=False)
+
+
+def _verbosity(args):
+    return args.verbose if args.verbose is not None else (1 if sys.stdout.isatty() else 2)
+
+
+def _directory_bytes(directory):
+    return sum(
+        os.path.getsize(os.path.join(root, name))
+        for root, _, names in os.walk(directory)
+        for name in names
+    )
 
 
 def _strategy(args, keras):
@@ -390,10 +480,7 @@ def _train(args, role):
     from keras_unikd.callbacks import EpochTimer
     from keras_unikd.callbacks import StudentCheckpoint
 
-    try:
-        preset = presets.get_preset(args.preset)
-    except ValueError as error:
-        raise CLIError(str(error)) from None
+    preset = _get_preset(args.preset)
     if role == "teacher":
         method, views = "teacher", 1
     else:
@@ -407,12 +494,7 @@ def _train(args, role):
     teacher_path = None
     if role == "student" and method != "student":
         teacher_path = args.teacher or default_teacher_path(output_root)
-        if not os.path.exists(teacher_path):
-            raise CLIError(
-                f"Teacher file {teacher_path!r} does not exist. Train the "
-                f"teacher first:\n  {_command_line(args, preset)}\nor pass a "
-                "trained teacher with --teacher PATH."
-            )
+        _check_teacher_file(teacher_path, args, preset)
     strategy = _strategy(args, keras)
     if args.seed is not None:
         keras.utils.set_random_seed(args.seed)
@@ -430,11 +512,7 @@ def _train(args, role):
             network = model
         else:
             student = presets.build_model(preset, "student")
-            teacher = (
-                keras.models.load_model(teacher_path, compile=False)
-                if teacher_path
-                else None
-            )
+            teacher = _load_teacher(teacher_path) if teacher_path else None
             model = presets.build_distiller(preset, teacher, student, method, seed=args.seed)
             network = getattr(model, "student", model)
         optimizer = presets.build_optimizer(
@@ -464,7 +542,7 @@ def _train(args, role):
             "logs are written (pip install tensorboard).",
             file=sys.stderr,
         )
-    verbose = args.verbose if args.verbose is not None else (1 if sys.stdout.isatty() else 2)
+    verbose = _verbosity(args)
     print(
         f"keras-unikd: {method} on {preset.name}: {epochs} epochs x {steps} steps "
         f"(batch {batch_size}, {views} view{'s' if views > 1 else ''}), "
@@ -523,6 +601,75 @@ def _train(args, role):
     return 0
 
 
+def _cache_teacher(args):
+    """`cache-teacher`: builds the teacher-output cache of a preset's distiller."""
+    import time
+
+    from keras_unikd import presets
+    from keras_unikd.data.cifar100 import cifar100_train_arrays
+    from keras_unikd.data.keyed import CIFAR100_KEYED_OPTIONS
+    from keras_unikd.teacher_cache import build_teacher_cache
+
+    preset = _get_preset(args.preset)
+    method, views = run_method(preset, args.method, args.logit_standardization)
+    if preset.dataset != "cifar100":
+        raise CLIError(
+            f"cache-teacher caches the views of the keyed CIFAR-100 pipeline; the "
+            f"{preset.dataset} pipeline is not keyed, so its teacher runs online. "
+            "Use a CIFAR-100 preset, or distill without a cache."
+        )
+    _check_teacher_file(args.teacher, args, preset)
+    teacher = _load_teacher(args.teacher)
+    distiller = presets.build_distiller(
+        preset, teacher, presets.build_model(preset, "student"), method, seed=args.seed
+    )
+    needs = getattr(distiller, "teacher_needs", None)
+    if needs is None:
+        raise CLIError(
+            f"--method {method} trains the student alone and reads nothing of the "
+            "teacher, so there is nothing to cache. Pick a distillation method."
+        )
+    if not needs.cacheable:
+        raise CLIError(
+            f"--method {method} cannot be trained from a teacher cache: {needs.reason}. "
+            "Distill it online (keras-unikd distill), or cache another method."
+        )
+    epochs = args.epochs or preset.recipe.epochs
+    images, labels = cifar100_train_arrays(data_dir=args.data_dir, take=args.take)
+    print(
+        f"keras-unikd: caching the teacher of {method} on {preset.name}: {epochs} "
+        f"epoch(s) x {len(images)} examples x {views} view(s), {args.dtype}, "
+        f"seed {args.seed}; writing {args.cache_dir}",
+        flush=True,
+    )
+    start = time.perf_counter()
+    try:
+        build_teacher_cache(
+            args.cache_dir,
+            teacher,
+            needs,
+            images,
+            labels,
+            seed=args.seed,
+            epochs=epochs,
+            batch_size=args.batch_size or preset.recipe.batch_size,
+            dtype=args.dtype,
+            two_views=views == 2,
+            verbose=_verbosity(args),
+            **CIFAR100_KEYED_OPTIONS,
+        )
+    except ValueError as error:
+        raise CLIError(str(error)) from None
+    seconds = time.perf_counter() - start
+    size = _directory_bytes(args.cache_dir)
+    print(
+        f"keras-unikd: teacher cache at {os.path.abspath(args.cache_dir)}: "
+        f"{size / 2**20:.1f} MiB on disk, built in {seconds:.1f} s",
+        flush=True,
+    )
+    return 0
+
+
 def main(argv=None):
     """Runs `keras-unikd` with `argv` (default: `sys.argv[1:]`).
 
@@ -555,6 +702,8 @@ def main(argv=None):
     try:
         if args.command == "list-presets":
             return _list_presets(args)
+        if args.command == "cache-teacher":
+            return _cache_teacher(args)
         return _train(args, "teacher" if args.command == "train-teacher" else "student")
     except CLIError as error:
         print(f"keras-unikd: error: {error}", file=sys.stderr, flush=True)

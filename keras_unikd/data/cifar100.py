@@ -311,3 +311,44 @@ def cifar100_datasets(
         aug.fast_options(deterministic=True)
     )
     return train, test
+
+
+def cifar100_train_arrays(data_dir=None, take=None, download=True):
+    """The CIFAR-100 training split as NumPy arrays, in the TFDS order.
+
+    What the keyed pipelines (`keras_unikd.data.keyed`) and a teacher-output
+    cache (`keras_unikd.teacher_cache`) take: an example's index is its row.
+
+    Args:
+        data_dir: TFDS data directory (as in `cifar100_datasets`).
+        take: Optional number of examples kept (the first ones).
+        download: Whether TFDS may download and prepare the data.
+
+    Returns:
+        `(images, labels)`: `uint8` images `(N, 32, 32, 3)` in [0, 255] and
+        `int32` labels `(N,)`.
+
+    Raises:
+        ValueError: If `take` is not a positive integer.
+        RuntimeError: If the dataset is not prepared in `data_dir` and
+            cannot be downloaded; the message explains how to prepare it.
+
+    Example:
+
+    ```python
+    from keras_unikd.data.keyed import CIFAR100_KEYED_OPTIONS, make_keyed_image_pipeline
+
+    images, labels = cifar100_train_arrays(data_dir="~/tfds")
+    train_ds = make_keyed_image_pipeline(images, labels, 64, seed=0, epochs=240,
+                                         **CIFAR100_KEYED_OPTIONS)
+    ```
+    """
+    fn = "cifar100_train_arrays"
+    aug.check_positive_int(take, "take", fn, allow_none=True)
+    ds = aug.load_tfds_split(
+        "cifar100", "train", data_dir=data_dir, fn=fn, hint=_HINT, download=download
+    )
+    if take is not None:
+        ds = ds.take(take)
+    images, labels = next(ds.batch(CIFAR100_TRAIN_SIZE).as_numpy_iterator())
+    return images, labels.astype("int32")

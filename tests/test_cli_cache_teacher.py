@@ -1,0 +1,82 @@
+"""`keras-unikd cache-teacher` on mocked CIFAR-100 (tfds.testing.mock_data)."""
+
+import keras
+import numpy as np
+import pytest
+import tensorflow_datasets as tfds
+
+from keras_unikd import cli
+from keras_unikd import presets
+from keras_unikd import teacher_cache as tc
+from keras_unikd.data.cifar100 import cifar100_train_arrays
+from keras_unikd.data.keyed import CIFAR100_KEYED_OPTIONS
+from keras_unikd.data.keyed import keyed_views
+
+PRESET = "cifar100_vgg13_vgg8"  # The fewest layers: the cheapest to run.
+TAKE = 6
+ARGS = ["--preset", PRESET, "--epochs", "1", "--take", str(TAKE), "--batch-size", "4",
+        "--verbose", "0", "--seed", "5"]
+
+
+def mocked(function, *args, **kwargs):
+    with tfds.testing.mock_data(num_examples=TAKE):
+        return function(*args, **kwargs)
+
+
+@pytest.fixture(scope="module")
+def teacher_file(tmp_path_factory):
+    """A random teacher of the preset, saved as the CLI reads it."""
+    keras.utils.set_random_seed(0)
+    path = str(tmp_path_factory.mktemp("teacher") / "teacher.keras")
+    presets.build_model(PRESET, "teacher").save(path)
+    return path
+
+
+def test_cache_teacher_builds_the_cache_of_the_presets_distiller(teacher_file, tmp_path, capsys):
+    directory = str(tmp_path / "cache")
+    argv = ["cache-teacher", *ARGS, "--method", "unikd", "--teacher", teacher_file,
+            "--cache-dir", directory, "--dtype", "float16"]
+    assert mocked(cli.main, argv) == 0
+    out = capsys.readouterr().out
+    assert f"teacher cache at {directory}: " in out and " MiB on disk, built in " in out
+
+    # The cache is the one `distill --method unikd` trains from: UniKD's pooled
+    # teacher feature and the logits of the keyed CIFAR-100 views of seed 5.
+    teacher = keras.models.load_model(teacher_file, compile=False)
+    student = presets.build_model(PRESET, "student")
+    needs = presets.build_distiller(PRESET, teacher, student, "unikd").teacher_needs
+    assert needs.pooled_features
+    images, labels = mocked(cifar100_train_arrays)
+    cache = tc.open_teacher_cache(
+        directory, teacher, needs, images, labels, seed=5, epochs=1, **CIFAR100_KEYED_OPTIONS
+    )
+    assert (cache.dtype, cache.views, cache.pooled_features) == (
+        "float16", ("weak",), needs.pooled_features
+    )
+    views = keyed_views(images, 5, 0, [0, 5], **CIFAR100_KEYED_OPTIONS)
+    logits = cache.lookup([0, 0], [0, 5])["weak"]["logits"]
+    expected = keras.ops.convert_to_numpy(teacher(views, training=False))
+    np.testing.assert_allclose(logits, expected, rtol=1e-3, atol=1e-3)
+
+
+@pytest.mark.parametrize(
+    "method, words",
+    [
+        ("fitnet", "--method fitnet cannot be trained from a teacher cache: term 'hint' "
+                   "(FitNetHint) matches the teacher's full feature map"),
+        ("student", "--method student trains the student alone"),
+    ],
+)
+def test_cache_teacher_refuses_what_cannot_be_cached(teacher_file, tmp_path, capsys, method, words):
+    argv = ["cache-teacher", *ARGS, "--method", method, "--teacher", teacher_file,
+            "--cache-dir", str(tmp_path / "cache")]
+    assert cli.main(argv) == 2
+    assert words in capsys.readouterr().err
+    assert not (tmp_path / "cache").exists()
+
+
+def test_cache_teacher_needs_a_teacher_file(tmp_path, capsys):
+    argv = ["cache-teacher", *ARGS, "--teacher", str(tmp_path / "none.keras"),
+            "--cache-dir", str(tmp_path / "cache")]
+    assert cli.main(argv) == 2
+    assert "does not exist" in capsys.readouterr().err
