@@ -24,6 +24,25 @@ def make_network(width, name, input_shape=(12, 12, 1), num_classes=5):
     return keras.Model(inputs, logits, name=name)
 
 
+def random_uint8_images(num, shape, num_classes=5):
+    """`num` random uint8 images of `shape` and int32 labels, seeded."""
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, size=(num, *shape), dtype=np.uint8)
+    labels = rng.integers(0, num_classes, size=(num,)).astype("int32")
+    return images, labels
+
+
+def teacher_with_batch_statistics(input_shape):
+    """`make_network(8, "t")` whose batch-norm statistics make inference mode matter."""
+    keras.utils.set_random_seed(0)
+    model = make_network(8, "t", input_shape=input_shape)
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            layer.moving_mean.assign(np.full(layer.moving_mean.shape, 0.1, "float32"))
+            layer.moving_variance.assign(np.full(layer.moving_variance.shape, 2.0, "float32"))
+    return model
+
+
 @pytest.fixture
 def pair():
     keras.utils.set_random_seed(0)

@@ -10,6 +10,8 @@ import numpy as np
 import pytest
 
 from conftest import make_network
+from conftest import random_uint8_images
+from conftest import teacher_with_batch_statistics
 from keras_unikd import teacher_cache as tc
 from keras_unikd import terms
 from keras_unikd.data.keyed import keyed_views
@@ -39,22 +41,12 @@ def two_view_terms():
 
 @pytest.fixture(scope="module")
 def data():
-    rng = np.random.default_rng(0)
-    images = rng.integers(0, 256, size=(NUM, *SHAPE), dtype=np.uint8)
-    labels = rng.integers(0, 5, size=(NUM,)).astype("int32")
-    return images, labels
+    return random_uint8_images(NUM, SHAPE)
 
 
 @pytest.fixture(scope="module")
 def teacher():
-    keras.utils.set_random_seed(0)
-    model = make_network(8, "t", input_shape=SHAPE)
-    # Non-trivial batch statistics, so that inference mode matters.
-    for layer in model.layers:
-        if isinstance(layer, keras.layers.BatchNormalization):
-            layer.moving_mean.assign(np.full(layer.moving_mean.shape, 0.1, "float32"))
-            layer.moving_variance.assign(np.full(layer.moving_variance.shape, 2.0, "float32"))
-    return model
+    return teacher_with_batch_statistics(SHAPE)
 
 
 @pytest.fixture(scope="module")

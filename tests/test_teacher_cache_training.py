@@ -32,6 +32,8 @@ import tensorflow as tf
 
 import keras_unikd
 from conftest import make_network
+from conftest import random_uint8_images
+from conftest import teacher_with_batch_statistics
 from keras_unikd import teacher_cache as tc
 from keras_unikd import terms
 from keras_unikd.data.keyed import make_keyed_image_pipeline
@@ -78,21 +80,12 @@ def distillation_terms(two_views):
 
 @pytest.fixture(scope="module")
 def data():
-    rng = np.random.default_rng(0)
-    images = rng.integers(0, 256, size=(NUM, *SHAPE), dtype=np.uint8)
-    labels = rng.integers(0, 5, size=(NUM,)).astype("int32")
-    return images, labels
+    return random_uint8_images(NUM, SHAPE)
 
 
 @pytest.fixture(scope="module")
 def teacher():
-    keras.utils.set_random_seed(0)
-    model = make_network(8, "t", input_shape=SHAPE)
-    for layer in model.layers:  # inference-mode statistics that matter
-        if isinstance(layer, keras.layers.BatchNormalization):
-            layer.moving_mean.assign(np.full(layer.moving_mean.shape, 0.1, "float32"))
-            layer.moving_variance.assign(np.full(layer.moving_variance.shape, 2.0, "float32"))
-    return model
+    return teacher_with_batch_statistics(SHAPE)
 
 
 def other_backend():
