@@ -46,7 +46,7 @@ first time adds about 20 minutes on 2 idle cores (it is cached under
 `--dataset cifar100` runs the same methods on the ResNet32x4 -> ResNet8x4
 preset for machines that have the CIFAR-100 data and a GPU.
 
-    python benchmarks/accuracy.py                 # the whole benchmark, ~110 min
+    python benchmarks/accuracy.py                 # the whole benchmark, ~125 min
     python benchmarks/accuracy.py --quick         # smoke run: tiny subset, 1 epoch
     python benchmarks/accuracy.py --methods kd unikd --policy mixed_bfloat16 \\
         --output benchmarks/results/accuracy_bfloat16.json
