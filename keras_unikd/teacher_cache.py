@@ -226,13 +226,29 @@ def _views(two_views, needs, fn):
     return VIEWS if two_views else VIEWS[:1]
 
 
+def _array_name(view, pooled_index=None):
+    """The file stem of a view's logits, or of its `pooled_index`-th pooled feature."""
+    return f"{view}.logits" if pooled_index is None else f"{view}.pooled_{pooled_index}"
+
+
 def _array_names(views, needs):
     names = []
     for view in views:
         if needs.logits:
-            names.append(f"{view}.logits")
-        names.extend(f"{view}.pooled_{i}" for i in range(len(needs.pooled_features)))
+            names.append(_array_name(view))
+        names.extend(_array_name(view, i) for i in range(len(needs.pooled_features)))
     return names
+
+
+def _training_arrays(images, labels, fn):
+    """`images` and `labels` as arrays, checked to be `(N, H, W, C)` and `(N,)`."""
+    images, labels = np.asarray(images), np.asarray(labels)
+    if images.ndim != 4 or labels.shape != images.shape[:1]:
+        raise ValueError(
+            f"{fn}: `images` must be (N, H, W, C) and `labels` (N,); got shapes "
+            f"{images.shape} and {labels.shape}."
+        )
+    return images, labels
 
 
 def _epoch_dir(directory, epoch):
@@ -798,13 +814,7 @@ def open_teacher_cache(
     needs = _needs(terms, fn)
     views = _views(two_views, needs, fn)
     check_positive_int(epochs, "epochs", fn)
-    images = np.asarray(images)
-    labels = np.asarray(labels)
-    if images.ndim != 4 or labels.shape != images.shape[:1]:
-        raise ValueError(
-            f"{fn}: `images` must be (N, H, W, C) and `labels` (N,); got shapes "
-            f"{images.shape} and {labels.shape}."
-        )
+    images, labels = _training_arrays(images, labels, fn)
     manifest = _read_manifest(directory, fn)
     if isinstance(teacher, str):
         teacher_hash, layouts = teacher, None
@@ -988,12 +998,12 @@ class TeacherCache:
         for view in self.views:
             entry = {
                 "pooled_features": {
-                    path: gather(f"{view}.pooled_{i}")
+                    path: gather(_array_name(view, i))
                     for i, path in enumerate(self.pooled_features)
                 }
             }
             if self.logits:
-                entry["logits"] = gather(f"{view}.logits")
+                entry["logits"] = gather(_array_name(view))
             outputs[view] = entry
         return outputs
 
@@ -1116,12 +1126,7 @@ def cached_teacher_pipeline(
             f"{fn}: `two_views=True`, but the cache at {cache.directory!r} holds the weak "
             "view only. Build the cache with two_views=True (in a new directory)."
         )
-    images, labels = np.asarray(images), np.asarray(labels)
-    if images.ndim != 4 or labels.shape != images.shape[:1]:
-        raise ValueError(
-            f"{fn}: `images` must be (N, H, W, C) and `labels` (N,); got shapes "
-            f"{images.shape} and {labels.shape}."
-        )
+    images, labels = _training_arrays(images, labels, fn)
     if dataset_fingerprint(images, labels) != cache.manifest["dataset"]:
         raise ValueError(
             f"{fn}: `images` and `labels` are not the training data the cache at "
@@ -1145,8 +1150,8 @@ def cached_teacher_pipeline(
 
     def array_name(view, what):
         if what == "logits":
-            return f"{view}.logits"
-        return f"{view}.pooled_{cache.pooled_features.index(what)}"
+            return _array_name(view)
+        return _array_name(view, cache.pooled_features.index(what))
 
     def attach(x, y, keys):
         arrays = tf.numpy_function(
