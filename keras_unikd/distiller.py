@@ -592,7 +592,8 @@ class Distiller(KerasInternals, keras.Model):
         check_not_empty(validation_data, "validation_data")
         batch = first_batch(x, y, batch_size)
         if batch is not None:
-            self._check_first_batch(*batch)
+            student_logits = self._check_first_batch(*batch)
+            self._build_training_state(batch[1], student_logits)
         callbacks = list(callbacks or [])
         for callback_class in (TrainingPlan, NonFiniteLossGuard):
             if not any(isinstance(callback, callback_class) for callback in callbacks):
@@ -627,6 +628,31 @@ class Distiller(KerasInternals, keras.Model):
             check_logits(logits[network.role], network.model.name, network.role)
         if "teacher" in logits:
             check_input_scale(inputs, logits["teacher"], self.teacher)
+        return logits["student"]
+
+    def _build_training_state(self, y, student_logits):
+        """Builds the compiled metrics and the optimizer before `fit` traces its step.
+
+        Under TensorFlow without a distribution strategy, Keras builds both
+        inside the first trace of the train step, and a `tf.function` that
+        creates variables is traced a second time: the first step took about
+        twice as long to start. Here the metrics are built eagerly from the
+        first batch's labels and the student's logits on its first rows (then
+        reset), and the optimizer from the trainable variables, as Keras does
+        itself under the other backends and under a strategy.
+        """
+        if keras.backend.backend() != "tensorflow" or y is None:
+            return
+        import tensorflow as tf
+
+        under_a_strategy = self.distribute_strategy is not tf.distribute.get_strategy()
+        if tf.distribute.has_strategy() or under_a_strategy:
+            return
+        labels = keras.tree.map_structure(lambda array: array[: len(student_logits)], y)
+        self.compute_metrics(None, labels, student_logits)
+        self.reset_metrics()
+        if not self.optimizer.built:
+            self.optimizer.build(self.trainable_variables)
 
     def train_on_batch(self, *args, **kwargs):
         """`keras.Model.train_on_batch`; warns once if a warm-up cannot know its schedule."""
