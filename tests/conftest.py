@@ -1,6 +1,8 @@
 """Shared fixtures: tiny functional teacher/student pairs with named stages."""
 
 import os
+import shutil
+import tempfile
 
 import keras
 import numpy as np
@@ -85,3 +87,30 @@ def pytest_collection_modifyitems(config, items):
         in_data = os.path.dirname(os.path.abspath(item.path)) == _DATA_TESTS
         if in_data and item.get_closest_marker("every_backend") is None:
             item.add_marker(skip)
+
+
+# Under JAX most of a test's time is XLA compiling the steps of small models,
+# and many tests compile the same programs. JAX's persistent compilation
+# cache, in one directory for the test processes of a pass (and the worker
+# programs they start), lets a process load what another compiled: the same
+# executables, so the same numbers. The first process to configure (the
+# xdist controller, or a lone pytest) creates the directory and removes it.
+def pytest_configure(config):
+    if keras.backend.backend() != "jax" or os.environ.get("JAX_COMPILATION_CACHE_DIR"):
+        return
+    config.jax_cache_dir = tempfile.mkdtemp(prefix="keras-unikd-jax-cache-")
+    os.environ.update(
+        JAX_COMPILATION_CACHE_DIR=config.jax_cache_dir,
+        JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
+        JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0",
+    )
+    import jax  # imported with keras already: its flags read the environment then
+
+    jax.config.update("jax_compilation_cache_dir", config.jax_cache_dir)
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+    jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+
+
+def pytest_unconfigure(config):
+    if getattr(config, "jax_cache_dir", None):
+        shutil.rmtree(config.jax_cache_dir, ignore_errors=True)

@@ -19,10 +19,14 @@ from workers.launch import worker_env
 
 BACKENDS = ("tensorflow", "jax", "torch")
 
-pytestmark = pytest.mark.skipif(
-    keras.backend.backend() != "tensorflow",
-    reason="runs every backend in subprocesses; once, from the TensorFlow pass",
-)
+pytestmark = [
+    pytest.mark.skipif(
+        keras.backend.backend() != "tensorflow",
+        reason="runs every backend in subprocesses; once, from the TensorFlow pass",
+    ),
+    # One test process builds the module-scoped fixture (`--dist loadgroup`).
+    pytest.mark.xdist_group("test_backend_parity"),
+]
 
 
 @pytest.fixture(scope="module")

@@ -132,7 +132,7 @@ def test_accuracy_cifar100_mode_on_mock_data(tmp_path):
     from keras_unikd import presets
 
     accuracy = load_script("accuracy")
-    preset = "cifar100_resnet32x4_resnet8x4"  # the shallowest pair: the least to trace
+    preset = "cifar100_vgg13_vgg8"  # the fewest layers: the least to trace
     teacher, _ = presets.build_models(preset)
     teacher_path = str(tmp_path / "teacher.keras")
     teacher.save(teacher_path)
