@@ -19,14 +19,10 @@ from workers.launch import worker_env
 
 BACKENDS = ("tensorflow", "jax", "torch")
 
-pytestmark = [
-    pytest.mark.skipif(
-        keras.backend.backend() != "tensorflow",
-        reason="runs every backend in subprocesses; once, from the TensorFlow pass",
-    ),
-    # One test process builds the module-scoped fixture (`--dist loadgroup`).
-    pytest.mark.xdist_group("test_backend_parity"),
-]
+pytestmark = pytest.mark.skipif(
+    keras.backend.backend() != "tensorflow",
+    reason="runs every backend in subprocesses; once, from the TensorFlow pass",
+)
 
 
 @pytest.fixture(scope="module")

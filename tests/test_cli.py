@@ -72,11 +72,6 @@ def read_best_record(run_dir, model_name):
         return json.load(f)
 
 
-# The module-scoped fixtures below are built once: one test process runs
-# all of this module's tests (`--dist loadgroup`).
-pytestmark = pytest.mark.xdist_group("test_cli")
-
-
 @pytest.fixture(scope="module")
 def trained_teacher(tmp_path_factory):
     output = str(tmp_path_factory.mktemp("runs"))

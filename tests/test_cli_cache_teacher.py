@@ -23,11 +23,6 @@ def mocked(function, *args, **kwargs):
         return function(*args, **kwargs)
 
 
-# The module-scoped fixtures below are built once: one test process runs
-# all of this module's tests (`--dist loadgroup`).
-pytestmark = pytest.mark.xdist_group("test_cli_cache_teacher")
-
-
 @pytest.fixture(scope="module")
 def teacher_file(tmp_path_factory):
     """A random teacher of the preset, saved as the CLI reads it."""

@@ -23,15 +23,11 @@ from workers.launch import wait_for
 from workers.launch import worker_env
 
 TF = keras.backend.backend() == "tensorflow"
-pytestmark = [
-    pytest.mark.skipif(
-        keras.backend.backend() == "torch",
-        reason="keras.distribution (DataParallel, ModelParallel) supports JAX only, and "
-        "tf.distribute TensorFlow only; under PyTorch, Keras's fit has no data parallelism",
-    ),
-    # One test process builds the module-scoped fixture (`--dist loadgroup`).
-    pytest.mark.xdist_group("test_distributed"),
-]
+pytestmark = pytest.mark.skipif(
+    keras.backend.backend() == "torch",
+    reason="keras.distribution (DataParallel, ModelParallel) supports JAX only, and "
+    "tf.distribute TensorFlow only; under PyTorch, Keras's fit has no data parallelism",
+)
 # Float32 sums in a different order (per replica, then across replicas);
 # observed differences are below 1e-7.
 WEIGHT_ATOL = 1e-5

@@ -50,11 +50,6 @@ def train_one_step(distiller, weights, x, y):
     return {name: history[name][0] for name in distiller.loss_term_names}, update
 
 
-# The module-scoped fixtures below are built once: one test process runs
-# all of this module's tests (`--dist loadgroup`).
-pytestmark = pytest.mark.xdist_group("test_mixed_precision")
-
-
 @pytest.fixture(scope="module")
 def float32_reference(batch_module):
     keras.mixed_precision.set_global_policy("float32")

@@ -20,10 +20,6 @@ from workers.launch import student_weights
 from workers.launch import wait_for
 from workers.launch import worker_env
 
-# The module-scoped fixtures below are built once: one test process runs
-# all of this module's tests (`--dist loadgroup`).
-pytestmark = pytest.mark.xdist_group("test_resume_and_determinism")
-
 
 @pytest.fixture(scope="module")
 def env(tmp_path_factory):

@@ -37,11 +37,6 @@ def unikd(teacher, student, **kwargs):
     return keras_unikd.Distiller(teacher, student, **options)
 
 
-# The module-scoped fixtures below are built once: one test process runs
-# all of this module's tests (`--dist loadgroup`).
-pytestmark = pytest.mark.xdist_group("test_robustness")
-
-
 @pytest.fixture(scope="module")
 def compiled():
     """One compiled Distiller for the tests that train (compiling is slow)."""

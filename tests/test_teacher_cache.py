@@ -39,11 +39,6 @@ def two_view_terms():
     ]
 
 
-# The module-scoped fixtures below are built once: one test process runs
-# all of this module's tests (`--dist loadgroup`).
-pytestmark = pytest.mark.xdist_group("test_teacher_cache")
-
-
 @pytest.fixture(scope="module")
 def data():
     return random_uint8_images(NUM, SHAPE)

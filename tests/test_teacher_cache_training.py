@@ -78,11 +78,6 @@ def distillation_terms(two_views):
     ]
 
 
-# The module-scoped fixtures below are built once: one test process runs
-# all of this module's tests (`--dist loadgroup`).
-pytestmark = pytest.mark.xdist_group("test_teacher_cache_training")
-
-
 @pytest.fixture(scope="module")
 def data():
     return random_uint8_images(NUM, SHAPE)

@@ -11,14 +11,10 @@ from keras_unikd import presets
 from keras_unikd.data import load_fashion_mnist
 from keras_unikd.experiments import fashion_mnist as experiment
 
-pytestmark = [
-    pytest.mark.skipif(
-        keras.backend.backend() != "tensorflow",
-        reason="the experiment is backend-agnostic Keras; its training runs once, under TensorFlow",
-    ),
-    # One test process builds the module-scoped fixture (`--dist loadgroup`).
-    pytest.mark.xdist_group("test_fashion_mnist_experiment"),
-]
+pytestmark = pytest.mark.skipif(
+    keras.backend.backend() != "tensorflow",
+    reason="the experiment is backend-agnostic Keras; its training runs once, under TensorFlow",
+)
 
 
 @pytest.fixture(scope="module")

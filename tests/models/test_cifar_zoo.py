@@ -80,11 +80,6 @@ def trainable_count(model):
     return sum(math.prod(w.shape) for w in model.trainable_weights)
 
 
-# The module-scoped fixtures below are built once: one test process runs
-# all of this module's tests (`--dist loadgroup`).
-pytestmark = pytest.mark.xdist_group("test_cifar_zoo")
-
-
 @pytest.fixture(scope="module")
 def constant_init():
     """Structure-only builds: constant initializers skip the per-shape random
