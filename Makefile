@@ -11,6 +11,9 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.keras-unikd-installed
 # pytest-xdist: TEST_WORKERS processes, each taking whole test files (so a
 # module's fixtures are built once); a test process keeps about one core busy.
+# (`--dist loadgroup` would spread the other tests one by one, but under
+# pytest 9.2 with pytest-xdist 3.8.0 its groups are ignored: xdist renames
+# item._nodeid and pytest 9.2 reads item._id.)
 TEST_WORKERS ?= 2
 # The tests run a few steps of tiny models, so under JAX (and in the JAX
 # subprocesses of the other passes) XLA's compile time dominates: these flags
