@@ -179,12 +179,18 @@ def environment():
 
 
 def write(results, output, markdown):
-    """Writes `results` to `output` (JSON) and `markdown` next to it (`.md`)."""
+    """Writes `results` to `output` (JSON) and `markdown` next to it (`.md`).
+
+    The JSON file is replaced whole (written beside it, then renamed), so a
+    run killed while writing leaves the previous results for `--resume`.
+    """
     if not output.endswith(".json"):
         raise ValueError(f"The results file must end in .json; got {output!r}.")
     os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
-    with open(output, "w") as handle:
+    partial = output + ".partial"
+    with open(partial, "w") as handle:
         json.dump(results, handle, indent=2)
+    os.replace(partial, output)
     with open(output[: -len(".json")] + ".md", "w") as handle:
         handle.write(markdown + "\n")
 

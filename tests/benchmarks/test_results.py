@@ -93,5 +93,10 @@ def test_summaries_tables_and_files(tmp_path):
     assert json.loads(output.read_text())["methods"]["kd"]["summary"] == summary
     assert (tmp_path / "out" / "accuracy.md").read_text() == table + "\n"
     assert set(record) >= {"date", "machine", "backend", "keras_version"}
+    # A write that fails half-way (a value JSON cannot hold) leaves the
+    # previous results whole, for --resume.
+    with pytest.raises(TypeError):
+        results.write(dict(record, broken=object()), str(output), table)
+    assert json.loads(output.read_text())["methods"]["kd"]["summary"] == summary
     with pytest.raises(ValueError, match=r"\.json"):
         results.write(record, str(tmp_path / "accuracy.txt"), table)
