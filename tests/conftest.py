@@ -8,6 +8,8 @@ import keras
 import numpy as np
 import pytest
 
+from workers.launch import jax_cache_env
+
 
 def make_network(width, name, input_shape=(12, 12, 1), num_classes=5):
     """A tiny CNN whose stages are named `<name>_stage1`, ..., `<name>_pool`."""
@@ -99,11 +101,7 @@ def pytest_configure(config):
     if keras.backend.backend() != "jax" or os.environ.get("JAX_COMPILATION_CACHE_DIR"):
         return
     config.jax_cache_dir = tempfile.mkdtemp(prefix="keras-unikd-jax-cache-")
-    os.environ.update(
-        JAX_COMPILATION_CACHE_DIR=config.jax_cache_dir,
-        JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
-        JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0",
-    )
+    os.environ.update(jax_cache_env(config.jax_cache_dir))
     import jax  # imported with keras already: its flags read the environment then
 
     jax.config.update("jax_compilation_cache_dir", config.jax_cache_dir)

@@ -11,6 +11,16 @@ TESTS_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 REPO_DIR = os.path.dirname(TESTS_DIR)
 
 
+def jax_cache_env(cache_dir):
+    """The environment variables that point JAX's persistent compilation
+    cache at `cache_dir` and let it keep every executable, however small."""
+    return {
+        "JAX_COMPILATION_CACHE_DIR": str(cache_dir),
+        "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
+        "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "0",
+    }
+
+
 def worker_env(cache_dir=None, **extra):
     """The environment of a worker: this backend, `tests/` importable.
 
@@ -27,9 +37,7 @@ def worker_env(cache_dir=None, **extra):
     )
     env["TF_CPP_MIN_LOG_LEVEL"] = "2"
     if cache_dir is not None:
-        env["JAX_COMPILATION_CACHE_DIR"] = str(cache_dir)
-        env["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
-        env["JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES"] = "0"
+        env.update(jax_cache_env(cache_dir))
     env.update({key: str(value) for key, value in extra.items()})
     return env
 
