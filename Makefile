@@ -9,11 +9,10 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.keras-unikd-installed
-# pytest-xdist: TEST_WORKERS processes, each taking whole test files (so a
-# module's fixtures are built once); a test process keeps about one core busy.
-# (`--dist loadgroup` would spread the other tests one by one, but under
-# pytest 9.2 with pytest-xdist 3.8.0 its groups are ignored: xdist renames
-# item._nodeid and pytest 9.2 reads item._id.)
+# pytest-xdist: TEST_WORKERS processes; tests/conftest.py makes `--dist load`
+# send a module with module-scoped fixtures to one process whole (its
+# fixtures built once) and every other test out on its own (the processes
+# finish together). A test process keeps about one core busy.
 TEST_WORKERS ?= 2
 # The tests run a few steps of tiny models, so under JAX (and in the JAX
 # subprocesses of the other passes) XLA's compile time dominates: these flags
@@ -22,7 +21,7 @@ TEST_WORKERS ?= 2
 # assert (the same operations, in float32). A caller's XLA_FLAGS come last.
 TEST_XLA_FLAGS := --xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true
 PYTEST := XLA_FLAGS="$(TEST_XLA_FLAGS) $$XLA_FLAGS" $(PY) -m pytest -q -p no:cacheprovider --durations=15 -n $(TEST_WORKERS) \
-	--dist loadfile --doctest-modules keras_unikd tests
+	--dist load --doctest-modules keras_unikd tests
 # The `torch` extra asks for torch>=2.4, which on Linux resolves to PyPI's
 # newest multi-GB CUDA build; the tests install this version, whose CPU build
 # (2.13.0+cpu) the package indexes here serve. Elsewhere, point pip at

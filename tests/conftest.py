@@ -112,3 +112,14 @@ def pytest_configure(config):
 def pytest_unconfigure(config):
     if getattr(config, "jax_cache_dir", None):
         shutil.rmtree(config.jax_cache_dir, ignore_errors=True)
+
+
+# `pytest -n N` (`--dist load`): modules with module-scoped fixtures go to one
+# process whole, other tests one by one (tests/xdist_scheduling.py).
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config, log):
+    if config.getoption("dist") != "load":
+        return None
+    from xdist_scheduling import ModuleFixtureScheduling
+
+    return ModuleFixtureScheduling(config, log)
