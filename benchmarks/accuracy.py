@@ -43,6 +43,14 @@ aggregators and heads under that dtype policy. Training the teacher the
 first time adds about 20 minutes on 2 idle cores (it is cached under
 `--cache-dir`, keyed by its training settings).
 
+`--teacher-cache DIR` trains every method on keyed pipelines (each view a
+function of the seed, epoch and example: `keras_unikd.data.keyed`) and lets
+the distillers whose terms read only the teacher's logits and pooled
+features (all but FitNet's) take the teacher's outputs from a cache instead
+of running the teacher: one cache per seed, `DIR/seed<k>`, built before the
+seed's first run (its time and size go into the results, apart from the
+runs') and reused when it is there. Give each process its own `DIR`.
+
 `--dataset cifar100` runs the same methods on the ResNet32x4 -> ResNet8x4
 preset for machines that have the CIFAR-100 data and a GPU.
 
@@ -106,6 +114,13 @@ def parse_args(argv=None):
     parser.add_argument("--subset", type=int, default=benchmark.subset)
     parser.add_argument("--student-width", type=int, default=benchmark.student_width)
     parser.add_argument("--cache-dir", default="artifacts/teachers")
+    parser.add_argument(
+        "--teacher-cache",
+        metavar="DIR",
+        help="train every method on keyed pipelines, the distillers that can from "
+        "teacher-output caches built in DIR/seed<k> (one per seed, reused when there); "
+        "Fashion-MNIST only",
+    )
     parser.add_argument("--output", default=os.path.join(RESULTS_DIR, "accuracy.json"))
     parser.add_argument(
         "--resume",
@@ -136,6 +151,11 @@ def parse_args(argv=None):
         help="smoke run: 2k training / 1k test images, 1 epoch, 1 seed unless --seeds",
     )
     args = parser.parse_args(argv)
+    if args.teacher_cache and args.dataset != "fashion_mnist":
+        parser.error(
+            "--teacher-cache is for the Fashion-MNIST protocol; for a preset, build a cache "
+            "with `keras-unikd cache-teacher` and train from it with the Python API"
+        )
     unknown = sorted(set(args.methods) - set(recipe_lib.METHODS))
     if unknown:
         parser.error(f"unknown methods {unknown}; choose from {list(recipe_lib.METHODS)}")
@@ -166,7 +186,10 @@ def pending_runs(args, results):
 
 
 # What a resumed results file must share with this run.
-RESUME_KEYS = ("dataset", "recipe", "teacher", "policy", "quick", "backend", "preset", "epochs")
+RESUME_KEYS = (
+    "dataset", "recipe", "teacher", "policy", "quick", "backend", "preset", "epochs",
+    "teacher_outputs",
+)
 
 
 def resumed(results, args):
@@ -182,6 +205,7 @@ def resumed(results, args):
         methods=methods,
         run_seconds=sum(run["seconds"] for run in runs),
         run_cpu_seconds=sum(run["cpu_seconds"] for run in runs),
+        teacher_cache_builds=previous.get("teacher_cache_builds", []),
     )
 
 
@@ -206,6 +230,9 @@ def merged(paths, output):
         complete=all(part["complete"] for _, part in parts),
         run_seconds=sum(part["run_seconds"] for _, part in parts),
         run_cpu_seconds=sum(part["run_cpu_seconds"] for _, part in parts),
+        teacher_cache_builds=[
+            build for _, part in parts for build in part.get("teacher_cache_builds", [])
+        ],
         students_dir=os.path.basename(students_dir_of(output)),
         merged_from=[os.path.basename(path) for path, _ in parts],
     )
@@ -252,7 +279,8 @@ def markdown(results):
         f"{results['policy']}, {results['machine']}, {results['date']}; runs took "
         f"{results['run_seconds'] / 60:.1f} min ({results['run_cpu_seconds'] / 60:.1f} CPU-min)"
         + ("" if results["complete"] else " (incomplete: interrupted or still running)")
-        + ".",
+        + "."
+        + cache_note(results),
         results_lib.methods_table(results["methods"]),
     ]
     if results["comparisons"]:
@@ -262,6 +290,20 @@ def markdown(results):
             results_lib.comparisons_table(results["comparisons"]),
         ]
     return "\n\n".join(parts)
+
+
+def cache_note(results):
+    """What the markdown says of the teacher-output caches, if any."""
+    if results.get("teacher_outputs") != "cached":
+        return ""
+    builds = results.get("teacher_cache_builds", [])
+    return (
+        " Keyed pipelines; the distillers read the teacher's outputs from "
+        f"{len(builds)} per-seed caches, built in "
+        f"{sum(build['seconds'] for build in builds) / 60:.1f} min "
+        f"({sum(build['cpu_seconds'] for build in builds) / 60:.1f} CPU-min, "
+        f"{sum(build['bytes'] for build in builds) / 2**20:.1f} MiB), not counted above."
+    )
 
 
 def save(results, args):
@@ -294,8 +336,13 @@ def run_fashion_mnist(args, results):
         students_dir=os.path.basename(students_dir),
     )
     results.update(resumed(results, args))
+    caches = {}
     for seed, method in pending_runs(args, results):
-        run, student = recipe_lib.train_student(method, teacher, dataset, recipe, seed)
+        if args.teacher_cache and seed not in caches:
+            caches[seed] = seed_cache(args, teacher, dataset, recipe, seed, results)
+        run, student = recipe_lib.train_student(
+            method, teacher, dataset, recipe, seed, teacher_cache=caches.get(seed)
+        )
         results["methods"].setdefault(method, {"runs": []})["runs"].append(run)
         results["student_parameters"] = student.count_params()
         results["run_seconds"] += run["seconds"]
@@ -303,6 +350,27 @@ def run_fashion_mnist(args, results):
         if seed == 0:
             student.save(os.path.join(students_dir, f"{method}.keras"))
         save(results, args)
+
+
+def seed_cache(args, teacher, dataset, recipe, seed, results):
+    """The teacher-output cache of `seed` in `--teacher-cache`, built (and
+    its build's time and size recorded in `results`) unless already there."""
+    directory = os.path.join(args.teacher_cache, f"seed{seed}")
+    start, cpu_start = time.perf_counter(), recipe_lib.cpu_seconds()
+    cache = recipe_lib.build_seed_cache(directory, teacher, dataset, recipe, seed, verbose=1)
+    builds = results.setdefault("teacher_cache_builds", [])
+    if seed not in [build["seed"] for build in builds]:
+        builds.append(dict(
+            seed=seed,
+            seconds=time.perf_counter() - start,
+            cpu_seconds=recipe_lib.cpu_seconds() - cpu_start,
+            bytes=sum(
+                os.path.getsize(os.path.join(root, name))
+                for root, _, names in os.walk(directory)
+                for name in names
+            ),
+        ))
+    return cache
 
 
 def cifar_method(preset, method, teacher, student, seed):
@@ -376,6 +444,7 @@ def main(argv=None):
         results_lib.environment(),
         policy=args.policy,
         quick=args.quick,
+        teacher_outputs="cached" if args.teacher_cache else "online",
         seeds={method: seeds_of(method, args) for method in args.methods},
         complete=False,
         run_seconds=0.0,

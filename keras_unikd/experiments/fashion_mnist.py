@@ -7,7 +7,9 @@ every method, so that only the distillation method differs. The methods
 that train on two views (MLKD, UniMLKD) get `((weak, strong), labels)`
 batches whose weak view is the single-view batch of the same seed. The test
 accuracy after each epoch is the student's own, so evaluating a distiller
-does not run the teacher.
+does not run the teacher. With a teacher-output cache (`build_seed_cache`)
+the students train on keyed pipelines and the distillers read the
+teacher's outputs instead of running it (`train_student`).
 """
 
 import dataclasses
@@ -21,15 +23,21 @@ import numpy as np
 
 from keras_unikd.callbacks import EpochTimer
 from keras_unikd.data import channel_stats
+from keras_unikd.data import keyed_steps_per_epoch
 from keras_unikd.data import load_fashion_mnist
 from keras_unikd.data import make_image_pipeline
+from keras_unikd.data import make_keyed_image_pipeline
 from keras_unikd.data import take_subset
 from keras_unikd.distiller import Distiller
 from keras_unikd.fitnet import FitNetDistiller
+from keras_unikd.keyword_form import terms_from_keywords
 from keras_unikd.models import fashion_student
 from keras_unikd.models import fashion_teacher
 from keras_unikd.presets import VARIANTS
 from keras_unikd.presets import variant_kwargs
+from keras_unikd.teacher_cache import build_teacher_cache
+from keras_unikd.teacher_cache import cached_teacher_pipeline
+from keras_unikd.terms import TeacherNeeds
 
 UNIKD_TAPS = dict(
     teacher_features=["stage1_preact"],
@@ -138,26 +146,44 @@ class Recipe:
 BENCHMARK = Recipe(teacher_epochs=10, student_epochs=7, subset=8_000)
 
 
+def augmentation(dataset):
+    """The training pipelines' options: normalisation by the training set's
+    channel statistics, random flips and a padded crop (2 pixels at 28x28).
+
+    The same for `make_image_pipeline` and `make_keyed_image_pipeline`.
+    """
+    mean, std = channel_stats(dataset.x_train)
+    padding = max(1, dataset.image_shape[0] // 14)
+    return dict(augment=True, crop_padding=padding, mean=mean, std=std)
+
+
 def make_pipelines(dataset, recipe, seed, two_views=False):
     """`(teacher_train, student_train, test)` tf.data pipelines.
 
     With `two_views`, `student_train` yields `((weak, strong), labels)`.
     """
-    mean, std = channel_stats(dataset.x_train)
-    padding = max(1, dataset.image_shape[0] // 14)  # 2 pixels at 28x28
-    common = dict(batch_size=recipe.batch_size, mean=mean, std=std)
-    augmented = dict(training=True, augment=True, crop_padding=padding, shuffle_seed=seed)
-    teacher_train = make_image_pipeline(
-        dataset.x_train, dataset.y_train, **augmented, **common
+    augmented = dict(
+        training=True, shuffle_seed=seed, batch_size=recipe.batch_size, **augmentation(dataset)
     )
-    x_subset, y_subset = take_subset(
+    teacher_train = make_image_pipeline(dataset.x_train, dataset.y_train, **augmented)
+    x_subset, y_subset = student_subset(dataset, recipe, seed)
+    student_train = make_image_pipeline(x_subset, y_subset, two_views=two_views, **augmented)
+    return teacher_train, student_train, evaluation_pipeline(dataset, recipe)
+
+
+def evaluation_pipeline(dataset, recipe):
+    """The test images, normalised as the training pipelines normalise them."""
+    mean, std = channel_stats(dataset.x_train)
+    return make_image_pipeline(
+        dataset.x_test, dataset.y_test, recipe.batch_size, training=False, mean=mean, std=std
+    )
+
+
+def student_subset(dataset, recipe, seed):
+    """The student's class-balanced training subset of `seed`, `(images, labels)`."""
+    return take_subset(
         dataset.x_train, dataset.y_train, student_examples(dataset, recipe), seed=seed
     )
-    student_train = make_image_pipeline(
-        x_subset, y_subset, two_views=two_views, **augmented, **common
-    )
-    test = make_image_pipeline(dataset.x_test, dataset.y_test, training=False, **common)
-    return teacher_train, student_train, test
 
 
 def student_examples(dataset, recipe):
@@ -213,10 +239,11 @@ class TestAccuracy(keras.callbacks.Callback):
             logs["val_accuracy"] = accuracy
 
 
-def fit(model, train, test, epochs, verbose=2):
+def fit(model, train, test, epochs, verbose=2, steps_per_epoch=None):
     """Fits `model`, evaluating the network it trains on `test` each epoch.
 
-    `epoch_seconds` covers training and that evaluation.
+    `epoch_seconds` covers training and that evaluation. Keyed pipelines
+    hold all their epochs in one stream: give their `steps_per_epoch`.
 
     Returns:
         The `History`.
@@ -225,6 +252,7 @@ def fit(model, train, test, epochs, verbose=2):
     return model.fit(
         train,
         epochs=epochs,
+        steps_per_epoch=steps_per_epoch,
         callbacks=[TestAccuracy(network, test), EpochTimer()],
         verbose=verbose,
     )
@@ -414,36 +442,124 @@ def build_student_model(method, teacher, dataset, recipe, steps_per_epoch, seed,
     return model, student
 
 
-def train_student(method, teacher, dataset, recipe, seed, table=None, verbose=2):
+def train_student(
+    method, teacher, dataset, recipe, seed, table=None, verbose=2, teacher_cache=None
+):
     """Trains one student with `method` and `seed`; the benchmarks' unit of work.
 
     The seed fixes the subset, the initialisation, the data order, the
     augmentation and UniKD's sampling noise. Two-view methods train on
     two-view batches.
 
+    Args:
+        teacher_cache: `None` (the teacher runs at every distillation step),
+            or `build_seed_cache`'s cache for this `seed`: every method
+            then trains on the keyed pipelines (`keyed_student_pipeline`)
+            and a distiller whose terms allow it reads the teacher's
+            outputs from the cache instead of running the teacher.
+
     Returns:
         `(run, student)`: `run` is `summarize`'s dict plus `seed`, `views`,
-        the run's wall-clock `seconds` and process `cpu_seconds` (on a
-        shared machine the CPU time tells more than the wall clock), the
-        1-minute `load_average` at its end and the epochs' `history`.
+        `teacher_outputs` (`"cached"` or `"online"`), the run's
+        wall-clock `seconds` and process `cpu_seconds` (on a shared
+        machine the CPU time tells more than the wall clock), the 1-minute
+        `load_average` at its end and the epochs' `history`.
     """
     steps = math.ceil(student_examples(dataset, recipe) / recipe.batch_size)
     model, student = build_student_model(method, teacher, dataset, recipe, steps, seed, table)
     views = training_views(model)
-    _, train, test = make_pipelines(dataset, recipe, seed, two_views=views == 2)
-    print(f"\n== {method}, seed {seed}")
+    if teacher_cache is None:
+        _, train, test = make_pipelines(dataset, recipe, seed, two_views=views == 2)
+        steps_per_epoch = None
+    else:
+        train, steps_per_epoch = keyed_student_pipeline(
+            model, dataset, recipe, seed, views, teacher_cache
+        )
+        test = evaluation_pipeline(dataset, recipe)
+    cached = teacher_cache is not None and reads_cached_teacher(model)
+    print(f"\n== {method}, seed {seed}" + (", teacher outputs from the cache" if cached else ""))
     start, cpu_start = time.perf_counter(), cpu_seconds()
-    history = fit(model, train, test, recipe.student_epochs, verbose=verbose)
+    history = fit(
+        model, train, test, recipe.student_epochs, verbose=verbose, steps_per_epoch=steps_per_epoch
+    )
     run = dict(
         summarize(history),
         seed=seed,
         views=views,
+        teacher_outputs="cached" if cached else "online",
         seconds=time.perf_counter() - start,
         cpu_seconds=cpu_seconds() - cpu_start,
         load_average=os.getloadavg()[0],
         history={k: [float(v) for v in vs] for k, vs in history.history.items()},
     )
     return run, student
+
+
+# --- Teacher-output caches (keras_unikd.teacher_cache) --------------------------
+
+
+def reads_cached_teacher(model):
+    """Whether `model` can train from a teacher-output cache: a `Distiller`
+    whose terms read only the teacher's logits and pooled features."""
+    return isinstance(model, Distiller) and model.teacher_needs.cacheable
+
+
+def cached_teacher_needs(table=None):
+    """What one cache must hold for every method of `table` (default
+    `METHODS`) that can train from a cache: their `TeacherNeeds` combined
+    (the methods that cannot, FitNet's, train online)."""
+    table = METHODS if table is None else table
+    needs = []
+    for setting in table.values():
+        if setting is None or setting[0] is not Distiller:
+            continue
+        terms = terms_from_keywords(**setting[1])
+        method_needs = TeacherNeeds.combine(term.teacher_needs() for term in terms)
+        if method_needs.cacheable:
+            needs.append(method_needs)
+    return TeacherNeeds.combine(needs)
+
+
+def build_seed_cache(directory, teacher, dataset, recipe, seed, table=None, verbose=0):
+    """The teacher's outputs on every keyed view that the students of `seed` train on.
+
+    One cache serves every method of `table` that can read one
+    (`cached_teacher_needs`): the student subset of `seed`, its keyed views
+    (both, when a method trains on two) for `recipe.student_epochs` epochs,
+    float32. An existing cache in `directory` is reopened (or its build
+    resumed); one of another teacher, subset or recipe is a `ValueError`.
+
+    Returns:
+        The `TeacherCache`.
+    """
+    images, labels = student_subset(dataset, recipe, seed)
+    needs = cached_teacher_needs(table)
+    return build_teacher_cache(
+        directory, teacher, needs, images, labels, seed=seed, epochs=recipe.student_epochs,
+        two_views=needs.views == 2, verbose=verbose, **augmentation(dataset),
+    )
+
+
+def keyed_student_pipeline(model, dataset, recipe, seed, views, teacher_cache):
+    """The student's training batches keyed by `(seed, epoch, index)`, and
+    the steps per epoch to give `fit`.
+
+    For a model that can read `teacher_cache` (`reads_cached_teacher`) the
+    batches carry the teacher's cached outputs (`cached_teacher_pipeline`);
+    for the others they are `make_keyed_image_pipeline`'s, the same views.
+    """
+    images, labels = student_subset(dataset, recipe, seed)
+    two_views = views == 2
+    if reads_cached_teacher(model):
+        train = cached_teacher_pipeline(
+            teacher_cache, images, labels, recipe.batch_size, two_views=two_views
+        )
+    else:
+        train = make_keyed_image_pipeline(
+            images, labels, recipe.batch_size, seed, recipe.student_epochs,
+            two_views=two_views, **augmentation(dataset),
+        )
+    return train, keyed_steps_per_epoch(len(images), recipe.batch_size)
 
 
 def cpu_seconds():

@@ -46,17 +46,30 @@ def test_accuracy_and_plots_quick(tmp_path, quick_teachers):
         assert row in markdown and row in stdout
     assert (tmp_path / "results" / "accuracy_students" / "kd.keras").exists()
 
-    # Mixed precision for the students: the teacher cached above is reused.
+    assert results["teacher_outputs"] == "online"
+    assert {run["teacher_outputs"] for e in results["methods"].values() for run in e["runs"]} == {
+        "online"
+    }
+
+    # Mixed precision for the students, the teacher's outputs from a cache
+    # (float32); the teacher trained above is reused.
     bfloat16_output = tmp_path / "bfloat16" / "accuracy.json"
     stdout = run_script(
         "accuracy.py", "--quick", "--methods", "unikd", "--policy", "mixed_bfloat16",
+        "--teacher-cache", str(tmp_path / "outputs"),
         "--output", str(bfloat16_output), "--cache-dir", quick_teachers, cwd=tmp_path,
     )
     assert "Using the cached teacher" in stdout
     results = json.loads(bfloat16_output.read_text())
     assert results["policy"] == "mixed_bfloat16" and results["comparisons"] == {}
-    assert "feature_loss" in results["methods"]["unikd"]["runs"][0]["history"]
+    (run,) = results["methods"]["unikd"]["runs"]
+    assert "feature_loss" in run["history"] and run["teacher_outputs"] == "cached"
     assert 0.0 <= results["methods"]["unikd"]["summary"]["last_mean"] <= 100.0
+    (build,) = results["teacher_cache_builds"]
+    # 512 examples x 1 epoch x 2 views x (10 logits + 32 pooled channels) in float32.
+    assert build["seed"] == 0 and build["bytes"] > 512 * 2 * 42 * 4 and build["seconds"] > 0
+    assert (tmp_path / "outputs" / "seed0" / "manifest.json").exists()
+    assert "per-seed caches" in (tmp_path / "bfloat16" / "accuracy.md").read_text()
     student = keras.models.load_model(tmp_path / "bfloat16" / "accuracy_students" / "unikd.keras")
     assert student.layers[-1].compute_dtype == "bfloat16"
 

@@ -105,3 +105,50 @@ def test_same_seed_same_student_initialisation(small):
             np.testing.assert_array_equal(*map(keras.ops.convert_to_numpy, (a, b)))
     with pytest.raises(ValueError, match="Unknown method 'crd'"):
         experiment.build_student_model("crd", teacher, small, RECIPE, 2, seed=0)
+
+
+def test_cached_teacher_runs(small, tmp_path, monkeypatch):
+    import keras_unikd
+    from keras_unikd import teacher_cache
+
+    teacher = experiment.fashion_teacher(small.image_shape, small.num_classes)
+    # One cache serves every method that can read one: the logits and the
+    # pooled stage-1 feature of UniKD's heads, on both views.
+    needs = experiment.cached_teacher_needs()
+    assert (needs.logits, needs.pooled_features, needs.views) == (True, ("stage1_preact",), 2)
+    cache = experiment.build_seed_cache(str(tmp_path / "seed1"), teacher, small, RECIPE, seed=1)
+    x, y = experiment.student_subset(small, RECIPE, seed=1)
+    for method, setting in experiment.METHODS.items():
+        model, _ = experiment.build_student_model(method, teacher, small, RECIPE, 2, seed=1)
+        readable = setting is not None and not method.startswith("fitnet")
+        assert experiment.reads_cached_teacher(model) == readable, method
+        if readable:  # the cache holds what the method reads (else a ValueError)
+            teacher_cache.open_teacher_cache(
+                cache.directory, teacher, model.teacher_needs, x, y, seed=1,
+                epochs=RECIPE.student_epochs, two_views=True,
+                **experiment.augmentation(small),
+            )
+
+    def teacher_ran(*args, **kwargs):
+        raise AssertionError("the teacher ran on a cached batch")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(keras_unikd.Distiller, "_teacher_forward", teacher_ran)
+        kd, _ = experiment.train_student(
+            "kd", teacher, small, RECIPE, seed=1, verbose=0, teacher_cache=cache
+        )
+        mlkd, _ = experiment.train_student(
+            "mlkd", teacher, small, RECIPE, seed=1, verbose=0, teacher_cache=cache
+        )
+    fitnet, _ = experiment.train_student(
+        "fitnet", teacher, small, RECIPE, seed=1, verbose=0, teacher_cache=cache
+    )
+    assert [(r["teacher_outputs"], r["views"]) for r in (kd, mlkd, fitnet)] == [
+        ("cached", 1), ("cached", 2), ("online", 1),
+    ]
+    # One keyed epoch per `fit` epoch: the test accuracy once, the loss terms finite.
+    for run in (kd, mlkd, fitnet):
+        assert len(run["history"]["val_accuracy"]) == RECIPE.student_epochs
+        assert all(np.isfinite(run["history"]["loss"]))
+    with pytest.raises(ValueError, match="other training data .* and other seed"):
+        experiment.build_seed_cache(str(tmp_path / "seed1"), teacher, small, RECIPE, seed=2)
