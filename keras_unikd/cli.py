@@ -45,6 +45,11 @@ teacher's outputs on every view of the keyed CIFAR-100 training pipeline
 view or two as the method reads) for `--epochs` epochs; a method whose terms
 need the teacher online (`fitnet`, a teacher-side aggregator) is an error
 that names the term. Running it again resumes an interrupted build.
+`distill --teacher-cache DIR` trains from such a cache: the keyed views of
+the same `--seed` (default 0, as `cache-teacher`'s) with the teacher's
+outputs read from `DIR` instead of computed; the cache is checked against
+the teacher, data, seed, method and epochs first, and a resumed run
+starts the keyed pipeline at the epoch `backup/` resumes at.
 
 The Keras backend is chosen with `--backend` (or `KERAS_BACKEND`). Keras
 reads it once, when it is first imported, and importing the `keras_unikd`
@@ -192,6 +197,13 @@ def build_parser():
         "--teacher",
         help="trained teacher .keras file (default: "
         f"<output-dir>/{TEACHER_DIR}/best_teacher.keras from train-teacher)",
+    )
+    distill.add_argument(
+        "--teacher-cache",
+        metavar="DIR",
+        help="train from the teacher-output cache that `cache-teacher` wrote for this "
+        "preset, method, --seed (default 0) and --take: the teacher's forward pass is "
+        "read, not run (CIFAR-100 presets)",
     )
     cache = commands.add_parser(
         "cache-teacher",
@@ -479,6 +491,8 @@ def _train(args, role):
     from keras_unikd import presets
     from keras_unikd.callbacks import EpochTimer
     from keras_unikd.callbacks import StudentCheckpoint
+    from keras_unikd.data.keyed import keyed_steps_per_epoch
+    from keras_unikd.keras_internals import backup_start_epoch
 
     preset = _get_preset(args.preset)
     if role == "teacher":
@@ -500,10 +514,15 @@ def _train(args, role):
         keras.utils.set_random_seed(args.seed)
     os.makedirs(run_dir, exist_ok=True)
 
+    cache_dir = getattr(args, "teacher_cache", None)
     train_ds, val_ds = load_datasets(
         preset, batch_size, data_dir=args.data_dir, take=args.take, seed=args.seed, views=views
     )
     steps = _steps_per_epoch(train_ds, preset, batch_size, args.take)
+    backup_dir = os.path.join(run_dir, "backup")
+    if cache_dir:
+        images, labels = _cache_run_arrays(args, preset, method, strategy)
+        steps = keyed_steps_per_epoch(len(images), batch_size)
 
     scope = strategy.scope() if strategy is not None else contextlib.nullcontext()
     with scope:
@@ -519,6 +538,11 @@ def _train(args, role):
             preset, steps, role="teacher" if role == "teacher" else "student", epochs=epochs
         )
         presets.compile_for_training(preset, model, optimizer)
+    if cache_dir:
+        start_epoch = backup_start_epoch(backup_dir)
+        train_ds = _cached_batches(
+            args, model, images, labels, epochs, batch_size, views, start_epoch
+        )
 
     name = "teacher" if role == "teacher" else "student"
     last_path = os.path.join(run_dir, f"last_{name}.keras")
@@ -526,12 +550,12 @@ def _train(args, role):
     best = StudentCheckpoint(os.path.join(run_dir, f"best_{name}.keras"))
     callbacks = [
         EpochTimer(),  # First: later callbacks see `epoch_seconds`.
-        keras.callbacks.BackupAndRestore(
-            os.path.join(run_dir, "backup"), delete_checkpoint=False
-        ),
+        keras.callbacks.BackupAndRestore(backup_dir, delete_checkpoint=False),
         best,
         keras.callbacks.CSVLogger(log_path, append=True),
     ]
+    if cache_dir:
+        callbacks.append(_keyed_start_check(start_epoch))
     if _tensorboard_available():
         callbacks.append(
             keras.callbacks.TensorBoard(os.path.join(run_dir, "tensorboard"), profile_batch=0)
@@ -555,6 +579,7 @@ def _train(args, role):
         train_ds,
         validation_data=val_ds,
         epochs=epochs,
+        steps_per_epoch=steps if cache_dir else None,
         callbacks=callbacks,
         verbose=verbose,
         shuffle=False,  # The tf.data pipeline shuffles.
@@ -582,6 +607,7 @@ def _train(args, role):
             "strategy": args.strategy,
             "replicas": strategy.num_replicas_in_sync if strategy else 1,
             "teacher_path": teacher_path,
+            "teacher_cache": os.path.abspath(cache_dir) if cache_dir else None,
             "best_model": best.filepath,
             "last_model": last_path,
             "log": log_path,
@@ -599,6 +625,72 @@ def _train(args, role):
         flush=True,
     )
     return 0
+
+
+def _cache_run_arrays(args, preset, method, strategy):
+    """The training arrays of `distill --teacher-cache`, after its checks."""
+    from keras_unikd.data.cifar100 import cifar100_train_arrays
+
+    if preset.dataset != "cifar100":
+        raise CLIError(
+            f"--teacher-cache trains on the keyed CIFAR-100 pipeline; the {preset.dataset} "
+            "pipeline is not keyed, so its teacher runs online. Drop --teacher-cache."
+        )
+    if method == "student":
+        raise CLIError(
+            "--method student trains the student alone and reads no teacher: drop "
+            "--teacher-cache."
+        )
+    if strategy is not None:
+        raise CLIError(
+            "--teacher-cache runs on one device for now: drop --strategy (or "
+            "--teacher-cache, to distil online on several devices)."
+        )
+    return cifar100_train_arrays(data_dir=args.data_dir, take=args.take)
+
+
+def _cached_batches(args, model, images, labels, epochs, batch_size, views, start_epoch):
+    """The keyed training batches of `distill --teacher-cache`, with the
+    teacher's outputs read from the cache (checked against this run first)."""
+    from keras_unikd.data.keyed import CIFAR100_KEYED_OPTIONS
+    from keras_unikd.teacher_cache import cached_teacher_pipeline
+    from keras_unikd.teacher_cache import open_teacher_cache
+
+    seed = 0 if args.seed is None else args.seed
+    try:
+        cache = open_teacher_cache(
+            args.teacher_cache, model.teacher, model.teacher_needs, images, labels,
+            seed=seed, epochs=epochs, two_views=views == 2, **CIFAR100_KEYED_OPTIONS,
+        )
+    except ValueError as error:
+        raise CLIError(f"--teacher-cache: {error}") from None
+    print(
+        f"keras-unikd: the teacher's outputs come from the cache at "
+        f"{os.path.abspath(args.teacher_cache)} (keyed seed {seed}"
+        + (f", resuming at epoch {start_epoch}" if start_epoch else "")
+        + ")",
+        flush=True,
+    )
+    return cached_teacher_pipeline(cache, images, labels, batch_size, start_epoch=start_epoch)
+
+
+def _keyed_start_check(start_epoch):
+    """A callback that stops `fit` if it does not start at `start_epoch`, the
+    first epoch of the keyed batches (every later epoch then matches)."""
+    import keras
+
+    started = []
+
+    def check(epoch, logs=None):
+        if not started and epoch != start_epoch:
+            raise RuntimeError(
+                f"keras-unikd: fit resumed at epoch {epoch}, but the cached batches start "
+                f"at epoch {start_epoch}: the backup changed after it was read (Keras "
+                "fell back to its previous backup). Run the command again."
+            )
+        started.append(epoch)
+
+    return keras.callbacks.LambdaCallback(on_epoch_begin=check)
 
 
 def _cache_teacher(args):

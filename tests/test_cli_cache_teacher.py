@@ -80,3 +80,61 @@ def test_cache_teacher_needs_a_teacher_file(tmp_path, capsys):
             "--cache-dir", str(tmp_path / "cache")]
     assert cli.main(argv) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+@pytest.fixture(scope="module")
+def kd_cache(teacher_file, tmp_path_factory):
+    """A two-epoch cache of `distill --method kd`'s teacher outputs (seed 5)."""
+    directory = str(tmp_path_factory.mktemp("kd_cache") / "cache")
+    argv = ["cache-teacher", *ARGS, "--epochs", "2", "--method", "kd", "--teacher",
+            teacher_file, "--cache-dir", directory]
+    assert mocked(cli.main, argv) == 0
+    return directory
+
+
+def test_distill_trains_from_the_cache_and_resumes_at_the_right_epoch(
+    teacher_file, kd_cache, tmp_path, capsys, monkeypatch
+):
+    import csv
+    import json
+
+    import keras_unikd
+
+    def teacher_ran(*args, **kwargs):
+        raise AssertionError("the teacher ran on a cached batch")
+
+    monkeypatch.setattr(keras_unikd.Distiller, "_teacher_forward", teacher_ran)
+    output = str(tmp_path / "runs")
+    argv = ["distill", *ARGS, "--method", "kd", "--teacher", teacher_file,
+            "--teacher-cache", kd_cache, "--output-dir", output]
+    assert mocked(cli.main, argv) == 0  # epoch 0 of 1
+    assert "resuming" not in capsys.readouterr().out
+    assert mocked(cli.main, [*argv, "--epochs", "2"]) == 0  # the backup holds epoch 0
+    assert "(keyed seed 5, resuming at epoch 1)" in capsys.readouterr().out
+    run_dir = tmp_path / "runs" / "kd"
+    with open(run_dir / "log.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert [int(row["epoch"]) for row in rows] == [0, 1]
+    assert all(float(row["kd_loss"]) >= 0 for row in rows)
+    results = json.loads((run_dir / "results.json").read_text())
+    assert results["teacher_cache"] == kd_cache and results["epochs"] == 2
+    # A third epoch is not in the cache: a clear error, no training.
+    assert mocked(cli.main, [*argv, "--epochs", "3"]) == 2
+    assert "--teacher-cache: " in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "extra, words",
+    [
+        (["--method", "student"], "--method student trains the student alone"),
+        (["--method", "kd", "--seed", "6"], "other seed (cache 5, now 6)"),
+        (["--method", "unikd"], "lacks the pooled teacher feature"),
+    ],
+)
+def test_distill_refuses_a_cache_that_is_not_its_own(
+    teacher_file, kd_cache, tmp_path, capsys, extra, words
+):
+    argv = ["distill", *ARGS, "--teacher", teacher_file, "--teacher-cache", kd_cache,
+            "--output-dir", str(tmp_path), *extra]
+    assert mocked(cli.main, argv) == 2
+    assert words in capsys.readouterr().err
