@@ -364,11 +364,7 @@ def seed_cache(args, teacher, dataset, recipe, seed, results):
             seed=seed,
             seconds=time.perf_counter() - start,
             cpu_seconds=recipe_lib.cpu_seconds() - cpu_start,
-            bytes=sum(
-                os.path.getsize(os.path.join(root, name))
-                for root, _, names in os.walk(directory)
-                for name in names
-            ),
+            bytes=cache.disk_bytes(),
         ))
     return cache
 

@@ -333,14 +333,6 @@ def _verbosity(args):
     return args.verbose if args.verbose is not None else (1 if sys.stdout.isatty() else 2)
 
 
-def _directory_bytes(directory):
-    return sum(
-        os.path.getsize(os.path.join(root, name))
-        for root, _, names in os.walk(directory)
-        for name in names
-    )
-
-
 def _strategy(args, keras):
     if args.strategy == "none":
         return None
@@ -736,7 +728,7 @@ def _cache_teacher(args):
     )
     start = time.perf_counter()
     try:
-        build_teacher_cache(
+        cache = build_teacher_cache(
             args.cache_dir,
             teacher,
             needs,
@@ -753,7 +745,7 @@ def _cache_teacher(args):
     except ValueError as error:
         raise CLIError(str(error)) from None
     seconds = time.perf_counter() - start
-    size = _directory_bytes(args.cache_dir)
+    size = cache.disk_bytes()
     print(
         f"keras-unikd: teacher cache at {os.path.abspath(args.cache_dir)}: "
         f"{size / 2**20:.1f} MiB on disk, built in {seconds:.1f} s",

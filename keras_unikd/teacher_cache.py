@@ -923,6 +923,14 @@ class TeacherCache:
         self.dtype = manifest["dtype"]
         self._arrays = {}
 
+    def disk_bytes(self):
+        """The size of the cache on disk: every file of its directory, in bytes."""
+        return sum(
+            os.path.getsize(os.path.join(root, name))
+            for root, _, names in os.walk(self.directory)
+            for name in names
+        )
+
     def __repr__(self):
         return (
             f"TeacherCache({self.directory!r}, epochs={self.epochs}, views={self.views}, "

@@ -189,7 +189,7 @@ def test_cache_equals_a_direct_teacher_pass_on_the_keyed_views(built, teacher, d
 
 
 def test_manifest_records_the_build(built, teacher, data):
-    directory, _ = built
+    directory, cache = built
     with open(os.path.join(directory, tc.MANIFEST)) as file:
         manifest = json.load(file)
     assert manifest["teacher"]["weights_sha256"] == tc.teacher_fingerprint(teacher)
@@ -212,6 +212,12 @@ def test_manifest_records_the_build(built, teacher, data):
     for epoch in range(3):
         array = np.load(os.path.join(directory, f"epoch_{epoch:04d}", "strong.pooled_0.npy"))
         assert array.shape == (NUM, 8) and array.dtype == np.float32
+    # On disk: 3 epochs x 2 views x (5 logits + 8 pooled channels) in float32,
+    # each array with its .npy header, and the manifest.
+    arrays = 3 * 2 * NUM * (5 + 8) * 4
+    assert arrays < cache.disk_bytes() < arrays + 3 * 4 * 256 + os.path.getsize(
+        os.path.join(directory, tc.MANIFEST)
+    ) + 1
 
 
 def test_float16_cache(tmp_path, teacher, data):
