@@ -162,18 +162,18 @@ def make_pipelines(dataset, recipe, seed, two_views=False):
 
     With `two_views`, `student_train` yields `((weak, strong), labels)`.
     """
-    augmented = dict(
-        training=True, shuffle_seed=seed, batch_size=recipe.batch_size, **augmentation(dataset)
-    )
+    options = augmentation(dataset)
+    augmented = dict(training=True, shuffle_seed=seed, batch_size=recipe.batch_size, **options)
     teacher_train = make_image_pipeline(dataset.x_train, dataset.y_train, **augmented)
     x_subset, y_subset = student_subset(dataset, recipe, seed)
     student_train = make_image_pipeline(x_subset, y_subset, two_views=two_views, **augmented)
-    return teacher_train, student_train, evaluation_pipeline(dataset, recipe)
+    test = evaluation_pipeline(dataset, recipe, options["mean"], options["std"])
+    return teacher_train, student_train, test
 
 
-def evaluation_pipeline(dataset, recipe):
-    """The test images, normalised as the training pipelines normalise them."""
-    mean, std = channel_stats(dataset.x_train)
+def evaluation_pipeline(dataset, recipe, mean, std):
+    """The test images, normalised by the training set's `channel_stats`
+    (`mean`, `std`) as the training pipelines normalise them."""
     return make_image_pipeline(
         dataset.x_test, dataset.y_test, recipe.batch_size, training=False, mean=mean, std=std
     )
@@ -475,7 +475,7 @@ def train_student(
         train, steps_per_epoch = keyed_student_pipeline(
             model, dataset, recipe, seed, views, teacher_cache
         )
-        test = evaluation_pipeline(dataset, recipe)
+        test = evaluation_pipeline(dataset, recipe, *channel_stats(dataset.x_train))
     cached = teacher_cache is not None and reads_cached_teacher(model)
     print(f"\n== {method}, seed {seed}" + (", teacher outputs from the cache" if cached else ""))
     start, cpu_start = time.perf_counter(), cpu_seconds()
