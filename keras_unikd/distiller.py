@@ -10,6 +10,12 @@ from keras_unikd import losses as unikd_losses
 from keras_unikd.auto_taps import auto_feature_paths
 from keras_unikd.callbacks import NonFiniteLossGuard
 from keras_unikd.callbacks import TrainingPlan
+from keras_unikd.distiller_checks import check_input_scale
+from keras_unikd.distiller_checks import check_integral_labels
+from keras_unikd.distiller_checks import check_no_shared_weights
+from keras_unikd.distiller_checks import check_not_empty
+from keras_unikd.distiller_checks import first_batch
+from keras_unikd.distiller_checks import load_model_argument
 from keras_unikd.heads import ModelLogits
 from keras_unikd.heads import check_logits
 from keras_unikd.keras_internals import KerasInternals
@@ -29,12 +35,6 @@ from keras_unikd.terms.base import AUTO_WARMUP
 from keras_unikd.terms.base import AUTO_WARMUP_FALLBACK_EPOCHS
 from keras_unikd.terms.base import AUTO_WARMUP_FRACTION
 from keras_unikd.terms.base import TeacherNeeds
-from keras_unikd.validation import check_input_scale
-from keras_unikd.validation import check_integral_labels
-from keras_unikd.validation import check_no_shared_weights
-from keras_unikd.validation import check_not_empty
-from keras_unikd.validation import first_batch
-from keras_unikd.validation import load_model_argument
 
 
 def _union(path_lists):
@@ -569,7 +569,7 @@ class Distiller(KerasInternals, keras.Model):
         inputs on another scale than the teacher's (a warning: the teacher's
         logits are huge or not finite, or integer images reach a teacher
         without a `Rescaling` or `Normalization` layer; see
-        `keras_unikd.validation.check_input_scale`). The batch is read
+        `keras_unikd.distiller_checks.check_input_scale`). The batch is read
         without taking it from the training data: the first rows of arrays,
         `take(1)` of a `tf.data.Dataset`, item 0 of a `keras.utils.PyDataset`.
         Python generators, iterators and other data are not checked (reading

@@ -51,12 +51,12 @@ import keras
 import numpy as np
 from keras import ops
 
-from keras_unikd.data.augment import check_positive_int
 from keras_unikd.heads import ModelLogits
 from keras_unikd.layers import DistributionHead
 from keras_unikd.taps import FeatureTap
 from keras_unikd.terms.base import DistillationTerm
 from keras_unikd.terms.base import TeacherNeeds
+from keras_unikd.validation import check_positive_int
 
 FORMAT = "keras_unikd.teacher_cache"
 FORMAT_VERSION = 1
@@ -572,8 +572,8 @@ def build_teacher_cache(
     views = _views(two_views, needs, fn)
     if dtype not in DTYPES:
         raise ValueError(f"{fn}: `dtype` must be one of {DTYPES}; got {dtype!r}.")
-    check_positive_int(epochs, "epochs", fn)
-    check_positive_int(batch_size, "batch_size", fn)
+    check_positive_int("epochs", epochs, fn=fn)
+    check_positive_int("batch_size", batch_size, fn=fn)
     if verbose not in (0, 1, 2) or isinstance(verbose, bool):
         raise ValueError(f"{fn}: `verbose` must be 0, 1 or 2; got {verbose!r}.")
     images = np.asarray(images)
@@ -813,7 +813,7 @@ def open_teacher_cache(
     fn = "open_teacher_cache"
     needs = _needs(terms, fn)
     views = _views(two_views, needs, fn)
-    check_positive_int(epochs, "epochs", fn)
+    check_positive_int("epochs", epochs, fn=fn)
     images, labels = _training_arrays(images, labels, fn)
     manifest = _read_manifest(directory, fn)
     if isinstance(teacher, str):

@@ -4,6 +4,7 @@ import keras
 from keras import ops
 
 from keras_unikd.initializers import TorchDefaultUniform
+from keras_unikd.validation import check_positive_int
 
 OUTPUT_KEYS = ("mu", "log_var", "z")
 
@@ -49,11 +50,7 @@ class DistributionHead(keras.layers.Layer):
 
     def __init__(self, num_classes, seed=None, **kwargs):
         super().__init__(**kwargs)
-        if not isinstance(num_classes, int) or num_classes < 1:
-            raise ValueError(
-                f"num_classes must be a positive int; got {num_classes!r}."
-            )
-        self.num_classes = num_classes
+        self.num_classes = check_positive_int("num_classes", num_classes)
         self.seed = seed
         self.seed_generator = keras.random.SeedGenerator(seed, name="noise_seed")
 

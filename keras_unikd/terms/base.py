@@ -9,11 +9,12 @@ runs each network once per step and sums the terms.
 """
 
 import dataclasses
-import math
 import typing
 
 import keras
 from keras import ops
+
+from keras_unikd.validation import check_non_negative
 
 AUTO_FEATURES = "auto"
 
@@ -60,36 +61,6 @@ def paths_config(paths):
 AUTO_WARMUP = "auto"
 AUTO_WARMUP_FRACTION = 20 / 240
 AUTO_WARMUP_FALLBACK_EPOCHS = 240.0
-
-
-def check_non_negative(argument, value):
-    """Raises a `ValueError` unless `value` is a finite number >= 0."""
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, (int, float))
-        or not math.isfinite(value)
-        or value < 0
-    ):
-        raise ValueError(
-            f"{argument} must be a finite number >= 0; got {value!r}. A "
-            "negative weight would maximise that loss; use 0 to switch a "
-            "term off."
-        )
-
-
-def check_bool(argument, value):
-    """Raises a `ValueError` unless `value` is `True` or `False`."""
-    if not isinstance(value, bool):
-        raise ValueError(f"{argument} must be True or False; got {value!r}.")
-
-
-def check_positive(argument, value):
-    """Raises a `ValueError` unless `value` is a finite number > 0."""
-    check_non_negative(argument, value)
-    if value == 0:
-        raise ValueError(
-            f"{argument} must be > 0; got {value!r} (softmax(z / T) is undefined at T = 0)."
-        )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -248,6 +219,8 @@ class DistillationTerm(keras.layers.Layer):
 
     >>> import keras
     >>> from keras import ops
+
+from keras_unikd.validation import check_non_negative
     >>> class AttentionTransfer(DistillationTerm):
     ...     def __init__(self, teacher_feature, student_feature, **kwargs):
     ...         super().__init__(**kwargs)

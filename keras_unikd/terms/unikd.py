@@ -10,11 +10,11 @@ from keras_unikd.terms.base import AUTO_FEATURES
 from keras_unikd.terms.base import DistillationTerm
 from keras_unikd.terms.base import TeacherNeeds
 from keras_unikd.terms.base import as_layer_paths
-from keras_unikd.terms.base import check_bool
-from keras_unikd.terms.base import check_non_negative
-from keras_unikd.terms.base import check_positive
 from keras_unikd.terms.base import paths_config
+from keras_unikd.validation import check_bool
 from keras_unikd.validation import check_choice
+from keras_unikd.validation import check_non_negative
+from keras_unikd.validation import check_positive
 
 
 def _check_feature_ranks(side, shapes):
