@@ -258,13 +258,15 @@ def check_input_scale(x, teacher_logits, teacher):
     Args:
         x: The batch's inputs (arrays, or a nest of arrays).
         teacher_logits: The teacher's logits on (part of) the batch.
-        teacher: The teacher, for its name and layers.
+        teacher: The teacher, for its name and layers, or `None` (a cached
+            teacher: the integer-images check is skipped).
     """
     logits = np.asarray(teacher_logits, dtype="float64")
     inputs = _describe_inputs(x)
+    name = teacher.name if teacher is not None else "teacher"
     if not np.all(np.isfinite(logits)):
         warnings.warn(
-            f"The teacher {teacher.name!r} gives non-finite logits on the first "
+            f"The teacher {name!r} gives non-finite logits on the first "
             f"batch (inputs: {inputs}). NaN/Inf in the inputs, a teacher whose "
             "weights are not finite, or inputs on another scale than the "
             f"teacher's training data give such logits. {_RESCALE_FIX}",
@@ -272,17 +274,17 @@ def check_input_scale(x, teacher_logits, teacher):
         )
     elif logits.size and np.max(np.abs(logits)) > HUGE_LOGIT:
         warnings.warn(
-            f"The teacher {teacher.name!r} gives logits up to "
+            f"The teacher {name!r} gives logits up to "
             f"{np.max(np.abs(logits)):.3g} in absolute value on the first batch "
             f"(inputs: {inputs}): far beyond a trained network's, so the "
             "inputs are probably on another scale than the teacher's training "
             f"data, and every distillation loss will be huge. {_RESCALE_FIX}",
             stacklevel=4,
         )
-    elif _integer_images(x) and not _scales_its_inputs(teacher):
+    elif teacher is not None and _integer_images(x) and not _scales_its_inputs(teacher):
         warnings.warn(
             f"The first batch holds integer images ({inputs}) and the teacher "
-            f"{teacher.name!r} has no Rescaling or Normalization layer, so it "
+            f"{name!r} has no Rescaling or Normalization layer, so it "
             "sees the raw values; unless it was trained on them, its outputs "
             f"mean little. {_RESCALE_FIX}",
             stacklevel=4,

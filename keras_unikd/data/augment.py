@@ -250,6 +250,22 @@ def default_tfds_data_dir(data_dir=None):
     )
 
 
+class DatasetUnavailableError(RuntimeError):
+    """A TFDS dataset is not prepared and cannot be downloaded; the message says how
+    to prepare it."""
+
+
+def _online(host="storage.googleapis.com", port=443, timeout=3.0):
+    """Whether this machine reaches TFDS's download host (a TCP connect, no data)."""
+    import socket
+
+    try:
+        socket.create_connection((host, port), timeout=timeout).close()
+    except OSError:
+        return False
+    return True
+
+
 def _unavailable_errors():
     import tensorflow_datasets as tfds
 
@@ -271,8 +287,11 @@ def load_tfds_split(name, split, *, data_dir, fn, hint, **load_kwargs):
 
     Failures meaning that the dataset is not prepared (no data in
     `data_dir`, download or manual-download problems, unknown dataset name)
-    are re-raised as a `RuntimeError` whose message says how to prepare
-    the data (`hint`) and quotes the original TFDS error.
+    are re-raised as a `DatasetUnavailableError` (a `RuntimeError`) whose
+    message says how to prepare the data (`hint`) and quotes the original
+    TFDS error. A dataset that is not prepared, on a machine that cannot
+    reach the download host, fails at once (TFDS would retry its download
+    for minutes).
 
     Args:
         name: TFDS dataset name, e.g. `"cifar100"`.
@@ -286,24 +305,34 @@ def load_tfds_split(name, split, *, data_dir, fn, hint, **load_kwargs):
         A `tf.data.Dataset` of `(image, label)` pairs.
 
     Raises:
-        RuntimeError: If the dataset is not available.
+        DatasetUnavailableError: If the dataset is not available.
     """
     import tensorflow_datasets as tfds
 
-    try:
-        return tfds.load(
-            name,
-            split=split,
-            as_supervised=True,
-            data_dir=data_dir,
-            **load_kwargs,
+    where = default_tfds_data_dir(data_dir)
+
+    def load(**kwargs):
+        return tfds.load(name, split=split, as_supervised=True, data_dir=data_dir, **kwargs)
+
+    def unavailable(err, why):
+        return DatasetUnavailableError(
+            f"{fn}: could not load the TFDS dataset '{name}' (split '{split}') from "
+            f"data_dir={where!r}{why}.\n{hint}\nOriginal error ({type(err).__name__}): {err}"
         )
+
+    # What is prepared loads without a download; TFDS would otherwise retry a
+    # download for minutes on a machine that cannot reach its host.
+    try:
+        return load(**dict(load_kwargs, download=False))
     except _unavailable_errors() as err:
-        raise RuntimeError(
-            f"{fn}: could not load the TFDS dataset '{name}' (split "
-            f"'{split}') from data_dir={default_tfds_data_dir(data_dir)!r}.\n"
-            f"{hint}\nOriginal error ({type(err).__name__}): {err}"
-        ) from err
+        if not load_kwargs.get("download", True):
+            raise unavailable(err, "") from err
+        if not _online():
+            raise unavailable(err, ", and this machine cannot reach the download host") from err
+    try:
+        return load(**load_kwargs)
+    except _unavailable_errors() as err:
+        raise unavailable(err, "") from err
 
 
 def fast_options(deterministic):

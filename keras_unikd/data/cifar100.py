@@ -348,7 +348,7 @@ def cifar100_train_arrays(data_dir=None, take=None, download=True):
     """The CIFAR-100 training split as NumPy arrays, in the TFDS order.
 
     What the keyed pipelines (`keras_unikd.data.keyed`) and a teacher-output
-    cache (`keras_unikd.teacher_cache`) take: an example's index is its row.
+    cache (`keras_unikd.cache`) take: an example's index is its row.
 
     Args:
         data_dir: TFDS data directory (as in `cifar100_datasets`).

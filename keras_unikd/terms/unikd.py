@@ -188,7 +188,8 @@ class UniKDFeatures(DistillationTerm):
             return TeacherNeeds(
                 logits=True, pooled_features=self.teacher_features, views=self.views
             )
-        return TeacherNeeds(logits=True, views=self.views, cacheable=False, reason=reason)
+        maps = () if self.teacher_features == AUTO_FEATURES else self.teacher_features
+        return TeacherNeeds(logits=True, feature_maps=maps, views=self.views, reason=reason)
 
     def _aggregator(self, shapes, fuse, reference_shape, side):
         if fuse is None:
