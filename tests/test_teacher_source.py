@@ -14,6 +14,10 @@ from keras_unikd.teacher_source import TeacherOutputs
 from keras_unikd.terms import TeacherNeeds
 
 
+def numpy(value):
+    return np.asarray(keras.ops.convert_to_numpy(value))
+
+
 def cached_source(num_classes=5, shape=(None, 12, 12, 8)):
     return CachedTeacher(num_classes, {"t_stage1": shape}, input_shapes=[(12, 12, 1)])
 
@@ -25,12 +29,12 @@ def test_outputs_are_reduced_as_the_terms_declare(pair, batch):
     out = TeacherOutputs(teacher, needs)(x)
     tap = keras_unikd.FeatureTap(teacher, ["t_stage1", "t_pool"])
     logits, (stage1, pool) = tap(x)
-    np.testing.assert_allclose(out["logits"], logits, rtol=1e-6)
+    np.testing.assert_allclose(numpy(out["logits"]), numpy(logits), rtol=1e-6)
     np.testing.assert_allclose(
-        out["features"]["t_stage1"], np.mean(keras.ops.convert_to_numpy(stage1), axis=(1, 2)),
+        numpy(out["features"]["t_stage1"]), np.mean(numpy(stage1), axis=(1, 2)),
         rtol=1e-5, atol=1e-6,
     )
-    np.testing.assert_allclose(out["features"]["t_pool"], pool, rtol=1e-6)  # a vector as is
+    np.testing.assert_allclose(numpy(out["features"]["t_pool"]), numpy(pool), rtol=1e-6)
     # A map that one term reads whole and another pooled is given whole.
     both = TeacherNeeds.combine([needs, TeacherNeeds(feature_maps=("t_stage1",))])
     assert both.feature_maps == ("t_stage1",) and both.pooled_features == ("t_pool",)
@@ -43,10 +47,12 @@ def test_online_source_runs_both_views_in_one_pass(pair, batch):
     x, _ = batch
     source = OnlineTeacher(teacher)
     source.prepare(TeacherNeeds(logits=True, pooled_features=("t_stage1",), views=2))
-    weak, strong = source.outputs(x, x[::-1], None)
-    np.testing.assert_allclose(weak["logits"], source.outputs(x, None, None)[0]["logits"],
-                               rtol=1e-5, atol=1e-6)
-    np.testing.assert_allclose(strong["logits"], weak["logits"][::-1], rtol=1e-5, atol=1e-6)
+    weak, strong = source.outputs(x, x[::-1].copy(), None)
+    alone = source.outputs(x, None, None)[0]
+    np.testing.assert_allclose(numpy(weak["logits"]), numpy(alone["logits"]), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(
+        numpy(strong["logits"]), numpy(weak["logits"])[::-1], rtol=1e-5, atol=1e-6
+    )
 
 
 def test_a_cached_teacher_builds_the_terms_from_the_recorded_shapes():
