@@ -36,13 +36,11 @@ _NAMES = {
     # Deprecated: keras_unikd.cache (importing it warns).
     "teacher_cache": "keras_unikd.teacher_cache",
 }
-# The modules that register the classes a saved Distiller names.
+# The modules that register the classes a saved Distiller names (and every
+# module of keras_unikd.terms).
 _SERIALIZABLES = (
     "keras_unikd.distiller",
     "keras_unikd.fitnet",
-    "keras_unikd.terms.logits",
-    "keras_unikd.terms.unikd",
-    "keras_unikd.terms.fitnet",
     "keras_unikd.layers",
     "keras_unikd.initializers",
     "keras_unikd.optimizers",
@@ -57,7 +55,12 @@ def register_serializables():
     Then `keras.saving.load_model` finds the `Distiller`, the terms, the
     layers, the optimizer and the initializer of a saved distillation.
     """
-    for module in _SERIALIZABLES:
+    import pkgutil
+
+    from keras_unikd import terms
+
+    term_modules = [f"keras_unikd.terms.{m.name}" for m in pkgutil.iter_modules(terms.__path__)]
+    for module in (*_SERIALIZABLES, *term_modules):
         importlib.import_module(module)
 
 
