@@ -76,9 +76,11 @@ def _check_terms(terms):
 class Distiller(KerasInternals, keras.Model):
     """Trains a student from a frozen teacher with a sum of distillation terms.
 
-    Each training step runs the teacher (inference mode, frozen, under
-    stop-gradient) and the student once each, tapping their logits and the
-    union of the layers that the terms read, then sums the terms' losses
+    Each training step gets the teacher's outputs from its teacher source
+    (the frozen teacher run in inference mode under stop-gradient, or a
+    teacher-output cache's outputs carried by the batch) and runs the student
+    once, tapping its logits and the union of the layers that the terms
+    read, then sums the terms' losses
     (and the student's own regularisation losses, `regularization_loss`,
     when it has any). Every loss, weighted as it enters the total, is a
     metric in the progress bar, `History`, `CSVLogger` and TensorBoard.
@@ -95,10 +97,11 @@ class Distiller(KerasInternals, keras.Model):
       `fuse_teacher_features`, `fuse_student_features`,
       `aggregator_mid_channels`, `log_var_range`, `seed`,
       `logit_standardization`, `mlkd_temperatures`, `mlkd_level_weights`,
-      `views`): UniKD on DKD
-      by default, built as `[CrossEntropy, DKD, KD or MLKD, UniKDFeatures]` by
-      `keras_unikd.keyword_form.terms_from_keywords` (whose docstring lists
-      the defaults: the paper's ResNet32x4 -> ResNet8x4 recipe).
+      `views`): UniKD on DKD by default, built as `[CrossEntropy, <DKD, KD
+      or MLKD>, UniKDFeatures]` from the method table
+      (`keras_unikd.methods`) by `keras_unikd.keyword_form.terms_from_keywords`
+      (whose docstring lists the defaults: the paper's ResNet32x4 ->
+      ResNet8x4 recipe).
 
     Batches are `(x, labels)` or, for terms that read two augmented views
     of each example (MLKD, UniMLKD: `views=2`), `((weak, strong), labels)`:

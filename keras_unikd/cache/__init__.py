@@ -39,7 +39,7 @@ Example:
 ```python
 from keras_unikd import Distiller, terms
 from keras_unikd.cache import build_teacher_cache, cached_teacher_pipeline
-from keras_unikd.data import cifar100_keyed_augmentation
+from keras_unikd.data import cifar100_keyed_augmentation, keyed_steps_per_epoch
 
 distillation = [terms.CrossEntropy(), terms.DKD(), terms.UniKDFeatures(...)]
 cache = build_teacher_cache("cache/", teacher, distillation, images, labels, seed=0,

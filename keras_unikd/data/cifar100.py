@@ -367,11 +367,11 @@ def cifar100_train_arrays(data_dir=None, take=None, download=True):
     Example:
 
     ```python
-    from keras_unikd.data.keyed import CIFAR100_KEYED_OPTIONS, make_keyed_image_pipeline
+    from keras_unikd.data.keyed import make_keyed_image_pipeline
 
     images, labels = cifar100_train_arrays(data_dir="~/tfds")
     train_ds = make_keyed_image_pipeline(images, labels, 64, seed=0, epochs=240,
-                                         **CIFAR100_KEYED_OPTIONS)
+                                         augmentation=cifar100_keyed_augmentation())
     ```
     """
     fn = "cifar100_train_arrays"

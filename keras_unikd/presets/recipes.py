@@ -20,8 +20,8 @@ Sources of the numbers:
   and ResNet110->32, 6 for WRN and VGG teachers, 0.5 for ImageNet
   ResNet34->18, 2 for ImageNet ResNet50->MobileNetV1).
 - Published top-1 accuracies: the DKD paper (Zhao et al., CVPR 2022,
-  Tables 1-3) for teachers, students, KD and DKD; UniKD numbers only where
-  the method spec (`/work/shared/UNIKD_METHOD.md`) gives one.
+  Tables 1-3) for teachers, students, KD and DKD; UniKD's only where its
+  authors give one (their ResNet32x4 -> ResNet8x4 checkpoint's label).
 - MLKD (Jin et al., CVPR 2023): its loss settings from its code's defaults
   (Jin-Ying/Multi-Level-Logit-Distillation, `mdistiller/engine/cfg.py`, KD
   section: temperature 4, cross-entropy weight 0.1, distillation weight
@@ -33,8 +33,7 @@ Sources of the numbers:
 - UniMLKD, the UniKD authors' best CIFAR-100 recipe (their fork
   FabienCode/mdistiller, class `UniMLKD` in
   `mdistiller/distillers/UniKDMLReview.py`, config
-  `configs/UniLogits/cifar/mlkd/res324_84.yaml`), as the method spec
-  (`/work/shared/UNIKD_METHOD.md`, section "UniMLKD") gives it.
+  `configs/UniLogits/cifar/mlkd/res324_84.yaml`).
 """
 
 import dataclasses
@@ -81,7 +80,7 @@ class Published:
     """Published top-1 accuracies (%) of one teacher/student pair.
 
     `None` means the number is not known from our sources. The fields are
-    named after the methods (`keras_unikd.presets.METHODS`), a `+ls`
+    named after the methods (`keras_unikd.methods.METHODS`), a `+ls`
     variant with `_ls` (`kd_ls` is `"kd+ls"`): see `Published.of`.
     """
 
@@ -172,7 +171,7 @@ class Preset:
         from keras_unikd.methods import get_method
 
         base = getattr(get_method(method), "method", method)
-        return dict(self.methods[base])
+        return dict(self.methods.get(base, {}))
 
     def to_dict(self):
         """The preset as a JSON-serialisable dict (tuples become lists)."""

@@ -255,8 +255,6 @@ class DistillationTerm(keras.layers.Layer):
 
     >>> import keras
     >>> from keras import ops
-
-from keras_unikd.validation import check_non_negative
     >>> class AttentionTransfer(DistillationTerm):
     ...     def __init__(self, teacher_feature, student_feature, **kwargs):
     ...         super().__init__(**kwargs)
