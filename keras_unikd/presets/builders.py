@@ -18,6 +18,17 @@ from keras_unikd.methods import with_seed
 from keras_unikd.optimizers import TorchSGD
 from keras_unikd.presets.recipes import IMAGENET
 from keras_unikd.presets.recipes import get_preset
+from keras_unikd.presets.recipes import layer_names
+from keras_unikd.terms.base import AUTO_FEATURES
+
+# The settings that name layers, and whose: a method's defaults name the zoo's
+# canonical taps (`stage1`, ...), which each preset maps to its models' layers.
+TAP_SETTINGS = {
+    "teacher_features": "teacher",
+    "student_features": "student",
+    "teacher_feature": "teacher",
+    "student_feature": "student",
+}
 
 # ----------------------------------------------------------------------
 # Models
@@ -208,6 +219,10 @@ def build_optimizer(preset, steps_per_epoch, role="student", epochs=None):
 def build_terms(preset, method, seed=None):
     """The terms of `method` (a method or a variant) with the preset's settings.
 
+    The preset's settings override the method's defaults; layer names, the
+    preset's or the defaults' canonical taps, are mapped to the models'
+    (`layer_names`).
+
     Args:
         preset: A `Preset` or preset name.
         method: A key of `keras_unikd.methods.METHODS` or `VARIANTS`.
@@ -226,7 +241,11 @@ def build_terms(preset, method, seed=None):
     ['CrossEntropy', 'DKD']
     """
     preset = get_preset(preset)
-    return method_terms(method, **with_seed(method, preset.settings(method), seed))
+    settings = METHODS[method_base(method)].resolve(**preset.settings(method))
+    for name, role in TAP_SETTINGS.items():
+        if settings.get(name) not in (None, AUTO_FEATURES):
+            settings[name] = layer_names(getattr(preset, role), settings[name])
+    return method_terms(method, **with_seed(method, settings, seed))
 
 
 def build_distiller(preset, teacher, student, method="unikd", seed=None):
