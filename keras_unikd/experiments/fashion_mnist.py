@@ -91,9 +91,12 @@ _SETTINGS = {
 
 def _with_variants(settings):
     """Each method's settings followed by those of its `VARIANTS`; the MLKD-based
-    `+ls` variants keep plain MLKD's Gram weights (see above)."""
+    `+ls` variants keep plain MLKD's Gram weights (see above). The methods of the
+    table that `settings` does not name follow with their own defaults (their
+    taps are the models' canonical stage names)."""
     table = {}
-    for method, setting in settings.items():
+    for method in [*settings, *(m for m in METHOD_TABLE if m not in settings)]:
+        setting = settings.get(method, {})
         table[method] = (method, setting)
         for variant in VARIANTS.values():
             if variant.method == method:
