@@ -154,6 +154,24 @@ def fitnet_terms(*, teacher_feature, student_feature, hint_weight=100.0, ce_weig
     ]
 
 
+def at_terms(
+    *,
+    teacher_features=("stage1", "stage2", "stage3"),
+    student_features=("stage1", "stage2", "stage3"),
+    p=2.0,
+    feature_weight=1000.0,
+    ce_weight=1.0,
+    views=1,
+):
+    """Attention transfer (mdistiller: p = 2, weight 1000, the stages after the stem)."""
+    return [
+        t.CrossEntropy(weight=ce_weight, views=views),
+        t.AttentionTransfer(
+            teacher_features, student_features, p=p, weight=feature_weight, views=views
+        ),
+    ]
+
+
 # The logits methods UniKD's feature terms can sit on (`logits_loss`).
 LOGITS_METHODS = types.MappingProxyType({"dkd": dkd_terms, "kd": kd_terms, "mlkd": mlkd_terms})
 
@@ -350,6 +368,13 @@ METHODS = types.MappingProxyType(
                 1,
                 "point-wise hint on one intermediate feature map",
                 "Romero et al., ICLR 2015 (megvii-research/mdistiller, FitNet.py)",
+            ),
+            Method(
+                "at",
+                at_terms,
+                1,
+                "attention maps (channel means of f^p) of several stages",
+                "Zagoruyko & Komodakis, ICLR 2017 (megvii-research/mdistiller, AT.py)",
             ),
             Method(
                 "student",

@@ -470,6 +470,7 @@ EXPECTED_TERMS = {
     "mlkd": {"ce_loss", "mlkd_instance_loss", "mlkd_class_loss", "mlkd_batch_loss"},
     "kd": {"ce_loss", "kd_loss"},
     "fitnet": {"ce_loss", "hint_loss"},
+    "at": {"ce_loss", "at_loss"},
     "student": set(),
 }
 

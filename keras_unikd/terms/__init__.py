@@ -1,7 +1,7 @@
 """Distillation terms: Keras layers that a `keras_unikd.Distiller` sums.
 
 `DistillationTerm` is the interface; the built-in terms are `CrossEntropy`,
-`KD`, `DKD`, `MLKD`, `UniKDFeatures` and `FitNetHint`. Each name is
+`KD`, `DKD`, `MLKD`, `UniKDFeatures`, `FitNetHint` and `AttentionTransfer`. Each name is
 imported on first use.
 """
 
@@ -15,6 +15,7 @@ _NAMES = {
     **dict.fromkeys(("CrossEntropy", "KD", "DKD", "MLKD"), "keras_unikd.terms.logits"),
     "UniKDFeatures": "keras_unikd.terms.unikd",
     "FitNetHint": "keras_unikd.terms.fitnet",
+    "AttentionTransfer": "keras_unikd.terms.attention",
 }
 __all__ = sorted(_NAMES)
 __getattr__, __dir__ = lazy_attributes(__name__, _NAMES)

@@ -1,0 +1,164 @@
+"""Attention transfer (Zagoruyko & Komodakis, ICLR 2017): attention maps of several stages."""
+
+import keras
+from keras import ops
+
+from keras_unikd import losses
+from keras_unikd.terms.base import DistillationTerm
+from keras_unikd.terms.base import TeacherNeeds
+from keras_unikd.terms.base import as_layer_paths
+from keras_unikd.validation import check_positive
+
+# The reference normalises with torch.nn.functional.normalize: x / max(||x||, eps).
+NORM_EPSILON = 1e-12
+
+
+def attention_map(feature, p):
+    """The normalised attention map of a `(batch, H, W, C)` feature: `(batch, H * W)`.
+
+    `a = q / max(||q||_2, 1e-12)` with `q = mean_c(f^p)`, flattened over the
+    positions, in float32.
+    """
+    feature = ops.cast(feature, "float32")
+    attention = ops.mean(ops.power(feature, p), axis=-1)
+    attention = ops.reshape(attention, (ops.shape(attention)[0], -1))
+    norm = ops.sqrt(ops.sum(ops.square(attention), axis=-1, keepdims=True))
+    return attention / ops.maximum(norm, NORM_EPSILON)
+
+
+@keras.saving.register_keras_serializable(package="keras_unikd")
+class AttentionTransfer(DistillationTerm):
+    """Attention transfer over pairs of stages (`at_loss`).
+
+    For each pair `(teacher layer, student layer)` of tapped
+    `(batch, H, W, C)` maps, the larger map is average-pooled to the
+    smaller's size (by an integer factor), each becomes its attention map
+    `a = q / max(||q||_2, 1e-12)`, `q = mean_c(f^p)` flattened over the
+    positions, and
+
+    `at_loss = weight * sum_pairs mean_{examples, positions} (a_s - a_t)^2`.
+
+    This follows the reference code (megvii-research/mdistiller,
+    `distillers/AT.py`, which produced the published CIFAR-100 baseline), not
+    the paper's formula: the paper sums the (unsquared) L2 norms of the
+    differences times `beta / 2`; the code takes the mean of the squared
+    differences over the batch and the positions, with `p = 2` and weight
+    1000 next to a cross-entropy of weight 1, over the stages after the stem
+    (`feats[1:]`). The code pools with `adaptive_avg_pool2d` to a square of
+    the smaller height; here sizes must divide each other (an error names
+    them otherwise). Sample weights weight the per-example means.
+
+    The teacher's maps are read whole (`TeacherNeeds.feature_maps`), so a
+    teacher-output cache cannot serve this term.
+
+    Args:
+        teacher_features: Teacher layer paths, one per pair.
+        student_features: Student layer paths, as many, in the same order.
+        p: The power of the activations (2 in the reference).
+        weight: Weight of the loss (1000 in the reference).
+        **kwargs: `DistillationTerm` arguments (`warmup_epochs`, `name`).
+
+    Example:
+
+    >>> import keras, numpy as np
+    >>> from keras_unikd import Distiller, terms
+    >>> def network(width, name):
+    ...     inputs = keras.Input((8, 8, 3))
+    ...     x = keras.layers.Conv2D(width, 3, padding="same", activation="relu",
+    ...                             name=f"{name}_stage1")(inputs)
+    ...     x = keras.layers.Conv2D(width, 3, strides=2, padding="same", activation="relu",
+    ...                             name=f"{name}_stage2")(x)
+    ...     x = keras.layers.GlobalAveragePooling2D()(x)
+    ...     return keras.Model(inputs, keras.layers.Dense(4)(x), name=name)
+    >>> at = terms.AttentionTransfer(["t_stage1", "t_stage2"], ["s_stage1", "s_stage2"])
+    >>> distiller = Distiller(network(8, "t"), network(4, "s"), terms=[terms.CrossEntropy(), at])
+    >>> distiller.loss_term_names
+    ['ce_loss', 'at_loss']
+    """
+
+    def __init__(
+        self, teacher_features, student_features, p=2.0, weight=1000.0, name="at", **kwargs
+    ):
+        super().__init__(weight=weight, name=name, **kwargs)
+        check_positive("AttentionTransfer p", p)
+        self.teacher_features = as_layer_paths(teacher_features, "teacher_features")
+        self.student_features = as_layer_paths(student_features, "student_features")
+        if not self.teacher_features or len(self.teacher_features) != len(self.student_features):
+            raise ValueError(
+                "AttentionTransfer pairs teacher and student stages: give as many "
+                f"teacher_features as student_features (at least one); got "
+                f"{list(self.teacher_features)} and {list(self.student_features)}."
+            )
+        self.p = p
+
+    def teacher_needs(self):
+        """Not cacheable: the teacher's whole maps (their attention maps, per position)."""
+        return TeacherNeeds(
+            feature_maps=self.teacher_features,
+            views=self.views,
+            reason=(
+                f"term {self.name!r} (AttentionTransfer) reads the teacher's full feature "
+                f"maps {list(self.teacher_features)!r} (their attention at every position)"
+            ),
+        )
+
+    def build(self, shapes):
+        self._pools = []
+        for teacher_path, student_path in zip(self.teacher_features, self.student_features):
+            teacher, student = shapes.teacher[teacher_path], shapes.student[student_path]
+            for path, shape in ((teacher_path, teacher), (student_path, student)):
+                if len(shape) != 4:
+                    raise ValueError(
+                        f"AttentionTransfer reads feature maps; layer {path!r} outputs "
+                        f"shape {tuple(shape)}. Tap a convolutional stage."
+                    )
+            self._pools.append(_pool_factors(teacher_path, teacher, student_path, student))
+
+    def call(self, record):
+        total = 0.0
+        for (teacher_path, student_path), (teacher_pool, student_pool) in zip(
+            zip(self.teacher_features, self.student_features), self._pools
+        ):
+            teacher = _average_pool(record.teacher_features[teacher_path], teacher_pool)
+            student = _average_pool(record.student_features[student_path], student_pool)
+            difference = attention_map(student, self.p) - attention_map(teacher, self.p)
+            per_example = ops.mean(ops.square(difference), axis=-1)
+            total = total + losses.batch_mean(per_example, record.sample_weight)
+        return {self.loss_names[0]: total}
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "teacher_features": list(self.teacher_features),
+            "student_features": list(self.student_features),
+            "p": self.p,
+        }
+
+
+def _pool_factors(teacher_path, teacher, student_path, student):
+    """`(teacher factor, student factor)`: the larger map's pooling window, `None` for 1."""
+    sizes = {"teacher": tuple(teacher[1:3]), "student": tuple(student[1:3])}
+    if None in sizes["teacher"] + sizes["student"]:
+        raise ValueError(
+            f"AttentionTransfer needs maps of known size; got {teacher_path!r} "
+            f"{tuple(teacher)} and {student_path!r} {tuple(student)}."
+        )
+    small = tuple(min(t, s) for t, s in zip(sizes["teacher"], sizes["student"]))
+    factors = []
+    for side in ("teacher", "student"):
+        size = sizes[side]
+        if any(dim % target for dim, target in zip(size, small)):
+            raise ValueError(
+                f"AttentionTransfer pools the larger map to the smaller's size by an integer "
+                f"factor, but {teacher_path!r} is {sizes['teacher']} and {student_path!r} "
+                f"{sizes['student']}. Tap stages whose sizes divide each other."
+            )
+        window = tuple(dim // target for dim, target in zip(size, small))
+        factors.append(None if window == (1, 1) else window)
+    return tuple(factors)
+
+
+def _average_pool(feature, window):
+    if window is None:
+        return feature
+    return ops.average_pool(feature, pool_size=window, strides=window, padding="valid")
