@@ -77,14 +77,15 @@ import keras
 
 from keras_unikd.experiments import fashion_mnist as recipe_lib
 from keras_unikd.experiments import results as results_lib
-from keras_unikd.presets import VARIANTS
+from keras_unikd.methods import VARIANTS
+from keras_unikd.methods import with_logit_standardization
 
 RESULTS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 
 # Each logit method with logit standardization.
 LOGIT_STANDARDIZED = tuple(
-    variant for variant, (_, overrides) in VARIANTS.items()
-    if overrides.get("logit_standardization")
+    variant.name for variant in VARIANTS.values()
+    if variant.transform is with_logit_standardization
 )
 MAIN_METHODS = tuple(
     method for method in recipe_lib.METHODS
@@ -98,7 +99,7 @@ PAIRS = (
     ("kd", "student"),
     ("unikd", "dkd"),
     ("unimlkd", "mlkd"),
-    *((variant, VARIANTS[variant][0]) for variant in LOGIT_STANDARDIZED),
+    *((variant, VARIANTS[variant].method) for variant in LOGIT_STANDARDIZED),
 )
 
 
@@ -370,21 +371,10 @@ def seed_cache(args, teacher, dataset, recipe, seed, results):
 
 
 def cifar_method(preset, method, teacher, student, seed):
-    """The model `fit` trains for a benchmark method on a paper preset.
-
-    The preset's own methods come from `presets.build_distiller`; the foil
-    and the ablations (`presets.VARIANTS`) change the arguments of theirs.
-    """
-    import keras_unikd
+    """The model `fit` trains for a benchmark method (or variant) on a paper preset."""
     from keras_unikd import presets
 
-    if method not in presets.VARIANTS:
-        return presets.build_distiller(preset, teacher, student, method, seed=seed)
-    base = presets.VARIANTS[method][0]
-    kwargs = presets.variant_kwargs(method, presets.distiller_kwargs(preset, base))
-    if base == "fitnet":
-        return keras_unikd.FitNetDistiller(teacher, student, **kwargs)
-    return keras_unikd.Distiller(teacher, student, seed=seed, **kwargs)
+    return presets.build_distiller(preset, teacher, student, method, seed=seed)
 
 
 def run_cifar100(args, results):

@@ -17,7 +17,7 @@ the start and after every round.
 
 The workers use only what both trees have (`get_model` and the Fashion-MNIST
 experiment's `METHODS`), so they do not import `speed.py`, whose method list
-comes from `keras_unikd.presets.METHODS`.
+comes from `keras_unikd.methods.METHODS`.
 
     git worktree add /tmp/kunikd-before eb27076
     git worktree add /tmp/kunikd-after HEAD
@@ -89,10 +89,23 @@ def build_method(method, jit_compile, teacher_name=TEACHER, student_name=STUDENT
         ce = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
         student.compile(optimizer=optimizer, loss=ce, jit_compile=jit_compile)
         return student
-    distiller_class, options = DISTILLERS[method]
-    model = distiller_class(teacher, student, **options)
+    model = _distiller(DISTILLERS[method], teacher, student)
     model.compile(optimizer=optimizer, jit_compile=jit_compile)
     return model
+
+
+def _distiller(entry, teacher, student):
+    """The distiller of a method-table entry, in either tree's format: `(method,
+    settings)` of the method table, or `(distiller class, keyword arguments)`
+    before it."""
+    from keras_unikd import Distiller
+
+    if isinstance(entry[0], type):
+        distiller_class, options = entry
+        return distiller_class(teacher, student, **options)
+    from keras_unikd.experiments.fashion_mnist import method_model_terms
+
+    return Distiller(teacher, student, terms=method_model_terms(entry))
 
 
 def timed_fit(model, data, steps):

@@ -20,7 +20,7 @@ train on two views of each example (`((weak, strong), labels)` batches): their
 steps run the student twice and the teacher on twice the batch.
 
 Cached variants (`kd@cache`, `dkd@cache`, `mlkd@cache`, `unikd@cache`) train
-the same Distiller from a teacher-output cache (`keras_unikd.teacher_cache`,
+the same Distiller from a teacher-output cache (`keras_unikd.cache`,
 built in the child for a few batches of random images, its build time and
 bytes per example recorded): their steps skip the teacher's forward pass.
 The issue that asked for the cache set two targets, checked in the table:
@@ -46,15 +46,15 @@ import sys
 import time
 
 from keras_unikd.experiments.fashion_mnist import METHODS as DISTILLERS
-from keras_unikd.presets import METHODS as PAPER_METHODS
-from keras_unikd.presets.methods import TWO_VIEW_METHODS
+from keras_unikd.methods import METHODS as PAPER_METHODS
+from keras_unikd.methods import TWO_VIEW_METHODS
 
 RESULTS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 # The paper's methods but FitNet, as the Fashion-MNIST experiment builds
 # them (student, kd, dkd, mlkd, unikd, unimlkd), and extras: `keras_kd`, Keras's own
 # `keras.distillation.Distiller` with `LogitsDistillation(temperature=4)`, and
 # `<method>@cache`: the same Distiller trained from a teacher-output cache
-# (`keras_unikd.teacher_cache`), whose steps skip the teacher's forward pass.
+# (`keras_unikd.cache`), whose steps skip the teacher's forward pass.
 CACHED = "@cache"
 CACHED_METHODS = tuple(f"{m}{CACHED}" for m in ("kd", "dkd", "mlkd", "unikd"))
 METHODS = (
@@ -164,8 +164,11 @@ def build_method(method, pair, jit_compile, policy="float32"):
         )
         model.compile(optimizer=optimizer, loss=ce, jit_compile=jit_compile)
     else:
-        distiller_class, options = DISTILLERS[base_method(method)]
-        model = distiller_class(teacher, student, **options)
+        from keras_unikd import Distiller
+        from keras_unikd.experiments.fashion_mnist import method_model_terms
+
+        terms = method_model_terms(DISTILLERS[base_method(method)])
+        model = Distiller(teacher, student, terms=terms)
         model.compile(optimizer=optimizer, jit_compile=jit_compile)
     return model
 
@@ -196,7 +199,7 @@ def cached_batches(model, pair, batch_size, two_views, directory, batches_in_cac
     """
     import numpy as np
 
-    from keras_unikd import teacher_cache
+    from keras_unikd import cache as teacher_cache
 
     _, _, default_batch, input_shape, classes = PAIRS[pair]
     batch_size = batch_size or default_batch

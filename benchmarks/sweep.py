@@ -81,20 +81,21 @@ def best_logits(accuracy_results):
 
 
 def knob_settings(logits):
-    """`{name: (distiller class, arguments)}`: the logit loss alone, the base, one knob each.
+    """`{name: (method, settings)}`: the logit loss alone, the base, one knob each.
 
     The base is `logits` plus UniKD's feature terms as the benchmark's
-    unikd (on DKD) or unimlkd (on MLKD) has them, so `--logits dkd` makes
-    the base unikd and `--logits mlkd` unimlkd.
+    unikd (on DKD or KD) or unimlkd (on MLKD) has them, with the same
+    `+ls`, so `--logits dkd` makes the base unikd and `--logits mlkd`
+    unimlkd.
     """
-    distiller_class, options = recipe_lib.METHODS[logits]
-    unikd = recipe_lib.METHODS["unimlkd" if options["logits_loss"] == "mlkd" else "unikd"][1]
-    features = {
-        key: unikd[key]
-        for key in ("teacher_features", "student_features", "distribution_loss")
-    }
-    base_temperature = unikd.get("distribution_temperature", 1.0)
-    base = dict(options, distribution_temperature=base_temperature, **features)
+    method, settings = recipe_lib.METHODS[logits]
+    plain = logits.split("+")[0]
+    family = "unimlkd" if plain == "mlkd" else "unikd"
+    base_temperature = 4.0 if family == "unimlkd" else 1.0
+    base = dict(settings, distribution_temperature=base_temperature, **recipe_lib.UNIKD_TAPS)
+    if plain == "kd":
+        base["logits_loss"] = "kd"
+    base_method = family + logits[len(plain):]
     changes = {
         **{f"feature_weight={w:g}": {"feature_weight": w} for w in (0.0, 0.5, 2.0)},
         **{f"consistency_weight={w:g}": {"consistency_weight": w} for w in (0.0, 0.5, 2.0)},
@@ -108,9 +109,9 @@ def knob_settings(logits):
         "fused: stage2+stage3+pool": {"student_features": ["stage2", "stage3", "pool"]},
         "stage3 alone (no AFF)": {"student_features": ["stage3"]},
     }
-    table = {logits: (distiller_class, options), "base": (distiller_class, base)}
+    table = {logits: (method, settings), "base": (base_method, base)}
     for name, change in changes.items():
-        table[name] = (distiller_class, dict(base, **change))
+        table[name] = (base_method, dict(base, **change))
     return table
 
 
@@ -118,10 +119,10 @@ def second_pair_settings():
     """student, kd, dkd, unikd, and UniKD's terms on KD."""
     methods = recipe_lib.METHODS
     table = {name: methods[name] for name in ("student", "kd", "dkd", "unikd")}
-    kd_class, kd = methods["kd"]
-    unikd = methods["unikd"][1]
-    features = {k: unikd[k] for k in ("teacher_features", "student_features", "distribution_loss")}
-    table["unikd-on-kd"] = (kd_class, dict(kd, **features))
+    table["unikd-on-kd"] = (
+        "unikd",
+        dict(methods["kd"][1], logits_loss="kd", **recipe_lib.UNIKD_TAPS),
+    )
     return table
 
 
@@ -321,7 +322,7 @@ def main(argv=None):
         results_lib.environment(),
         study=args.study,
         logits=args.logits if args.study == "knobs" else None,
-        settings={name: setting and setting[1] for name, setting in table.items()},
+        settings={name: {"method": m, "settings": s} for name, (m, s) in table.items()},
         seeds=args.seeds,
         quick=args.quick,
         recipe=dataclasses.asdict(recipe),

@@ -41,16 +41,19 @@ from keras_unikd.models import get_model
 from keras_unikd.presets.recipes import CIFAR_STUDENT_FEATURES
 from keras_unikd.presets.recipes import TEACHER_FEATURES
 from keras_unikd.presets.recipes import layer_names
+from keras_unikd.teacher_source import OnlineTeacher
 
 RESULTS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 VARIANTS = ("teacher-concat", "per-view", "all-concat")
 
 
-class PerViewTeacher(Distiller):
-    """The teacher once per view."""
+class PerViewTeacher(OnlineTeacher):
+    """The teacher source that runs the teacher once per view."""
 
-    def _teacher_forward(self, weak, strong):
-        return super()._teacher_forward(weak, None) + super()._teacher_forward(strong, None)
+    def _forward(self, weak, strong):
+        if strong is None:
+            return super()._forward(weak, None)
+        return super()._forward(weak, None) + super()._forward(strong, None)
 
 
 class ConcatenatedStudent(Distiller):
@@ -72,10 +75,11 @@ class ConcatenatedStudent(Distiller):
         return outputs
 
 
+# Variant -> (Distiller class, teacher source class).
 CLASSES = {
-    "teacher-concat": Distiller,
-    "per-view": PerViewTeacher,
-    "all-concat": ConcatenatedStudent,
+    "teacher-concat": (Distiller, OnlineTeacher),
+    "per-view": (Distiller, PerViewTeacher),
+    "all-concat": (ConcatenatedStudent, OnlineTeacher),
 }
 
 
@@ -105,8 +109,9 @@ def build(variant, quick):
             teacher_features=layer_names("resnet32x4", TEACHER_FEATURES),
             student_features=layer_names("resnet8x4", CIFAR_STUDENT_FEATURES),
         )
-    model = CLASSES[variant](
-        teacher,
+    distiller_class, source_class = CLASSES[variant]
+    model = distiller_class(
+        source_class(teacher),
         student,
         logits_loss="mlkd",
         distribution_temperature=4.0,

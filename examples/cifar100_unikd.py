@@ -51,6 +51,7 @@ import tensorflow_datasets as tfds
 
 from keras_unikd import presets
 from keras_unikd.data.cifar100 import cifar100_datasets
+from keras_unikd.methods import method_views
 
 
 def parse_args():
@@ -94,10 +95,11 @@ def describe(preset):
         f"wd {recipe.weight_decay}, batch {recipe.batch_size}, {recipe.epochs} epochs, "
         f"x{recipe.lr_decay_rate} at {recipe.lr_decay_epochs}"
     )
+    unikd = presets.METHODS["unikd"].resolve(**preset.settings("unikd"))
     print(
-        f"  UniKD: teacher taps {preset.teacher_features}, student taps "
-        f"{preset.student_features}; DKD alpha {preset.dkd_alpha}, beta "
-        f"{preset.dkd_beta}, T {preset.temperature}, warm-up {preset.warmup_epochs} epochs"
+        f"  UniKD: teacher taps {list(unikd['teacher_features'])}, student taps "
+        f"{list(unikd['student_features'])}; DKD alpha {unikd['dkd_alpha']}, beta "
+        f"{unikd['dkd_beta']}, T {unikd['temperature']}, warm-up {unikd['warmup_epochs']} epochs"
     )
     published = preset.published
     print(
@@ -204,7 +206,7 @@ def main():
     with data_context:
         teacher, results["teacher"] = get_teacher(preset, args, teacher_epochs)
         for method in args.methods.split(","):
-            two_views = method.split("+")[0] in presets.TWO_VIEW_METHODS
+            two_views = method_views(method) == 2
             train_ds, test_ds = load_data(batch_size, args, two_views=two_views)
             student = presets.build_model(preset, "student")
             model = presets.build_distiller(preset, teacher, student, method, seed=args.seed)

@@ -172,9 +172,10 @@ def main():
         if args.mock_data
         else contextlib.nullcontext()
     )
+    dkd = presets.METHODS["dkd"].resolve(**preset.settings("dkd"))
     print(
         f"Preset {preset.name}: {preset.teacher} -> {preset.student}, method "
-        f"{args.method}, DKD beta {preset.dkd_beta}, T {preset.temperature}; published "
+        f"{args.method}, DKD beta {dkd['dkd_beta']}, T {dkd['temperature']}; published "
         f"top-1: teacher {preset.published.teacher}, student {preset.published.student}, "
         f"KD {preset.published.kd}, DKD {preset.published.dkd}"
     )

@@ -39,7 +39,6 @@ import argparse
 
 import keras
 
-from keras_unikd import Distiller
 from keras_unikd.data import load_fashion_mnist
 from keras_unikd.experiments import fashion_mnist as recipe_lib
 
@@ -116,15 +115,8 @@ METHODS = {
     "KD": recipe_lib.METHODS["kd"],
     "DKD": recipe_lib.METHODS["dkd"],
     "UniKD": (
-        Distiller,
-        dict(
-            logits_loss="dkd",
-            dkd_beta=8.0,
-            distribution_loss="sampled",
-            warmup_epochs=2,
-            teacher_features="auto",
-            student_features=STUDENT_FEATURES,
-        ),
+        "unikd",
+        dict(warmup_epochs=2, teacher_features="auto", student_features=STUDENT_FEATURES),
     ),
 }
 

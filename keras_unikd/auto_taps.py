@@ -36,6 +36,7 @@ from keras_unikd.taps import replay
 from keras_unikd.tokens import check_token_layouts
 from keras_unikd.tokens import image_size
 from keras_unikd.tokens import token_layout
+from keras_unikd.validation import check_positive_int
 
 MAX_STAGES = 4
 NOISE_LAYERS = (
@@ -235,8 +236,7 @@ def auto_feature_paths(model, max_stages=MAX_STAGES, token_layouts=None):
     >>> auto_feature_paths(model)
     ['stage1', 'stage2', 'pool']
     """
-    if isinstance(max_stages, bool) or not isinstance(max_stages, int) or max_stages < 1:
-        raise ValueError(f"max_stages must be an int >= 1; got {max_stages!r}.")
+    check_positive_int("max_stages", max_stages)
     overrides = check_token_layouts(token_layouts)
     candidates = _candidates(model, "", image_size(model), overrides, has_logits=True)
     stage_ends = []

@@ -1,5 +1,7 @@
 """The Distiller: a `keras.Model` that trains a student from a frozen teacher."""
 
+import contextlib
+import os
 import warnings
 
 import keras
@@ -10,6 +12,12 @@ from keras_unikd import losses as unikd_losses
 from keras_unikd.auto_taps import auto_feature_paths
 from keras_unikd.callbacks import NonFiniteLossGuard
 from keras_unikd.callbacks import TrainingPlan
+from keras_unikd.distiller_checks import check_input_scale
+from keras_unikd.distiller_checks import check_integral_labels
+from keras_unikd.distiller_checks import check_no_shared_weights
+from keras_unikd.distiller_checks import check_not_empty
+from keras_unikd.distiller_checks import first_batch
+from keras_unikd.distiller_checks import load_model_argument
 from keras_unikd.heads import ModelLogits
 from keras_unikd.heads import check_logits
 from keras_unikd.keras_internals import KerasInternals
@@ -17,10 +25,8 @@ from keras_unikd.keras_internals import reducible_logs
 from keras_unikd.keyword_form import KEYWORD_OPTIONS
 from keras_unikd.keyword_form import terms_from_keywords
 from keras_unikd.taps import FeatureTap
-from keras_unikd.teacher_cache import CACHED_TEACHER
-from keras_unikd.teacher_cache import INPUTS
-from keras_unikd.teacher_cache import split_cached_batch
-from keras_unikd.teacher_cache import teacher_views_from_cache
+from keras_unikd.teacher_source import check_student_inputs
+from keras_unikd.teacher_source import teacher_source
 from keras_unikd.terms import DistillationTerm
 from keras_unikd.terms import ForwardRecord
 from keras_unikd.terms import ForwardShapes
@@ -29,12 +35,6 @@ from keras_unikd.terms.base import AUTO_WARMUP
 from keras_unikd.terms.base import AUTO_WARMUP_FALLBACK_EPOCHS
 from keras_unikd.terms.base import AUTO_WARMUP_FRACTION
 from keras_unikd.terms.base import TeacherNeeds
-from keras_unikd.validation import check_input_scale
-from keras_unikd.validation import check_integral_labels
-from keras_unikd.validation import check_no_shared_weights
-from keras_unikd.validation import check_not_empty
-from keras_unikd.validation import first_batch
-from keras_unikd.validation import load_model_argument
 
 
 def _union(path_lists):
@@ -109,16 +109,17 @@ class Distiller(KerasInternals, keras.Model):
     inputs, `x` is a dict (or list) of them, and two views are a pair of
     such structures.
 
-    Teacher-output caches: a batch `({"inputs": x, "cached_teacher":
-    outputs}, labels)` (what `keras_unikd.teacher_cache.
-    cached_teacher_pipeline` yields) carries the teacher's outputs for its
-    views, and the Distiller builds its record from them (the logits, and
-    the pooled features that `UniKDFeatures` reads through its teacher
-    head) without running the teacher; the teacher is still given here,
-    but not called. Terms that need the teacher online (`teacher_needs`
-    is not cacheable: `FitNetHint`, a teacher-side aggregator, teacher
-    features chosen by `"auto"`) make a cached batch a `ValueError` naming
-    them; so does a batch that lacks a view or an output the terms read.
+    The teacher's outputs come from a teacher source
+    (`keras_unikd.teacher_source`): given a model, the Distiller runs it,
+    frozen; given a teacher-output cache's source
+    (`keras_unikd.cache.TeacherCache.teacher_source()`), it reads the
+    outputs that each batch carries (`keras_unikd.cache.
+    cached_teacher_pipeline`'s batches) and has no teacher model at all. A
+    Distiller given the model reads such batches too, without running the
+    teacher. Terms that need the teacher online (`teacher_needs` is not
+    cacheable: `FitNetHint`, a teacher-side aggregator, teacher features
+    chosen by `"auto"`) make a cached batch a `ValueError` naming them; so
+    does a batch that lacks a view or an output the terms read.
 
     Softmax heads: a teacher or student whose output is a softmax
     (`keras.applications` models by default, `Dense(..., activation=
@@ -148,7 +149,10 @@ class Distiller(KerasInternals, keras.Model):
     Args:
         teacher: Trained functional or Sequential `keras.Model` with a single
             logits (or softmax, see above) output, or the path of one saved
-            as `.keras`. It is frozen (`trainable = False`) here.
+            as `.keras`. It is frozen (`trainable = False`) here. Or a teacher
+            source, e.g. `cache.teacher_source()` to train from a
+            teacher-output cache without the teacher model (then
+            `distiller.teacher` is `None`).
         student: Functional or Sequential `keras.Model` (or a `.keras` path),
             same input shape and number of classes as the teacher, sharing
             no layer with it.
@@ -237,7 +241,8 @@ class Distiller(KerasInternals, keras.Model):
     ):
         options = {key: kwargs.pop(key) for key in KEYWORD_OPTIONS if key in kwargs}
         super().__init__(**kwargs)
-        teacher = load_model_argument(teacher, "teacher")
+        if isinstance(teacher, (str, os.PathLike)):
+            teacher = load_model_argument(teacher, "teacher")
         student = load_model_argument(student, "student")
         if terms is None:
             terms = terms_from_keywords(**options)
@@ -247,20 +252,27 @@ class Distiller(KerasInternals, keras.Model):
                 f"({', '.join(sorted(options))}), not both: the keyword options "
                 "build terms of their own. Set these values on the terms."
             )
-        self.teacher = teacher
+        self.teacher_source = teacher_source(teacher)
+        self.teacher = self.teacher_source.model  # None when the teacher is a cache's
         self.student = student
         self.terms = _check_terms(terms)
         # Softmax heads are set aside: the terms and metrics read logits.
-        self._teacher_logits = ModelLogits(teacher, "teacher")
         self._student_logits = ModelLogits(student, "student")
-        self._teacher_tap = self._tap(
-            self._teacher_logits.logits_model, "teacher", teacher_token_layouts
+        self._auto_teacher_terms = self._choose_auto_features(
+            "teacher", self.teacher_source.logits_model, teacher_token_layouts
         )
-        self._student_tap = self._tap(
-            self._student_logits.logits_model, "student", student_token_layouts
+        with self._naming_terms("teacher"):
+            self.teacher_source.prepare(self.teacher_needs, teacher_token_layouts)
+        self.teacher_token_layouts = self.teacher_source.token_layouts
+        for line in self.teacher_source.token_report:
+            print(f"keras_unikd: teacher {line}")
+        self._choose_auto_features(
+            "student", self._student_logits.logits_model, student_token_layouts
         )
+        self._student_tap = self._tap_student(student_token_layouts)
         self._validate_models()
-        teacher.trainable = False
+        if self.teacher is not None:
+            self.teacher.trainable = False
         self.num_classes = self._student_tap.logits_shape[-1]
         self._build_terms()
 
@@ -274,7 +286,8 @@ class Distiller(KerasInternals, keras.Model):
             name: keras.metrics.Mean(name=name) for name in self.loss_term_names
         }
         self.built = True
-        self._teacher_logits.warn_if_set_aside()
+        if self.teacher is not None:
+            self.teacher_source.warn_if_set_aside()
         self._student_logits.warn_if_set_aside()
 
     # ------------------------------------------------------------------
@@ -291,61 +304,81 @@ class Distiller(KerasInternals, keras.Model):
             name=name,
         )
 
-    def _tap(self, model, side, token_layouts):
-        """One tap of `model` for the union of the terms' `side` features.
+    def _choose_auto_features(self, side, model, token_layouts):
+        """Sets the layers of the terms whose `side` features are `"auto"`.
 
-        Terms reading `"auto"` features get the automatic choice first; the
-        choice and the token layouts chosen by rule are printed, and the
-        token layouts are kept, explicit, as `<side>_token_layouts`.
+        The choice (`keras_unikd.auto_taps.auto_feature_paths` on `model`) is
+        printed once. Returns the names of the terms it was made for.
         """
         argument = f"{side}_features"
         auto_terms = [term for term in self.terms if getattr(term, argument) == AUTO_FEATURES]
-        if side == "teacher":
-            self._auto_teacher_terms = [term.name for term in auto_terms]
-        if auto_terms:
-            chosen = auto_feature_paths(model, token_layouts=token_layouts)
-            print(f"keras_unikd: automatic taps of {side} {model.name!r}: {argument}={chosen!r}")
-            for term in auto_terms:
-                setattr(term, argument, tuple(chosen))
+        if not auto_terms:
+            return []
+        if model is None:
+            raise ValueError(
+                f"Term(s) {[term.name for term in auto_terms]} choose their {argument} "
+                "automatically ('auto'), which needs the teacher model, but the teacher "
+                "is a cache's. Give the layer names instead."
+            )
+        chosen = auto_feature_paths(model, token_layouts=token_layouts)
+        print(f"keras_unikd: automatic taps of {side} {model.name!r}: {argument}={chosen!r}")
+        for term in auto_terms:
+            setattr(term, argument, tuple(chosen))
+        return [term.name for term in auto_terms]
+
+    @contextlib.contextmanager
+    def _naming_terms(self, side):
+        """Adds the terms that read a layer to a tap's unknown-layer `ValueError`."""
+        argument = f"{side}_features"
         paths = {term.name: getattr(term, argument) for term in self.terms}
         try:
-            tap = FeatureTap(model, _union(paths.values()), token_layouts=token_layouts)
+            yield
         except ValueError as error:
             users = [name for name, own in paths.items() if any(repr(p) in str(error) for p in own)]
             if not users:
                 raise
             raise ValueError(f"{error} (The {side} layer is read by term(s) {users}.)") from error
+
+    def _tap_student(self, token_layouts):
+        """One tap of the student for the union of the terms' student features.
+
+        The token layouts chosen by rule are printed, and kept, explicit, as
+        `student_token_layouts`.
+        """
+        paths = _union(term.student_features for term in self.terms)
+        with self._naming_terms("student"):
+            tap = FeatureTap(self._student_logits.logits_model, paths, token_layouts=token_layouts)
         for line in tap.token_report:
-            print(f"keras_unikd: {side} {line}")
-        setattr(
-            self,
-            f"{side}_token_layouts",
-            {path: layout.config() for path, layout in tap.token_layouts.items()},
-        )
+            print(f"keras_unikd: student {line}")
+        self.student_token_layouts = {
+            path: layout.config() for path, layout in tap.token_layouts.items()
+        }
         return tap
 
     def _validate_models(self):
-        check_no_shared_weights(self.teacher, self.student)
-        teacher_input = [tuple(tensor.shape[1:]) for tensor in self.teacher.inputs]
+        source = self.teacher_source
         student_input = [tuple(tensor.shape[1:]) for tensor in self.student.inputs]
+        if self.teacher is not None:
+            check_no_shared_weights(self.teacher, self.student)
+            teacher_input = [tuple(tensor.shape[1:]) for tensor in self.teacher.inputs]
+        else:
+            teacher_input = source.input_shapes or student_input
         if teacher_input != student_input:
             raise ValueError(
                 f"Teacher input shape(s) {teacher_input} differ from student "
                 f"input shape(s) {student_input}; both must read the same batch."
             )
-        if {tensor.name for tensor in self.student.inputs} == {INPUTS, CACHED_TEACHER}:
-            raise ValueError(
-                f"The student's inputs are named {INPUTS!r} and {CACHED_TEACHER!r}, the "
-                "keys of a batch that carries cached teacher outputs "
-                "(keras_unikd.teacher_cache.split_cached_batch). Rename either input."
-            )
-        for tap in (self._teacher_tap, self._student_tap):
-            if len(tap.logits_shape) != 2:
+        check_student_inputs(self.student)
+        for name, shape in (
+            ("teacher", source.logits_shape),
+            (self.student.name, self._student_tap.logits_shape),
+        ):
+            if len(shape) != 2:
                 raise ValueError(
-                    f"Model {tap.model.name!r} outputs shape {tap.logits_shape}; "
+                    f"Model {name!r} outputs shape {shape}; "
                     "expected logits of shape (batch, num_classes)."
                 )
-        teacher_classes = self._teacher_tap.logits_shape[-1]
+        teacher_classes = source.num_classes
         student_classes = self._student_tap.logits_shape[-1]
         if teacher_classes != student_classes:
             raise ValueError(
@@ -355,7 +388,7 @@ class Distiller(KerasInternals, keras.Model):
 
     def _build_terms(self):
         shapes = ForwardShapes(
-            teacher=dict(zip(self._teacher_tap.feature_paths, self._teacher_tap.feature_shapes)),
+            teacher=self.teacher_source.feature_shapes,
             student=dict(zip(self._student_tap.feature_paths, self._student_tap.feature_shapes)),
             num_classes=self.num_classes,
         )
@@ -402,8 +435,9 @@ class Distiller(KerasInternals, keras.Model):
     def teacher_needs(self):
         """What the terms read of the teacher, a `terms.TeacherNeeds`.
 
-        What a teacher-output cache must hold for this Distiller to train
-        from it (`keras_unikd.teacher_cache`); when `cacheable` is false,
+        What the teacher source gives the terms, and what a teacher-output
+        cache must hold for this Distiller to train from it
+        (`keras_unikd.cache`); when `cacheable` is false,
         `reason` names the terms that need the teacher online: terms that
         read the teacher's full feature maps (a teacher-side aggregator,
         `FitNetHint`) and terms whose teacher features were chosen
@@ -417,13 +451,12 @@ class Distiller(KerasInternals, keras.Model):
         ...     return keras.Sequential([keras.Input((4,)), keras.layers.Dense(3)], name=name)
         >>> distiller = Distiller(network("t"), network("s"), terms=[terms.KD(views=2)])
         >>> distiller.teacher_needs
-        TeacherNeeds(logits=True, pooled_features=(), views=2, cacheable=True, reason='')
+        TeacherNeeds(logits=True, pooled_features=(), feature_maps=(), views=2, reason='')
         """
         needs = [term.teacher_needs() for term in self.terms]
         needs += [
             TeacherNeeds(
                 logits=True,
-                cacheable=False,
                 reason=(
                     f"term {name!r} reads teacher features chosen automatically "
                     "(teacher_features='auto'); give the printed layer names instead "
@@ -464,7 +497,7 @@ class Distiller(KerasInternals, keras.Model):
         input structures (dicts or lists, one per view) for a multi-input one.
         A batch that carries cached teacher outputs gives its inputs' views.
         """
-        inputs, _ = split_cached_batch(inputs)
+        inputs, _ = self.teacher_source.split(inputs)
         if not isinstance(inputs, (tuple, list)):
             return inputs, None
         if len(self.student.inputs) > 1 and not all(
@@ -498,32 +531,6 @@ class Distiller(KerasInternals, keras.Model):
             "logits": logits,
             "features": dict(zip(self._student_tap.feature_paths, features)),
         }
-
-    def _teacher_forward(self, weak, strong):
-        """The teacher's records (logits, features) of one view or two.
-
-        The teacher runs in inference mode, so the two views go through one
-        concatenated forward pass, whose results equal two separate passes.
-        """
-        batch = ops.shape(keras.tree.flatten(weak)[0])[0]
-        inputs = weak
-        if strong is not None:
-            inputs = keras.tree.map_structure(
-                lambda w, s: ops.concatenate([w, s], axis=0), weak, strong
-            )
-        logits, features = self._teacher_tap(inputs, training=False)
-        logits = ops.stop_gradient(logits)
-        features = [ops.stop_gradient(feature) for feature in features]
-        views = [(logits, features)]
-        if strong is not None:
-            views = [
-                (logits[:batch], [feature[:batch] for feature in features]),
-                (logits[batch:], [feature[batch:] for feature in features]),
-            ]
-        return [
-            (view_logits, dict(zip(self._teacher_tap.feature_paths, view_features)))
-            for view_logits, view_features in views
-        ]
 
     def compile(self, optimizer="rmsprop", loss=None, metrics=None, **kwargs):
         """Configures training; see `keras.Model.compile`.
@@ -569,7 +576,7 @@ class Distiller(KerasInternals, keras.Model):
         inputs on another scale than the teacher's (a warning: the teacher's
         logits are huge or not finite, or integer images reach a teacher
         without a `Rescaling` or `Normalization` layer; see
-        `keras_unikd.validation.check_input_scale`). The batch is read
+        `keras_unikd.distiller_checks.check_input_scale`). The batch is read
         without taking it from the training data: the first rows of arrays,
         `take(1)` of a `tf.data.Dataset`, item 0 of a `keras.utils.PyDataset`.
         Python generators, iterators and other data are not checked (reading
@@ -613,22 +620,18 @@ class Distiller(KerasInternals, keras.Model):
         """The checks of `fit`'s first batch (see `fit`); the networks see `examples` of it."""
         if y is not None:
             check_integral_labels(y)
-        inputs = self._views(x)[0]
-        sample = keras.tree.map_structure(lambda array: array[:examples], inputs)
-        cached = split_cached_batch(x)[1]
-        logits = {}
-        for network in (self._teacher_logits, self._student_logits):
-            if network.role == "teacher" and cached is not None:
-                # A batch from a teacher cache: its logits, not a teacher pass.
-                if "logits" not in cached.get("weak", {}):
-                    continue
-                logits["teacher"] = np.asarray(cached["weak"]["logits"][:examples])
-            else:
-                logits[network.role] = ops.convert_to_numpy(network(sample, training=False))
-            check_logits(logits[network.role], network.model.name, network.role)
-        if "teacher" in logits:
-            check_input_scale(inputs, logits["teacher"], self.teacher)
-        return logits["student"]
+        inputs, carried = self.teacher_source.split(x)
+        weak = self._views(inputs)[0]
+        sample = keras.tree.map_structure(lambda array: array[:examples], weak)
+        teacher_logits = self.teacher_source.first_logits(sample, carried, examples)
+        if teacher_logits is not None:
+            name = self.teacher.name if self.teacher is not None else "teacher"
+            check_logits(teacher_logits, name, "teacher")
+        student_logits = ops.convert_to_numpy(self._student_logits(sample, training=False))
+        check_logits(student_logits, self.student.name, "student")
+        if teacher_logits is not None:
+            check_input_scale(weak, teacher_logits, self.teacher)
+        return student_logits
 
     def _build_training_state(self, y, student_logits):
         """Builds the compiled metrics and the optimizer before `fit` traces its step.
@@ -748,29 +751,24 @@ class Distiller(KerasInternals, keras.Model):
         # The student's own losses are read before the teacher runs, so that
         # only what the student and the terms add is counted.
         additional = list(self.losses) if self._reports_additional_losses else []
-        weak, strong = self._views(x)
+        inputs, carried = self.teacher_source.split(x)
+        weak, strong = self._views(inputs)
         if (strong is None) != ("strong" not in student_outputs):
             raise ValueError(
                 "The student's outputs and the batch disagree on the number of "
                 "views: compute y_pred = distiller(x, training=True) from the "
                 "same x."
             )
-        cached = split_cached_batch(x)[1]
-        if cached is None:
-            teacher_views = self._teacher_forward(weak, strong)
-        else:
-            teacher_views = self._cached_teacher_views(cached, 1 if strong is None else 2)
+        teacher_views = self.teacher_source.outputs(weak, strong, carried)
         student_views = [student_outputs]
         if strong is not None:
             student_views.append(student_outputs["strong"])
         record = None
-        for (teacher_logits, teacher_features), student in reversed(
-            list(zip(teacher_views, student_views))
-        ):
+        for teacher, student in reversed(list(zip(teacher_views, student_views))):
             record = ForwardRecord(
-                teacher_logits=teacher_logits,
+                teacher_logits=teacher["logits"],
                 student_logits=student["logits"],
-                teacher_features=teacher_features,
+                teacher_features=teacher["features"],
                 student_features=student["features"],
                 labels=labels,
                 sample_weight=sample_weight,
@@ -786,29 +784,6 @@ class Distiller(KerasInternals, keras.Model):
         if self._reports_additional_losses:
             terms["regularization_loss"] = self._sum(additional)
         return self._total(terms, labels_in_range), terms
-
-    def _cached_teacher_views(self, cached, num_views):
-        """The teacher's records of a batch that carries its cached outputs."""
-        needs = self.teacher_needs
-        if not needs.cacheable:
-            raise ValueError(
-                "The batch carries cached teacher outputs, but this Distiller cannot "
-                f"train from a teacher cache: {needs.reason}. Train it online: feed "
-                "batches without the cache (e.g. make_keyed_image_pipeline's)."
-            )
-        if needs.views > num_views:
-            raise ValueError(
-                f"The terms read {needs.views} views per example, but the cached batch "
-                "has one. Build and open the cache with two_views=True and feed "
-                "cached_teacher_pipeline(..., two_views=True)."
-            )
-        channels = dict(
-            zip(
-                self._teacher_tap.feature_paths,
-                (shape[-1] for shape in self._teacher_tap.feature_shapes),
-            )
-        )
-        return teacher_views_from_cache(cached, needs, num_views, self.num_classes, channels)
 
     def _sum(self, values):
         if not values:
@@ -911,7 +886,9 @@ class Distiller(KerasInternals, keras.Model):
         return {
             "name": self.name,
             "trainable": self.trainable,
-            "teacher": keras.saving.serialize_keras_object(self.teacher),
+            "teacher": keras.saving.serialize_keras_object(
+                self.teacher if self.teacher is not None else self.teacher_source
+            ),
             "student": keras.saving.serialize_keras_object(self.student),
             "terms": [keras.saving.serialize_keras_object(term) for term in self.terms],
             "steps_per_epoch": steps or None,
@@ -926,8 +903,9 @@ class Distiller(KerasInternals, keras.Model):
 
         `"teacher"` and `"student"` are serialized models, as `get_config`
         writes them, or paths of `.keras` files (a missing file raises
-        `FileNotFoundError`). A config in the keyword form (no `"terms"`)
-        is accepted too.
+        `FileNotFoundError`); the teacher of a Distiller that trained from a
+        cache is a serialized `keras_unikd.teacher_source.CachedTeacher`. A
+        config in the keyword form (no `"terms"`) is accepted too.
         """
         config = dict(config)
         for key in ("teacher", "student"):

@@ -1,16 +1,22 @@
-"""FitNetDistiller: the FitNet baseline, alone or with KD/DKD, as a Distiller."""
+"""Deprecated: `FitNetDistiller`, the FitNet method as a Distiller subclass.
+
+FitNet is a method of the method table (`keras_unikd.methods`): its terms
+are `[CrossEntropy, FitNetHint]` (`method_terms("fitnet", ...)`, with KD:
+`"fitnet+kd"`), given to a plain `Distiller`. The class stays so that code
+and `.keras` files that name it keep working; constructing it warns.
+"""
+
+import warnings
 
 import keras
 
+from keras_unikd import methods
 from keras_unikd.distiller import Distiller
-from keras_unikd.keyword_form import logits_term
-from keras_unikd.terms import CrossEntropy
-from keras_unikd.terms import FitNetHint
 
 
 @keras.saving.register_keras_serializable(package="keras_unikd")
 class FitNetDistiller(Distiller):
-    """Distils one intermediate feature with a hint loss, optionally plus KD.
+    """Deprecated: use `Distiller(teacher, student, terms=method_terms("fitnet", ...))`.
 
     A `Distiller` with the terms `[CrossEntropy, <KD or DKD>, FitNetHint]`:
     a 1x1 regressor maps the student's feature to the teacher's channels and
@@ -76,13 +82,32 @@ class FitNetDistiller(Distiller):
             dkd_beta=dkd_beta,
             warmup_epochs=warmup_epochs,
         )
-        terms = [CrossEntropy(weight=ce_weight)]
-        logits = logits_term(
-            logits_loss, logits_weight, temperature, dkd_alpha, dkd_beta, warmup_epochs
+        warnings.warn(
+            "FitNetDistiller is deprecated: FitNet is a method of the method table. Use "
+            "Distiller(teacher, student, terms=keras_unikd.methods.method_terms('fitnet', "
+            "teacher_feature=..., student_feature=...)) ('fitnet+kd' adds KD).",
+            DeprecationWarning,
+            stacklevel=2,
         )
-        if logits is not None:
-            terms.append(logits)
-        terms.append(FitNetHint(teacher_feature, student_feature, weight=hint_weight))
+        ce, hint = methods.method_terms(
+            "fitnet",
+            teacher_feature=teacher_feature,
+            student_feature=student_feature,
+            hint_weight=hint_weight,
+            ce_weight=ce_weight,
+        )
+        terms = [ce, hint]
+        if logits_loss is not None:
+            settings = dict(
+                logits_weight=logits_weight, temperature=temperature, warmup_epochs=warmup_epochs
+            )
+            if logits_loss == "dkd":
+                settings.update(dkd_alpha=dkd_alpha, dkd_beta=dkd_beta)
+            if logits_loss not in ("kd", "dkd"):
+                raise ValueError(
+                    f"Unknown logits_loss={logits_loss!r}; expected one of None, 'kd', 'dkd'."
+                )
+            terms.insert(1, methods.method_terms(logits_loss, **settings)[1])
         super().__init__(teacher, student, terms=terms, **kwargs)
         self._fitnet_config = fitnet_config
         self.teacher_feature = teacher_feature

@@ -4,6 +4,8 @@ import math
 
 import keras
 
+from keras_unikd.validation import check_positive_int
+
 
 def _kernel_fan_in(shape):
     """Inputs per output unit of a kernel: `in * kh * kw` (conv) or `in` (dense)."""
@@ -49,10 +51,7 @@ class TorchDefaultUniform(keras.initializers.Initializer):
     """
 
     def __init__(self, fan_in=None, seed=None):
-        if fan_in is not None and (
-            isinstance(fan_in, bool) or not isinstance(fan_in, int) or fan_in < 1
-        ):
-            raise ValueError(f"fan_in must be a positive int or None; got {fan_in!r}.")
+        check_positive_int("fan_in", fan_in, allow_none=True)
         if isinstance(seed, dict):  # A serialized `SeedGenerator`.
             seed = keras.saving.deserialize_keras_object(seed)
         self.fan_in = fan_in

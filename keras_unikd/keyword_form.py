@@ -1,82 +1,24 @@
-"""The Distiller's keyword form: its options as a list of terms.
+"""The Distiller's keyword form: its options, as a method of the method table.
 
 `Distiller(teacher, student, teacher_features=..., logits_loss=..., ...)`
-builds `[CrossEntropy, DKD, KD or MLKD, UniKDFeatures]` here; with the same
-weights it gives the same losses as the equivalent `terms=[...]`.
+builds its terms here: `logits_loss` alone (`distribution_loss=None`) is
+that method of `keras_unikd.methods.METHODS` (`"kd"`, `"dkd"`, `"mlkd"`), and
+with a `distribution_loss` it is `"unikd"` on that logits loss. The options
+keep the keyword form's own defaults (UniKD on DKD with the paper's
+ResNet32x4 -> ResNet8x4 settings, every weight 1); with the same settings
+it gives the same losses as the equivalent `terms=[...]`.
 """
 
 import inspect
 
 from keras_unikd import losses
-from keras_unikd.terms import DKD
-from keras_unikd.terms import KD
-from keras_unikd.terms import MLKD
-from keras_unikd.terms import CrossEntropy
-from keras_unikd.terms import UniKDFeatures
+from keras_unikd import methods
 from keras_unikd.terms.base import AUTO_FEATURES
 from keras_unikd.terms.base import as_layer_paths
 from keras_unikd.terms.base import paths_config
-from keras_unikd.terms.logits import MLKD_TEMPERATURES
 from keras_unikd.validation import check_choice
 
-LOGITS_LOSSES = ("dkd", "kd", "mlkd")
-
-
-def logits_term(
-    logits_loss,
-    weight,
-    temperature,
-    dkd_alpha,
-    dkd_beta,
-    warmup_epochs,
-    logit_standardization=False,
-    mlkd_temperatures=None,
-    views=1,
-    mlkd_level_weights=None,
-):
-    """The `"dkd"`, `"kd"` or `"mlkd"` term, or `None` for `logits_loss=None`.
-
-    MLKD's temperatures are `mlkd_temperatures`, by default `temperature`
-    followed by MLKD's others, `(temperature, 3, 5, 2, 6)` (the
-    logit-standardization reference's `--base-temp` replaces the first);
-    `mlkd_level_weights` is `(instance, class, batch)`, the weights of its
-    three levels (default all 1).
-    """
-    check_choice("logits_loss", logits_loss, LOGITS_LOSSES + (None,))
-    for name, value in (
-        ("mlkd_temperatures", mlkd_temperatures),
-        ("mlkd_level_weights", mlkd_level_weights),
-    ):
-        if value is not None and logits_loss != "mlkd":
-            raise ValueError(
-                f"{name} is an MLKD option, but logits_loss={logits_loss!r}. "
-                f"Set logits_loss='mlkd' or drop {name}."
-            )
-    common = dict(
-        weight=weight,
-        warmup_epochs=warmup_epochs,
-        logit_standardization=logit_standardization,
-        views=views,
-    )
-    if logits_loss == "dkd":
-        return DKD(alpha=dkd_alpha, beta=dkd_beta, temperature=temperature, **common)
-    if logits_loss == "kd":
-        return KD(temperature=temperature, **common)
-    if logits_loss == "mlkd":
-        if mlkd_temperatures is None:
-            mlkd_temperatures = (temperature, *MLKD_TEMPERATURES[1:])
-        levels = {}
-        if mlkd_level_weights is not None:
-            if len(tuple(mlkd_level_weights)) != 3:
-                raise ValueError(
-                    "mlkd_level_weights is (instance, class, batch), three "
-                    f"weights; got {mlkd_level_weights!r}."
-                )
-            levels = dict(
-                zip(("instance_weight", "class_weight", "batch_weight"), mlkd_level_weights)
-            )
-        return MLKD(temperatures=mlkd_temperatures, **levels, **common)
-    return None
+LOGITS_LOSSES = tuple(methods.LOGITS_METHODS)
 
 
 def terms_from_keywords(
@@ -123,11 +65,63 @@ def terms_from_keywords(
     Raises:
         ValueError: for unknown choices, features given with
             `distribution_loss=None`, a distribution loss without features,
-            or nothing to distil.
+            MLKD options with another logits loss, or nothing to distil.
     """
+    check_choice("logits_loss", logits_loss, LOGITS_LOSSES + (None,))
     check_choice("distribution_loss", distribution_loss, losses.DISTRIBUTION_FORMS + (None,))
+    for name, value in (
+        ("mlkd_temperatures", mlkd_temperatures),
+        ("mlkd_level_weights", mlkd_level_weights),
+    ):
+        if value is not None and logits_loss != "mlkd":
+            raise ValueError(
+                f"{name} is an MLKD option, but logits_loss={logits_loss!r}. "
+                f"Set logits_loss='mlkd' or drop {name}."
+            )
     teacher_features = as_layer_paths(teacher_features, "teacher_features", allow_auto=True)
     student_features = as_layer_paths(student_features, "student_features", allow_auto=True)
+    _check_features(distribution_loss, logits_loss, teacher_features, student_features)
+    if views is None:
+        views = 2 if logits_loss == "mlkd" else 1
+    logits = {}
+    if logits_loss is not None:
+        every = dict(
+            logits_weight=logits_weight,
+            temperature=temperature,
+            dkd_alpha=dkd_alpha,
+            dkd_beta=dkd_beta,
+            warmup_epochs=warmup_epochs,
+            logit_standardization=logit_standardization,
+            mlkd_temperatures=mlkd_temperatures,
+            mlkd_level_weights=mlkd_level_weights,
+        )
+        accepted = inspect.signature(methods.LOGITS_METHODS[logits_loss]).parameters
+        logits = {name: value for name, value in every.items() if name in accepted}
+    if distribution_loss is None:
+        return methods.method_terms(logits_loss, ce_weight=ce_weight, views=views, **logits)
+    if logits_loss is None:
+        logits = {"logit_standardization": logit_standardization}
+    return methods.method_terms(
+        "unikd",
+        teacher_features=teacher_features,
+        student_features=student_features,
+        logits_loss=logits_loss,
+        distribution_loss=distribution_loss,
+        feature_weight=feature_weight,
+        consistency_weight=consistency_weight,
+        distribution_temperature=distribution_temperature,
+        fuse_teacher_features=fuse_teacher_features,
+        fuse_student_features=fuse_student_features,
+        aggregator_mid_channels=aggregator_mid_channels,
+        log_var_range=log_var_range,
+        seed=seed,
+        ce_weight=ce_weight,
+        views=views,
+        **logits,
+    )
+
+
+def _check_features(distribution_loss, logits_loss, teacher_features, student_features):
     if distribution_loss is None:
         if any(paths != AUTO_FEATURES and paths for paths in (teacher_features, student_features)):
             raise ValueError(
@@ -148,42 +142,6 @@ def terms_from_keywords(
             f"'auto'); got teacher_features={paths_config(teacher_features)!r}, "
             f"student_features={paths_config(student_features)!r}."
         )
-    if views is None:
-        views = 2 if logits_loss == "mlkd" else 1
-    terms = [CrossEntropy(weight=ce_weight, views=views)]
-    logits = logits_term(
-        logits_loss,
-        logits_weight,
-        temperature,
-        dkd_alpha,
-        dkd_beta,
-        warmup_epochs,
-        logit_standardization=logit_standardization,
-        mlkd_temperatures=mlkd_temperatures,
-        views=views,
-        mlkd_level_weights=mlkd_level_weights,
-    )
-    if logits is not None:
-        terms.append(logits)
-    if distribution_loss is not None:
-        terms.append(
-            UniKDFeatures(
-                teacher_features,
-                student_features,
-                distribution_loss=distribution_loss,
-                feature_weight=feature_weight,
-                consistency_weight=consistency_weight,
-                temperature=distribution_temperature,
-                fuse_teacher_features=fuse_teacher_features,
-                fuse_student_features=fuse_student_features,
-                aggregator_mid_channels=aggregator_mid_channels,
-                log_var_range=log_var_range,
-                seed=seed,
-                logit_standardization=logit_standardization,
-                views=views,
-            )
-        )
-    return terms
 
 
 KEYWORD_OPTIONS = tuple(inspect.signature(terms_from_keywords).parameters)

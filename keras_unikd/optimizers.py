@@ -1,18 +1,13 @@
 """Optimizers that reproduce the reference (PyTorch) training."""
 
-import numbers
 import warnings
 
 import keras
 from keras import ops
 
 from keras_unikd.keras_internals import optimizer_variable_index
-
-
-def _check_non_negative(name, value):
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not value >= 0:
-        raise ValueError(f"{name} must be a non-negative number; got {value!r}.")
-    return float(value)
+from keras_unikd.validation import check_bool
+from keras_unikd.validation import check_non_negative
 
 
 @keras.saving.register_keras_serializable(package="keras_unikd")
@@ -90,10 +85,9 @@ class TorchSGD(keras.optimizers.Optimizer):
                 "`l2_decay=wd`; for decoupled decay use keras.optimizers.SGD or AdamW."
             )
         super().__init__(learning_rate=learning_rate, name=name, **kwargs)
-        self.momentum = _check_non_negative("momentum", momentum)
-        self.l2_decay = _check_non_negative("l2_decay", l2_decay)
-        if not isinstance(nesterov, bool):
-            raise ValueError(f"nesterov must be True or False; got {nesterov!r}.")
+        self.momentum = float(check_non_negative("momentum", momentum))
+        self.l2_decay = float(check_non_negative("l2_decay", l2_decay))
+        check_bool("nesterov", nesterov)
         if nesterov and self.momentum == 0:
             raise ValueError("nesterov=True needs a momentum > 0 (as in PyTorch).")
         self.nesterov = nesterov

@@ -1,297 +1,160 @@
-"""Checks of the Distiller's arguments and data that fail early with a clear fix.
+"""Argument checks: each raises a `ValueError` that names the argument and the fix.
 
-Each check raises before anything is traced or trained, with a message that
-names the problem and what to do about it.
+Every check takes the argument's name first, then its value. With `fn`, the
+name of the function whose argument it is, the message reads
+``fn: `name` must be ...``; without it, ``name must be ...`` (a term's
+checks pass names such as `"DKD temperature"`).
+
+Example:
+
+>>> check_positive_int("epochs", 3, fn="build_teacher_cache")
+3
+>>> check_positive_int("epochs", 0, fn="build_teacher_cache")
+Traceback (most recent call last):
+...
+ValueError: build_teacher_cache: `epochs` must be a positive integer; got 0.
+>>> check_positive("KD temperature", "4")
+Traceback (most recent call last):
+...
+ValueError: KD temperature must be a number > 0; got '4' (a str).
 """
 
-import os
-import sys
-import warnings
+import math
+import numbers
 
-import keras
 import numpy as np
 
 
-def check_choice(argument, value, choices):
-    """Raises a `ValueError` unless `value` is one of `choices`."""
+def _label(name, fn):
+    return f"{fn}: `{name}`" if fn else name
+
+
+def is_int(value):
+    """Whether `value` is a Python or NumPy integer (not a bool)."""
+    return isinstance(value, (numbers.Integral, np.integer)) and not isinstance(value, bool)
+
+
+def check_bool(name, value, *, fn=None):
+    """Returns `value` if it is `True` or `False`, else raises a `ValueError`."""
+    if not isinstance(value, bool):
+        raise ValueError(f"{_label(name, fn)} must be True or False; got {value!r}.")
+    return value
+
+
+def check_choice(name, value, choices, *, fn=None):
+    """Returns `value` if it is one of `choices`, else raises a `ValueError`."""
     if value not in choices:
+        where = f"{fn}: " if fn else ""
         raise ValueError(
-            f"Unknown {argument}={value!r}; expected one of "
+            f"{where}Unknown {name}={value!r}; expected one of "
             f"{', '.join(repr(choice) for choice in choices)}."
         )
+    return value
 
 
-def load_model_argument(model, role):
-    """Returns `model`, loading it first when it is a path to a saved model.
-
-    Args:
-        model: A `keras.Model`, or a `str` / `os.PathLike` path to a saved
-            `.keras` file.
-        role: `"teacher"` or `"student"`, for the messages.
-
-    Returns:
-        A `keras.Model` (loaded with `compile=False` from a path).
-
-    Raises:
-        FileNotFoundError: for a path that does not exist.
-    """
-    if not isinstance(model, (str, os.PathLike)):
-        return model
-    path = os.fspath(model)
-    if not os.path.exists(path):
-        raise FileNotFoundError(
-            f"The {role} file {path!r} does not exist. Save the trained "
-            f"{role} there first ({role}.save({path!r})) or pass the path of "
-            "an existing .keras file, or a keras.Model."
-        )
-    return keras.saving.load_model(path, compile=False)
-
-
-def check_no_shared_weights(teacher, student):
-    """Rejects a student that shares weights (layers) with the teacher.
-
-    The Distiller freezes every teacher layer (`teacher.trainable = False`);
-    a layer shared with the student would be frozen in the student too, and
-    the teacher would change while the student trains.
-
-    Raises:
-        ValueError: naming the shared weights.
-    """
-    teacher_ids = {id(weight) for weight in teacher.weights}
-    shared = [weight.path for weight in student.weights if id(weight) in teacher_ids]
-    if shared:
-        listed = ", ".join(repr(path) for path in shared[:5])
-        more = f" and {len(shared) - 5} more" if len(shared) > 5 else ""
-        raise ValueError(
-            f"The student shares {len(shared)} weight(s) with the teacher "
-            f"({listed}{more}): freezing the teacher would freeze them in the "
-            "student too, and training the student would change the teacher. "
-            "Build the student from its own layers (for a copy of the "
-            "teacher's architecture use keras.models.clone_model(teacher))."
-        )
-
-
-def _dataset_is_empty(dataset):
-    """Whether a `tf.data.Dataset` yields nothing.
-
-    The cardinality is known statically for most pipelines; only when it is
-    unknown (after `filter`, say) is the first element fetched.
-    """
-    import tensorflow as tf
-
-    cardinality = int(dataset.cardinality())
-    if cardinality == int(tf.data.UNKNOWN_CARDINALITY):
-        return next(iter(dataset.take(1)), None) is None
-    return cardinality == 0
-
-
-def _is_tf_dataset(data):
-    # A tf.data.Dataset exists only when TensorFlow is imported already.
-    tf = sys.modules.get("tensorflow")
-    return tf is not None and isinstance(data, tf.data.Dataset)
-
-
-def check_not_empty(data, argument):
-    """Rejects training or validation data that yields no batch.
-
-    Handles `tf.data.Dataset`s, `keras.utils.PyDataset`s and (nested)
-    arrays; other inputs (Python generators, ...) are left to Keras.
+def check_int(name, value, *, low=0, high=None, fn=None, hint="", allow_none=False):
+    """Returns `value` as an `int` if it is an integer in `[low, high)`.
 
     Args:
-        data: What was passed to `fit` as `argument`.
-        argument: `"x"` or `"validation_data"`, for the message.
+        name: The argument's name.
+        value: Its value.
+        low: The smallest value allowed.
+        high: The first value not allowed above, or `None`.
+        fn: The function whose argument it is, or `None`.
+        hint: Text appended to the message (starting with a space).
+        allow_none: Whether `None` is accepted (and returned).
 
     Raises:
-        ValueError: when the data is empty.
+        ValueError: for anything else.
     """
-    if data is None:
-        return
-    if _is_tf_dataset(data):
-        empty = _dataset_is_empty(data)
-    elif isinstance(data, keras.utils.PyDataset):
-        empty = data.num_batches == 0
-    else:
-        leaves = [leaf for leaf in keras.tree.flatten(data) if hasattr(leaf, "shape")]
-        empty = bool(leaves) and len(leaves[0].shape) > 0 and leaves[0].shape[0] == 0
-    if empty:
-        raise ValueError(
-            f"The {argument} passed to fit is empty: it yields no batch, so "
-            "there is nothing to train on. Check the data source and the "
-            "pipeline (file patterns, filter, take/skip/shard, a batch size "
-            "larger than the data with drop_remainder=True)."
-        )
-
-
-def _unpack(element):
-    """`(x, y)` of a batch given as `x`, `(x,)`, `(x, y)` or `(x, y, sample_weight)`."""
-    x, y, _ = keras.utils.unpack_x_y_sample_weight(element)
-    return x, y
-
-
-def _is_array(value):
-    return hasattr(value, "shape") and hasattr(value, "__getitem__")
-
-
-
-def _to_numpy(value):
-    if value is None or isinstance(value, np.ndarray):
-        return value
-    return keras.ops.convert_to_numpy(value) if keras.ops.is_tensor(value) else np.asarray(value)
-
-
-def first_batch(x, y=None, batch_size=None):
-    """The first `(x, y)` batch of `fit`'s data, read without taking it from the data.
-
-    Arrays (NumPy, tensors, and nests of them) give their first
-    `batch_size` rows (32 by default, as in `fit`), a `tf.data.Dataset` its
-    first element (a fresh `take(1)` iteration, which fills a shuffle
-    buffer once), a `keras.utils.PyDataset` its item 0. Python generators
-    and iterators, and any other data (a `torch` `DataLoader` draws its
-    shuffling seed from the global generator), cannot be read without
-    changing what `fit` trains on: they give `None`.
-
-    Args:
-        x: What was passed to `fit` as `x`.
-        y: What was passed to `fit` as `y`.
-        batch_size: `fit`'s `batch_size`.
-
-    Returns:
-        `(x, y)` as NumPy arrays (nests of them for nested inputs; `y` may
-        be `None`), or `None`.
-    """
-    if x is None:
+    if allow_none and value is None:
         return None
-    if _is_tf_dataset(x):
-        element = next(iter(x.take(1)), None)
-        if element is None:
-            return None
-        x, y = _unpack(element)
-    elif isinstance(x, keras.utils.PyDataset):
-        if not x.num_batches:
-            return None
-        x, y = _unpack(x[0])
-    elif all(_is_array(leaf) for leaf in keras.tree.flatten((x, y)) if leaf is not None):
-        rows = batch_size or 32
-        x = keras.tree.map_structure(lambda array: array[:rows], x)
-        y = None if y is None else keras.tree.map_structure(lambda array: array[:rows], y)
-    else:
-        return None
-    y = None if y is None else keras.tree.map_structure(_to_numpy, y)
-    return keras.tree.map_structure(_to_numpy, x), y
-
-
-def check_integral_labels(y):
-    """Rejects float labels with a fractional part (`2.5`; `3.0` is fine).
-
-    The Distiller casts labels to int32, which would truncate them silently.
-
-    Args:
-        y: A batch of labels (array).
-
-    Raises:
-        ValueError: naming a fractional label and the fix.
-    """
-    y = np.asarray(y)
-    if not np.issubdtype(y.dtype, np.floating):
-        return
-    fractional = y[y != np.floor(y)]
-    if fractional.size:
-        raise ValueError(
-            f"Labels must be integer class ids, but the first batch has "
-            f"{fractional.size} float label(s) with a fractional part (e.g. "
-            f"{float(fractional.flat[0]):g}), which casting to int32 would "
-            "truncate. "
-            "Soft or smoothed labels (one-hot with label smoothing, mixup) "
-            "are not class ids: give the class ids (argmax of soft labels), "
-            "or cast whole-number float labels yourself with "
-            "np.round(y).astype('int32')."
-        )
-
-
-# A trained classifier's logits rarely exceed a few tens; inputs on another
-# scale than its training data's (0-255 pixels for a [0, 1] network) give
-# logits far above this.
-HUGE_LOGIT = 1e3
-
-_RESCALE_FIX = (
-    "Feed the inputs on the scale the teacher was trained on: e.g. x / 255 "
-    "in the data pipeline for a teacher trained on [0, 1] images, or a "
-    "keras.layers.Rescaling(1 / 255) layer at the start of both models."
-)
-
-
-def _describe_inputs(x):
-    """`dtype ..., values in [min, max]` of each numeric array of `x`."""
-    parts = []
-    for leaf in keras.tree.flatten(x):
-        leaf = np.asarray(leaf)
-        if leaf.size and (np.issubdtype(leaf.dtype, np.number) or leaf.dtype == bool):
-            parts.append(f"dtype {leaf.dtype}, values in [{leaf.min():g}, {leaf.max():g}]")
-    return "; ".join(parts) or "no numeric array"
-
-
-def _scales_its_inputs(model):
-    """Whether `model` (or a model nested in it) has a Rescaling or Normalization layer."""
-    return any(
-        isinstance(layer, (keras.layers.Rescaling, keras.layers.Normalization))
-        or (isinstance(layer, keras.Model) and _scales_its_inputs(layer))
-        for layer in model.layers
+    if is_int(value) and value >= low and (high is None or value < high):
+        return int(value)
+    upper = f" and below {high}" if high is not None else ""
+    none = "None or " if allow_none else ""
+    raise ValueError(
+        f"{_label(name, fn)} must be {none}an integer >= {low}{upper}; got {value!r}.{hint}"
     )
 
 
-def _integer_images(x):
-    """The integer arrays of rank >= 3 (a batch of images) with values above 1."""
-    leaves = [np.asarray(leaf) for leaf in keras.tree.flatten(x)]
-    return [
-        leaf
-        for leaf in leaves
-        if np.issubdtype(leaf.dtype, np.integer) and leaf.ndim >= 3 and leaf.size and leaf.max() > 1
-    ]
+def check_positive_int(name, value, *, fn=None, allow_none=False):
+    """Returns `value` if it is an integer >= 1 (or `None` with `allow_none`)."""
+    if allow_none and value is None:
+        return None
+    if not is_int(value) or value < 1:
+        raise ValueError(
+            f"{_label(name, fn)} must be a positive integer"
+            f"{' or None' if allow_none else ''}; got {value!r}."
+        )
+    return int(value)
 
 
-def check_input_scale(x, teacher_logits, teacher):
-    """Warns when a batch looks like inputs on another scale than the teacher's.
+def _check_number(name, value, fn, kind):
+    if isinstance(value, bool) or not isinstance(value, (numbers.Real, np.floating, np.integer)):
+        raise ValueError(
+            f"{_label(name, fn)} must be a {kind}; got {value!r} (a {type(value).__name__})."
+        )
 
-    `Distiller.fit` calls it on its first batch. Two signs, each a
-    `UserWarning` that gives the inputs' dtype and range and the fix:
 
-    - the teacher's logits on the batch are not finite, or some exceed
-      `HUGE_LOGIT` (1e3) in absolute value: uint8 pixels fed to a teacher
-      trained on [0, 1] images make every later loss huge;
-    - the inputs are integer images (an integer array of rank 3 or more,
-      such as uint8 pixels) with values above 1, and the teacher has no
-      `Rescaling` or `Normalization` layer, so it sees the raw values. Token
-      ids (integer arrays of rank 2) are not images and pass.
+def check_non_negative(name, value, *, fn=None):
+    """Returns `value` if it is a finite number >= 0 (a weight, say).
 
-    Args:
-        x: The batch's inputs (arrays, or a nest of arrays).
-        teacher_logits: The teacher's logits on (part of) the batch.
-        teacher: The teacher, for its name and layers.
+    Raises:
+        ValueError: for a negative, infinite or NaN number (a negative
+            weight would maximise its loss) and for anything not a number.
     """
-    logits = np.asarray(teacher_logits, dtype="float64")
-    inputs = _describe_inputs(x)
-    if not np.all(np.isfinite(logits)):
-        warnings.warn(
-            f"The teacher {teacher.name!r} gives non-finite logits on the first "
-            f"batch (inputs: {inputs}). NaN/Inf in the inputs, a teacher whose "
-            "weights are not finite, or inputs on another scale than the "
-            f"teacher's training data give such logits. {_RESCALE_FIX}",
-            stacklevel=4,
+    _check_number(name, value, fn, "finite number >= 0")
+    if not math.isfinite(value) or value < 0:
+        hint = ""
+        if "weight" in name:
+            hint = " A negative weight would maximise that loss; use 0 to switch a term off."
+        raise ValueError(f"{_label(name, fn)} must be a finite number >= 0; got {value!r}.{hint}")
+    return value
+
+
+def check_positive(name, value, *, fn=None):
+    """Returns `value` if it is a finite number > 0 (a temperature, say)."""
+    _check_number(name, value, fn, "number > 0")
+    if not math.isfinite(value) or value < 0:
+        raise ValueError(f"{_label(name, fn)} must be a finite number >= 0; got {value!r}.")
+    if value == 0:
+        raise ValueError(
+            f"{_label(name, fn)} must be > 0; got {value!r} (softmax(z / T) is undefined "
+            "at T = 0)."
         )
-    elif logits.size and np.max(np.abs(logits)) > HUGE_LOGIT:
-        warnings.warn(
-            f"The teacher {teacher.name!r} gives logits up to "
-            f"{np.max(np.abs(logits)):.3g} in absolute value on the first batch "
-            f"(inputs: {inputs}): far beyond a trained network's, so the "
-            "inputs are probably on another scale than the teacher's training "
-            f"data, and every distillation loss will be huge. {_RESCALE_FIX}",
-            stacklevel=4,
+    return value
+
+
+def check_per_channel(name, value, channels, *, fn=None):
+    """`value`, one number or one per channel, as a list of `channels` floats.
+
+    Raises:
+        ValueError: when `value` has neither 1 nor `channels` numbers.
+    """
+    array = np.asarray(value, "float64").reshape(-1)
+    if array.size not in (1, channels):
+        raise ValueError(
+            f"{_label(name, fn)} must be a scalar or have one value per channel "
+            f"({channels}); got {value!r}."
         )
-    elif _integer_images(x) and not _scales_its_inputs(teacher):
-        warnings.warn(
-            f"The first batch holds integer images ({inputs}) and the teacher "
-            f"{teacher.name!r} has no Rescaling or Normalization layer, so it "
-            "sees the raw values; unless it was trained on them, its outputs "
-            f"mean little. {_RESCALE_FIX}",
-            stacklevel=4,
+    return [float(v) for v in np.broadcast_to(array, (channels,))]
+
+
+def check_normalization(mean, std, *, fn=None):
+    """Checks the `mean` and `std` of a per-channel normalisation.
+
+    Raises:
+        ValueError: when only one of them is given, or a `std` is not > 0.
+    """
+    where = f"{fn}: " if fn else ""
+    if (mean is None) != (std is None):
+        raise ValueError(
+            f"{where}pass both `mean` and `std` (e.g. from `channel_stats(x_train)`) or "
+            "neither (images are then only divided by 255)."
+        )
+    if std is not None and np.any(np.asarray(std, "float64") <= 0):
+        raise ValueError(
+            f"{where}`std` must be positive; got {std!r}. A zero std usually means a "
+            "constant channel: use std=1 there."
         )

@@ -113,5 +113,5 @@ def test_errors():
     inputs = keras.Input((4,))
     with pytest.raises(ValueError, match="Found no layer of model 'bare' to tap automatically"):
         auto_feature_paths(keras.Model(inputs, keras.layers.Dense(2)(inputs), name="bare"))
-    with pytest.raises(ValueError, match="max_stages must be an int >= 1"):
+    with pytest.raises(ValueError, match="max_stages must be a positive integer"):
         auto_feature_paths(make_network(4, "m"), max_stages=0)

@@ -4,6 +4,8 @@ import csv
 import importlib.util
 import json
 import os
+import subprocess
+import sys
 
 import keras
 import pytest
@@ -89,6 +91,42 @@ def test_list_presets(capsys):
     assert [p["name"] for p in listed] == presets.list_presets()
 
 
+def test_help_and_list_presets_do_not_import_keras():
+    """`keras-unikd --help` and `list-presets` answer without Keras (and TensorFlow):
+    the package and the command line import them on first use."""
+    script = (
+        "import sys\n"
+        "from keras_unikd import cli\n"
+        "assert cli.main(['list-presets']) == 0\n"
+        "try:\n"
+        "    cli.main(['distill', '--help'])\n"
+        "except SystemExit as exit:\n"
+        "    assert exit.code == 0\n"
+        "print(sorted(m for m in ('keras', 'tensorflow', 'jax', 'torch') if m in sys.modules))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True
+    ).stdout
+    assert "cifar100_resnet32x4_resnet8x4" in out and "--teacher-cache" in out
+    assert out.strip().splitlines()[-1] == "[]"
+
+
+def test_missing_data_is_one_message_without_a_traceback(tmp_path):
+    """Without CIFAR-100 on a machine that cannot download it: the how-to, at once."""
+    argv = ["train-teacher", "--preset", PRESET, "--data-dir", str(tmp_path / "tfds"),
+            "--output-dir", str(tmp_path / "runs")]
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+    done = subprocess.run(
+        [sys.executable, "-m", "keras_unikd", *argv], capture_output=True, text=True, env=env
+    )
+    if "cannot reach the download host" not in done.stderr:
+        pytest.skip("this machine reaches the TFDS download host")
+    assert done.returncode == 2
+    assert "Traceback" not in done.stderr
+    assert "keras-unikd: error: cifar100_datasets: could not load the TFDS dataset" in done.stderr
+    assert "tfds build cifar100" in done.stderr
+
+
 def test_unknown_preset_lists_presets(capsys, tmp_path):
     assert cli.main(["distill", "--preset", "nope", "--output-dir", str(tmp_path)]) == 2
     err = capsys.readouterr().err
@@ -114,7 +152,7 @@ def test_train_teacher_then_distill(trained_teacher):
         run_dir, "student", ["ce_loss", "dkd_loss", "feature_loss", "consistency_loss"]
     )
     assert results["method"] == "unikd" and results["teacher_path"].endswith("best_teacher.keras")
-    assert results["preset_config"]["dkd_beta"] == 6.0
+    assert results["preset_config"]["methods"]["dkd"]["dkd_beta"] == 6.0
 
     # In one run, the best is the log's best epoch.
     rows = read_log(os.path.join(run_dir, "log.csv"))

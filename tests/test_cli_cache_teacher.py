@@ -5,12 +5,13 @@ import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
+from keras_unikd import cache as tc
 from keras_unikd import cli
 from keras_unikd import presets
-from keras_unikd import teacher_cache as tc
 from keras_unikd.data.cifar100 import cifar100_train_arrays
 from keras_unikd.data.keyed import CIFAR100_KEYED_OPTIONS
 from keras_unikd.data.keyed import keyed_views
+from keras_unikd.teacher_source import OnlineTeacher
 
 PRESET = "cifar100_vgg13_vgg8"  # The fewest layers: the cheapest to run.
 TAKE = 6
@@ -98,18 +99,25 @@ def test_distill_trains_from_the_cache_and_resumes_at_the_right_epoch(
     import csv
     import json
 
-    import keras_unikd
 
     def teacher_ran(*args, **kwargs):
         raise AssertionError("the teacher ran on a cached batch")
 
-    monkeypatch.setattr(keras_unikd.Distiller, "_teacher_forward", teacher_ran)
+    monkeypatch.setattr(OnlineTeacher, "_forward", teacher_ran)
     output = str(tmp_path / "runs")
     argv = ["distill", *ARGS, "--method", "kd", "--teacher", teacher_file,
             "--teacher-cache", kd_cache, "--output-dir", output]
     assert mocked(cli.main, argv) == 0  # epoch 0 of 1
     assert "resuming" not in capsys.readouterr().out
-    assert mocked(cli.main, [*argv, "--epochs", "2"]) == 0  # the backup holds epoch 0
+    # Resumed without --teacher: the teacher model is never loaded.
+    no_teacher = [a for a in argv if a not in ("--teacher", teacher_file)]
+
+    def loaded(path):
+        raise AssertionError(f"the teacher model {path} was loaded")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(cli.common, "load_teacher", loaded)
+        assert mocked(cli.main, [*no_teacher, "--epochs", "2"]) == 0  # the backup holds epoch 0
     assert "(keyed seed 5, resuming at epoch 1)" in capsys.readouterr().out
     run_dir = tmp_path / "runs" / "kd"
     with open(run_dir / "log.csv", newline="") as handle:
@@ -118,6 +126,7 @@ def test_distill_trains_from_the_cache_and_resumes_at_the_right_epoch(
     assert all(float(row["kd_loss"]) >= 0 for row in rows)
     results = json.loads((run_dir / "results.json").read_text())
     assert results["teacher_cache"] == kd_cache and results["epochs"] == 2
+    assert results["teacher_path"] is None
     # A third epoch is not in the cache: a clear error, no training.
     assert mocked(cli.main, [*argv, "--epochs", "3"]) == 2
     assert "--teacher-cache: " in capsys.readouterr().err

@@ -51,7 +51,7 @@ def test_seeds_behave_as_keras_initializers():
 
 def test_bad_fan_in_and_a_bias_without_one_are_clear_errors():
     for bad in (0, -3, 2.5, True, "8"):
-        with pytest.raises(ValueError, match="fan_in must be a positive int or None"):
+        with pytest.raises(ValueError, match="fan_in must be a positive integer or None"):
             TorchDefaultUniform(fan_in=bad)
     with pytest.raises(ValueError, match=r"a bias has none of its own. Pass the kernel's"):
         TorchDefaultUniform()((10,))

@@ -196,9 +196,9 @@ def test_bad_arguments_are_clear_errors():
     with pytest.raises(ValueError, match="applies `l2_decay` to every variable"):
         TorchSGD(0.1, l2_decay=1e-4).exclude_from_weight_decay(var_names=["bias"])
     for bad in (-0.1, "0.9", None, True):
-        with pytest.raises(ValueError, match="momentum must be a non-negative number"):
+        with pytest.raises(ValueError, match="momentum must be a finite number >= 0"):
             TorchSGD(0.1, momentum=bad)
-    with pytest.raises(ValueError, match="l2_decay must be a non-negative number"):
+    with pytest.raises(ValueError, match="l2_decay must be a finite number >= 0"):
         TorchSGD(0.1, l2_decay=-1e-4)
     with pytest.raises(ValueError, match="nesterov=True needs a momentum > 0"):
         TorchSGD(0.1, nesterov=True)

@@ -101,8 +101,8 @@ def test_registry_has_every_pair_of_the_paper():
     assert len(paper) == len(EXPECTED_PAIRS)
     assert presets.list_presets()[: len(paper)] == PAPER_PRESETS  # The paper's first.
     for pair, beta in EXPECTED_PAIRS.items():
-        assert pairs[pair].dkd_beta == beta, pair
-        assert pairs[pair].dkd_alpha == 1.0
+        _, dkd = presets.build_terms(pairs[pair], "dkd")
+        assert (dkd.beta, dkd.alpha) == (beta, 1.0), pair
 
 
 @pytest.mark.parametrize("name", [n for n in PAPER_PRESETS if n.startswith("cifar100")])
@@ -114,9 +114,11 @@ def test_cifar_recipe(name):
     assert (recipe.epochs, recipe.batch_size, recipe.lr_decay_epochs) == (240, 64, (150, 180, 210))
     assert (recipe.momentum, recipe.weight_decay, recipe.lr_decay_rate) == (0.9, 5e-4, 0.1)
     assert preset.teacher_recipe.learning_rate == 0.05
-    assert (preset.temperature, preset.warmup_epochs) == (4.0, 20)
-    assert preset.teacher_features == ("stage1_preact",)
-    assert preset.student_features[0] == "stage1" and preset.student_features[-1] == "pool"
+    _, dkd = presets.build_terms(preset, "dkd")
+    assert (dkd.temperature, dkd.warmup_epochs) == (4.0, 20)
+    unikd = preset.settings("unikd")
+    assert unikd["teacher_features"] == ("stage1_preact",)
+    assert unikd["student_features"][0] == "stage1" and unikd["student_features"][-1] == "pool"
     assert preset.published.teacher and preset.published.dkd > preset.published.kd
 
 
@@ -127,7 +129,10 @@ def test_imagenet_recipe(name):
     assert (preset.num_classes, preset.image_size) == (1000, 224)
     assert (recipe.epochs, recipe.batch_size, recipe.learning_rate) == (100, 512, 0.2)
     assert (recipe.lr_decay_epochs, recipe.weight_decay) == ((30, 60, 90), 1e-4)
-    assert preset.temperature == 1.0 and preset.kd_temperature == 1.0
+    _, dkd = presets.build_terms(preset, "dkd")
+    ce, kd = presets.build_terms(preset, "kd")
+    assert (dkd.temperature, dkd.warmup_epochs, kd.temperature) == (1.0, 1, 1.0)
+    assert (ce.weight, kd.weight) == (0.5, 0.5)
 
 
 def test_mlkd_presets_have_mlkd_recipes():
@@ -142,10 +147,11 @@ def test_mlkd_presets_have_mlkd_recipes():
         assert (recipe.batch_size, recipe.lr_decay_epochs) == (64, (150, 180, 210))
         assert (recipe.momentum, recipe.weight_decay, recipe.lr_decay_rate) == (0.9, 5e-4, 0.1)
         assert (preset.method, preset.two_views) == ("mlkd", True)
-        assert preset.mlkd_temperatures == (4.0, 3.0, 5.0, 2.0, 6.0)
-        assert (preset.mlkd_ce_weight, preset.mlkd_weight) == (0.1, 0.9)
+        ce, mlkd = presets.build_terms(preset, "mlkd")
+        assert mlkd.temperatures == (4.0, 3.0, 5.0, 2.0, 6.0)
+        assert (ce.weight, mlkd.weight) == (0.1, 0.9)
         # The pair's models, taps, teacher recipe and other methods' settings.
-        same = ("teacher_features", "student_features", "teacher_recipe", "dkd_beta")
+        same = ("teacher", "student", "teacher_recipe", "methods")
         assert all(getattr(preset, f) == getattr(base, f) for f in same), preset.name
         assert preset.published.teacher == base.published.teacher
         assert preset.published.dkd is None  # DKD's number is for DKD's recipe.
@@ -163,10 +169,11 @@ def test_unimlkd_preset_is_the_authors_recipe():
     assert (recipe.lr_decay_epochs, recipe.lr_decay_rate) == ((150, 180, 210), 0.1)
     assert (recipe.momentum, recipe.weight_decay) == (0.9, 5e-4)
     assert preset.two_views
-    assert preset.mlkd_temperatures == (4.0, 3.0, 5.0, 2.0, 6.0)
-    assert preset.unimlkd_distribution_temperature == 4.0
-    assert preset.student_features == ("stage1", "stage2", "stage3", "pool")  # AFF inputs.
-    assert preset.teacher_features == ("stage1_preact",)
+    _, mlkd, features = presets.build_terms(preset, "unimlkd")
+    assert mlkd.temperatures == (4.0, 3.0, 5.0, 2.0, 6.0)
+    assert features.temperature == 4.0
+    assert features.student_features == ("stage1", "stage2", "stage3", "pool")  # AFF inputs.
+    assert features.teacher_features == ("stage1_preact",)
     assert preset.published.of("unimlkd") == 78.18
     assert preset.published.of("mlkd") is None  # MLKD's 77.08 is at 240 epochs.
 
@@ -190,10 +197,13 @@ def test_published_of_methods_and_variants():
 def test_presets_are_frozen_data():
     preset = presets.get_preset("cifar100_resnet32x4_resnet8x4")
     with pytest.raises(dataclasses.FrozenInstanceError):
-        preset.dkd_beta = 1.0
+        preset.method = "kd"
+    with pytest.raises(TypeError):  # the methods' settings are read-only too
+        preset.methods["dkd"]["dkd_beta"] = 1.0
     as_dict = preset.to_dict()
     assert as_dict["recipe"]["learning_rate"] == 0.05
     assert as_dict["published"]["teacher"] == 79.42
+    assert as_dict["methods"]["unikd"]["teacher_features"] == ["stage1_preact"]
 
 
 def test_unknown_preset_lists_the_presets():
@@ -203,64 +213,55 @@ def test_unknown_preset_lists_the_presets():
 
 
 def test_unknown_method():
-    with pytest.raises(ValueError, match="Unknown method"):
-        presets.distiller_kwargs(METHOD_PRESET, "crd")
-    with pytest.raises(ValueError, match=r"variant of 'mlkd': use variant_kwargs\('mlkd\+ls'"):
-        presets.distiller_kwargs(METHOD_PRESET, "mlkd+ls")
+    with pytest.raises(ValueError, match="Unknown method 'crd'.*or a variant: .*mlkd\\+ls"):
+        presets.build_terms(METHOD_PRESET, "crd")
     with pytest.raises(ValueError, match="Unknown method 'crd'"):
         presets.build_distiller(METHOD_PRESET, None, None, "crd")
 
 
 def test_keras_applications_taps_are_mapped():
     preset = presets.get_preset("imagenet_resnet50_mobilenet")
-    assert presets.layer_names(preset.teacher, preset.teacher_features) == ["conv2_block3_add"]
+    assert presets.layer_names(preset.teacher, presets.TEACHER_FEATURES) == ["conv2_block3_add"]
     assert presets.layer_names(preset.student, "stage2") == "conv_pw_5_relu"
-    kwargs = presets.distiller_kwargs(preset, "unikd")
-    assert kwargs["student_features"] == [
+    assert preset.settings("unikd")["student_features"] == (
         "conv_pw_3_relu", "conv_pw_5_relu", "conv_pw_11_relu", "conv_pw_13_relu", "pool",
-    ]
+    )
+    assert preset.settings("fitnet")["teacher_feature"] == "conv3_block4_out"
 
 
 def test_method_hyperparameters():
     preset = presets.get_preset("cifar100_resnet56_resnet20")
-    unikd = presets.distiller_kwargs(preset, "unikd")
-    assert unikd["logits_loss"] == "dkd" and unikd["distribution_loss"] == "sampled"
-    assert (unikd["dkd_beta"], unikd["temperature"], unikd["warmup_epochs"]) == (2.0, 4.0, 20)
-    assert unikd["teacher_features"] == ["stage1_preact"]
-    kd = presets.distiller_kwargs(preset, "kd")
-    assert (kd["ce_weight"], kd["logits_weight"], kd["warmup_epochs"]) == (0.1, 0.9, 0)
-    fitnet = presets.distiller_kwargs(preset, "fitnet")
-    assert (fitnet["teacher_feature"], fitnet["hint_weight"]) == ("stage2", 100.0)
+    ce, dkd, features = presets.build_terms(preset, "unikd", seed=3)
+    assert (ce.weight, dkd.weight, dkd.beta, dkd.temperature, dkd.warmup_epochs) == (
+        1.0, 1.0, 2.0, 4.0, 20,
+    )
+    assert (features.distribution_loss, features.temperature, features.seed) == ("sampled", 1.0, 3)
+    assert features.teacher_features == ("stage1_preact",)
+    ce, kd = presets.build_terms(preset, "kd")
+    assert (ce.weight, kd.weight, kd.warmup_epochs, kd.temperature) == (0.1, 0.9, 0, 4.0)
+    ce, hint = presets.build_terms(preset, "fitnet")
+    assert (ce.weight, hint.teacher_features, hint.weight) == (1.0, ("stage2",), 100.0)
 
 
 def test_variants_change_their_method():
-    vgg = presets.get_preset("cifar100_vgg13_vgg8")  # Four student stages.
-    unikd = presets.distiller_kwargs(vgg, "unikd")
-    fdp_only = presets.variant_kwargs("fdp-only", unikd)
-    assert fdp_only["student_features"] == ["stage4"]
-    assert unikd["student_features"][-2:] == ["stage4", "pool"]  # Unchanged.
-    assert presets.variant_kwargs("unikd-gaussian", unikd)["distribution_loss"] == "gaussian"
-    no_logits = presets.variant_kwargs("aff+fdp-no-logits", unikd)
-    assert no_logits["logits_loss"] is None
-    assert no_logits["student_features"] == unikd["student_features"]
-    fitnet_kd = presets.variant_kwargs("fitnet+kd", presets.distiller_kwargs(vgg, "fitnet"))
-    assert (fitnet_kd["logits_loss"], fitnet_kd["hint_weight"]) == ("kd", 100.0)
-    mobilenet = presets.distiller_kwargs("imagenet_resnet50_mobilenet", "unikd")
-    assert presets.variant_kwargs("fdp-only", mobilenet)["student_features"] == ["conv_pw_13_relu"]
-    with pytest.raises(ValueError, match="Unknown variant"):
-        presets.variant_kwargs("crd", unikd)
-
-
-def terms_of(kwargs):
-    """The terms a Distiller builds from `kwargs` (no models needed)."""
-    from keras_unikd.keyword_form import terms_from_keywords
-
-    return terms_from_keywords(**kwargs)
+    vgg = "cifar100_vgg13_vgg8"  # Four student stages.
+    unikd = presets.build_terms(vgg, "unikd")[2]
+    assert unikd.student_features[-2:] == ("stage4", "pool")
+    assert presets.build_terms(vgg, "fdp-only")[2].student_features == ("stage4",)
+    assert presets.build_terms(vgg, "unikd-gaussian")[2].distribution_loss == "gaussian"
+    no_logits = presets.build_terms(vgg, "aff+fdp-no-logits")
+    assert [type(t).__name__ for t in no_logits] == ["CrossEntropy", "UniKDFeatures"]
+    assert no_logits[1].student_features == unikd.student_features
+    fitnet_kd = presets.build_terms(vgg, "fitnet+kd")
+    assert [type(t).__name__ for t in fitnet_kd] == ["CrossEntropy", "KD", "FitNetHint"]
+    assert (fitnet_kd[1].temperature, fitnet_kd[1].weight, fitnet_kd[2].weight) == (4.0, 1.0, 100.0)
+    mobilenet = presets.build_terms("imagenet_resnet50_mobilenet", "fdp-only")[2]
+    assert mobilenet.student_features == ("conv_pw_13_relu",)
 
 
 def test_mlkd_terms():
     # MLKD's reference: CE 0.1 on both views, MLKD 0.9 over [4, 3, 5, 2, 6], no warm-up.
-    ce, mlkd = terms_of(presets.distiller_kwargs("cifar100_resnet32x4_resnet8x4_mlkd", "mlkd"))
+    ce, mlkd = presets.build_terms("cifar100_resnet32x4_resnet8x4_mlkd", "mlkd")
     assert type(ce) is keras_unikd.terms.CrossEntropy and type(mlkd) is keras_unikd.terms.MLKD
     assert (ce.weight, ce.views) == (0.1, 2)
     assert (mlkd.weight, mlkd.views, mlkd.warmup_epochs) == (0.9, 2, 0)
@@ -268,14 +269,13 @@ def test_mlkd_terms():
     assert (mlkd.instance_weight, mlkd.class_weight, mlkd.batch_weight) == (1.0, 1.0, 1.0)
     assert mlkd.logit_standardization is False
     # Any preset gives MLKD its reference settings (the pair's other methods keep theirs).
-    assert presets.distiller_kwargs(METHOD_PRESET, "mlkd") == presets.distiller_kwargs(
-        "cifar100_vgg13_vgg8_mlkd", "mlkd"
-    )
+    assert presets.get_preset(METHOD_PRESET).settings("mlkd") == presets.get_preset(
+        "cifar100_vgg13_vgg8_mlkd"
+    ).settings("mlkd")
 
 
 def test_unimlkd_terms():
-    kwargs = presets.distiller_kwargs(UNIMLKD_PRESET, "unimlkd")
-    ce, mlkd, features = terms_of(kwargs)
+    ce, mlkd, features = presets.build_terms(UNIMLKD_PRESET, "unimlkd")
     assert type(features) is keras_unikd.terms.UniKDFeatures
     assert (ce.weight, ce.views) == (1.0, 2)
     assert (mlkd.weight, mlkd.views, mlkd.warmup_epochs) == (1.0, 2, 0)
@@ -293,11 +293,10 @@ def test_logit_standardization_variants_of_mlkd(method):
     # The LS reference's CIFAR-100 settings: --base-temp 2 replaces MLKD's
     # first temperature, --kd-weight 9 weights the logits term; every KL term
     # standardizes; the cross-entropy keeps its method's weight.
-    preset = UNIMLKD_PRESET
-    plain = presets.distiller_kwargs(preset, method)
-    terms = terms_of(presets.variant_kwargs(f"{method}+ls", plain))
+    plain = presets.build_terms(UNIMLKD_PRESET, method)
+    terms = presets.build_terms(UNIMLKD_PRESET, f"{method}+ls")
     ce, mlkd = terms[:2]
-    assert ce.weight == plain["ce_weight"] and ce.views == 2
+    assert ce.weight == plain[0].weight and ce.views == 2
     assert (mlkd.weight, mlkd.views, mlkd.logit_standardization) == (9.0, 2, True)
     assert mlkd.temperatures == (2.0, 3.0, 5.0, 2.0, 6.0)
     if method == "unimlkd":
@@ -309,16 +308,16 @@ def test_logit_standardization_variants_of_mlkd(method):
 
 
 def test_logit_standardization_variants_of_kd_and_dkd():
-    kd = terms_of(presets.variant_kwargs("kd+ls", presets.distiller_kwargs(METHOD_PRESET, "kd")))
+    kd = presets.build_terms(METHOD_PRESET, "kd+ls")
     assert [type(t).__name__ for t in kd] == ["CrossEntropy", "KD"]
     assert (kd[0].weight, kd[1].weight, kd[1].temperature) == (0.1, 9.0, 2.0)
     assert kd[1].logit_standardization and kd[1].views == 1
-    dkd = terms_of(presets.variant_kwargs("dkd+ls", presets.distiller_kwargs(METHOD_PRESET, "dkd")))
+    dkd = presets.build_terms(METHOD_PRESET, "dkd+ls")
     assert (dkd[1].weight, dkd[1].temperature, dkd[1].logit_standardization) == (9.0, 2.0, True)
 
 
 def test_one_method_table():
-    """The CLI and the Fashion-MNIST experiment take their methods from presets."""
+    """The CLI and the Fashion-MNIST experiment take their methods from the table."""
     from keras_unikd import cli
     from keras_unikd.experiments import fashion_mnist
 
@@ -329,15 +328,14 @@ def test_one_method_table():
     with pytest.raises(SystemExit):
         parser.parse_args(["distill", "--preset", METHOD_PRESET, "--method", "fitnet+kd"])
 
-    # Each variant follows its method (its arguments: tests/benchmarks/
+    # Each variant follows its method (its terms: tests/benchmarks/
     # test_fashion_mnist_experiment.py).
     table = fashion_mnist.METHODS
     assert set(table) == set(presets.METHODS) | set(presets.VARIANTS)
     order = list(table)
-    for variant, (method, _) in presets.VARIANTS.items():
-        assert order.index(variant) > order.index(method), variant
-    assert table["fdp-only"][1]["student_features"] == ["stage3"]
-    assert table["fitnet+kd"][1]["logits_loss"] == "kd"
+    for variant in presets.VARIANTS.values():
+        assert order.index(variant.name) > order.index(variant.method), variant.name
+        assert table[variant.name][0] == variant.name
 
 
 # ----------------------------------------------------------------------
@@ -450,7 +448,7 @@ def test_preset_builds_and_trains(name):
     distiller = presets.build_distiller(preset, teacher, student, "unikd", seed=0)
     assert isinstance(distiller, keras_unikd.Distiller)
     (dkd,) = [term for term in distiller.terms if isinstance(term, keras_unikd.terms.DKD)]
-    assert dkd.beta == preset.dkd_beta
+    assert dkd.beta == preset.settings("dkd")["dkd_beta"]
     # Eager steps: two steps are cheaper than tracing the step on a CPU.
     presets.compile_for_training(
         preset, distiller, presets.build_optimizer(preset, 10), run_eagerly=True

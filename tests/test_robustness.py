@@ -17,10 +17,10 @@ import tensorflow as tf
 import keras_unikd
 from conftest import make_network
 from keras_unikd import terms
+from keras_unikd.distiller_checks import check_input_scale
+from keras_unikd.distiller_checks import check_not_empty
+from keras_unikd.distiller_checks import first_batch
 from keras_unikd.keyword_form import terms_from_keywords
-from keras_unikd.validation import check_input_scale
-from keras_unikd.validation import check_not_empty
-from keras_unikd.validation import first_batch
 
 STUDENT_FEATURES = ["s_stage1", "s_stage2", "s_stage3", "s_pool"]
 

@@ -12,8 +12,10 @@ import pytest
 from conftest import make_network
 from conftest import random_uint8_images
 from conftest import teacher_with_batch_statistics
-from keras_unikd import teacher_cache as tc
+from keras_unikd import cache as tc
 from keras_unikd import terms
+from keras_unikd.cache import build as cache_build
+from keras_unikd.cache import manifest as cache_manifest
 from keras_unikd.data.keyed import keyed_views
 from keras_unikd.taps import FeatureTap
 from keras_unikd.terms import TeacherNeeds
@@ -174,7 +176,7 @@ def test_cache_equals_a_direct_teacher_pass_on_the_keyed_views(built, teacher, d
         for view in ("weak", "strong"):
             np.testing.assert_allclose(got[view]["logits"], want[view][0], rtol=1e-5, atol=1e-6)
             np.testing.assert_allclose(
-                got[view]["pooled_features"][TAP], want[view][1], rtol=1e-5, atol=1e-6
+                got[view]["features"][TAP], want[view][1], rtol=1e-5, atol=1e-6
             )
             assert got[view]["logits"].dtype == np.float32
     # The views differ across views and epochs (the cache is keyed, not by index).
@@ -190,7 +192,7 @@ def test_cache_equals_a_direct_teacher_pass_on_the_keyed_views(built, teacher, d
 
 def test_manifest_records_the_build(built, teacher, data):
     directory, cache = built
-    with open(os.path.join(directory, tc.MANIFEST)) as file:
+    with open(os.path.join(directory, cache_manifest.MANIFEST)) as file:
         manifest = json.load(file)
     assert manifest["teacher"]["weights_sha256"] == tc.teacher_fingerprint(teacher)
     assert manifest["teacher"]["num_classes"] == 5
@@ -207,7 +209,12 @@ def test_manifest_records_the_build(built, teacher, data):
     assert manifest["epochs_complete"] == [0, 1, 2]
     assert manifest["views"] == ["weak", "strong"] and manifest["dtype"] == "float32"
     assert manifest["outputs"] == {"logits": True, "pooled_features": [TAP]}
-    assert {entry["holds"] for entry in manifest["arrays"]} == {"logits", f"pooled:{TAP}"}
+    assert {(entry["output"], entry["path"]) for entry in manifest["arrays"]} == {
+        ("logits", None),
+        ("pooled", TAP),
+    }
+    # What a Distiller without the teacher model is built from.
+    assert manifest["teacher"]["feature_shapes"] == {TAP: [None, 8, 8, 8]}
     assert set(manifest["versions"]) >= {"keras", "tensorflow", "backend"}
     for epoch in range(3):
         array = np.load(os.path.join(directory, f"epoch_{epoch:04d}", "strong.pooled_0.npy"))
@@ -216,7 +223,7 @@ def test_manifest_records_the_build(built, teacher, data):
     # each array with its .npy header, and the manifest.
     arrays = 3 * 2 * NUM * (5 + 8) * 4
     assert arrays < cache.disk_bytes() < arrays + 3 * 4 * 256 + os.path.getsize(
-        os.path.join(directory, tc.MANIFEST)
+        os.path.join(directory, cache_manifest.MANIFEST)
     ) + 1
 
 
@@ -243,7 +250,7 @@ def test_float16_cache(tmp_path, teacher, data):
         # float16 keeps 11 significant bits: a relative error below 2**-11.
         np.testing.assert_allclose(got[view]["logits"], want[view][0], rtol=1e-3, atol=1e-3)
         np.testing.assert_allclose(
-            got[view]["pooled_features"][TAP], want[view][1], rtol=1e-3, atol=1e-3
+            got[view]["features"][TAP], want[view][1], rtol=1e-3, atol=1e-3
         )
 
 
@@ -253,7 +260,7 @@ def test_logits_only_single_view_cache(tmp_path, teacher, data):
         str(tmp_path), teacher, [terms.KD()], images, labels, seed=1, epochs=1, verbose=0
     )
     out = cache.lookup(0, [1, 2])
-    assert list(out) == ["weak"] and out["weak"]["pooled_features"] == {}
+    assert list(out) == ["weak"] and out["weak"]["features"] == {}
     view = keyed_views(images, 1, 0, [1, 2])
     np.testing.assert_allclose(
         out["weak"]["logits"],
@@ -292,25 +299,24 @@ def read_all(directory, epochs):
 
 def test_an_interrupted_build_resumes(tmp_path, monkeypatch, built, teacher, data):
     reference, _ = built
-    real = tc._write_epoch
+    real = cache_build._EpochWriter.write
     calls = []
 
-    def interrupted(directory, epoch, *args, **kwargs):
+    def interrupted(writer, epoch, batches):
         calls.append(epoch)
         if epoch == 2:
-            # Half-written files of the interrupted epoch stay behind.
-            _, _, sources, dims, *_ = args
-            arrays = tc._create_arrays(directory, epoch, list(sources), dims, NUM, "float32")
-            for array in arrays.values():
-                array[:3] = 7.0
-                array.flush()
-            raise KeyboardInterrupt
-        return real(directory, epoch, *args, **kwargs)
+            # Killed after the first batch: half-written files stay behind.
+            def first_then_stop(epoch_batches):
+                yield next(iter(epoch_batches))
+                raise KeyboardInterrupt
 
-    monkeypatch.setattr(tc, "_write_epoch", interrupted)
+            batches = first_then_stop(batches)
+        return real(writer, epoch, batches)
+
+    monkeypatch.setattr(cache_build._EpochWriter, "write", interrupted)
     with pytest.raises(KeyboardInterrupt):
         build(tmp_path, teacher, data, epochs=3)
-    with open(tmp_path / tc.MANIFEST) as file:
+    with open(tmp_path / cache_manifest.MANIFEST) as file:
         assert json.load(file)["epochs_complete"] == [0, 1]
     open_cache(str(tmp_path), teacher, data, epochs=2)  # the finished epochs are usable
     with pytest.raises(ValueError, match="epoch 2 is missing"):
@@ -318,11 +324,11 @@ def test_an_interrupted_build_resumes(tmp_path, monkeypatch, built, teacher, dat
 
     calls.clear()
 
-    def counted(directory, epoch, *args, **kwargs):
+    def counted(writer, epoch, batches):
         calls.append(epoch)
-        return real(directory, epoch, *args, **kwargs)
+        return real(writer, epoch, batches)
 
-    monkeypatch.setattr(tc, "_write_epoch", counted)
+    monkeypatch.setattr(cache_build._EpochWriter, "write", counted)
     build(tmp_path, teacher, data, epochs=3)
     assert calls == [2]  # finished epochs are not recomputed
     resumed, uninterrupted = read_all(tmp_path, 3), read_all(reference, 3)

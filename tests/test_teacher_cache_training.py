@@ -34,7 +34,7 @@ import keras_unikd
 from conftest import make_network
 from conftest import random_uint8_images
 from conftest import teacher_with_batch_statistics
-from keras_unikd import teacher_cache as tc
+from keras_unikd import cache as tc
 from keras_unikd import terms
 from keras_unikd.data.keyed import make_keyed_image_pipeline
 from keras_unikd.heads import ModelLogits
@@ -98,7 +98,7 @@ _FOREIGN_BUILD = """
 import sys
 import numpy as np
 import keras
-from keras_unikd import teacher_cache as tc, terms
+from keras_unikd import cache as tc, terms
 directory, model, arrays = sys.argv[1:]
 data = np.load(arrays)
 tc.build_teacher_cache(
@@ -216,7 +216,7 @@ def run(teacher, two_views, batches, monkeypatch=None, eager=True):
             assert self.role == "student", "fit's first-batch check ran the teacher"
             return network_call(self, *args, **kwargs)
 
-        monkeypatch.setattr(model, "_teacher_forward", fail)
+        monkeypatch.setattr(model.teacher_source, "_forward", fail)
         monkeypatch.setattr(ModelLogits, "__call__", student_only)
     first = FirstStep()
     history = model.fit(replay(batches), epochs=1, verbose=0, callbacks=[first]).history
@@ -262,6 +262,31 @@ def test_cached_run_equals_online_run(two_views, teacher, cached_batches, online
     reference = online_runs(two_views)
     cached = run(teacher, two_views, cached_batches[two_views], monkeypatch)
     compare(cached, reference, LOSS_RTOL, WEIGHT_ATOL)
+
+
+@pytest.mark.parametrize("two_views", [False, True], ids=["kd_dkd_unikd", "mlkd_unikd"])
+def test_a_distiller_without_the_teacher_model_trains_as_the_online_one(
+    two_views, cache, cached_batches, online_runs, tmp_path
+):
+    """`Distiller(cache.teacher_source(), student, ...)`: no teacher model at all,
+    the terms built from the shapes in the manifest; it saves and loads too."""
+    reference = online_runs(two_views)
+    source = cache.teacher_source()
+    cached = run(source, two_views, cached_batches[two_views])
+    compare(cached, reference, LOSS_RTOL, WEIGHT_ATOL)
+    model = distiller(source, two_views)
+    assert model.teacher is None
+    path = str(tmp_path / "cached.keras")
+    model.save(path)
+    loaded = keras.saving.load_model(path)
+    assert loaded.teacher is None and loaded.teacher_source.feature_shapes == source.feature_shapes
+    x, y = cached_batches[two_views][0]
+    expected = model.compute_distillation_losses(x, y, training=False)[1]
+    actual = loaded.compute_distillation_losses(x, y, training=False)[1]
+    for key, value in expected.items():
+        np.testing.assert_allclose(float(actual[key]), float(value), rtol=1e-6, err_msg=key)
+    with pytest.raises(ValueError, match="carries no cached teacher outputs"):
+        model.compute_distillation_losses(x[tc.INPUTS], y)
 
 
 @TF_ONLY

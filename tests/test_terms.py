@@ -385,7 +385,7 @@ def test_two_terms_tapping_one_layer_share_one_forward_pass(batch):
         ],
     )
     assert distiller._student_tap.feature_paths == ("s_stage1", "s_pool")
-    assert distiller._teacher_tap.feature_paths == ("t_stage1",)
+    assert tuple(distiller.teacher_source.feature_shapes) == ("t_stage1",)
     distiller.compile(optimizer="sgd", run_eagerly=True)
     CountingReLU.calls = 0
     distiller.train_on_batch(x, y)

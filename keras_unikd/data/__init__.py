@@ -1,8 +1,10 @@
 """Datasets and input pipelines for the keras_unikd demos and benchmarks."""
 
+from keras_unikd.data.cifar100 import CIFAR100_KEYED_OPTIONS
 from keras_unikd.data.cifar100 import CIFAR100_MEAN
 from keras_unikd.data.cifar100 import CIFAR100_STD
 from keras_unikd.data.cifar100 import cifar100_datasets
+from keras_unikd.data.cifar100 import cifar100_keyed_augmentation
 from keras_unikd.data.cifar100 import cifar100_strong_view
 from keras_unikd.data.dataset import ImageDataset
 from keras_unikd.data.digits import load_digits_dataset
@@ -14,8 +16,8 @@ from keras_unikd.data.fashion_mnist import read_idx
 from keras_unikd.data.imagenet import IMAGENET_MEAN
 from keras_unikd.data.imagenet import IMAGENET_STD
 from keras_unikd.data.imagenet import imagenet_datasets
-from keras_unikd.data.keyed import CIFAR100_KEYED_OPTIONS
 from keras_unikd.data.keyed import KEYED_VIEWS
+from keras_unikd.data.keyed import KeyedAugmentation
 from keras_unikd.data.keyed import keyed_epoch_order
 from keras_unikd.data.keyed import keyed_example_seed
 from keras_unikd.data.keyed import keyed_steps_per_epoch
@@ -35,8 +37,10 @@ __all__ = [
     "IMAGENET_STD",
     "ImageDataset",
     "KEYED_VIEWS",
+    "KeyedAugmentation",
     "channel_stats",
     "cifar100_datasets",
+    "cifar100_keyed_augmentation",
     "cifar100_strong_view",
     "fashion_mnist_search_paths",
     "imagenet_datasets",

@@ -15,54 +15,10 @@ every random function takes a `seed`, an integer tensor shaped `(2,)`
 pipeline gives the same images under parallel maps.
 """
 
-import numbers
 import os
 
-
-def check_positive_int(value, name, fn, allow_none=False):
-    """Raises a `ValueError` unless `value` is a positive integer.
-
-    Args:
-        value: The value to check.
-        name: Argument name, used in the message.
-        fn: Calling function name, used in the message.
-        allow_none: Whether `None` is accepted.
-
-    Raises:
-        ValueError: If `value` is not a positive integer (or None when
-            `allow_none` is True).
-    """
-    if allow_none and value is None:
-        return
-    if (
-        not isinstance(value, numbers.Integral)
-        or isinstance(value, bool)
-        or value < 1
-    ):
-        raise ValueError(
-            f"{fn}: `{name}` must be a positive integer"
-            f"{' or None' if allow_none else ''}; got {value!r}."
-        )
-
-
-def per_channel(value, channels, what, fn):
-    """`value` (a scalar or one value per channel) as a float32 array of `channels`.
-
-    Raises:
-        ValueError: naming `fn` and the argument `what` when `value` has
-            neither 1 nor `channels` values.
-    """
-    import numpy as np
-
-    values = np.asarray(value, dtype="float32").reshape(-1)
-    if values.size == 1:
-        values = np.repeat(values, channels)
-    if values.size != channels:
-        raise ValueError(
-            f"{fn}: `{what}` must be a scalar or have one value per channel "
-            f"({channels}); got {values.size} values."
-        )
-    return values
+from keras_unikd.validation import check_per_channel
+from keras_unikd.validation import check_positive_int
 
 
 def normalize(images, mean, std):
@@ -294,6 +250,22 @@ def default_tfds_data_dir(data_dir=None):
     )
 
 
+class DatasetUnavailableError(RuntimeError):
+    """A TFDS dataset is not prepared and cannot be downloaded; the message says how
+    to prepare it."""
+
+
+def _online(host="storage.googleapis.com", port=443, timeout=3.0):
+    """Whether this machine reaches TFDS's download host (a TCP connect, no data)."""
+    import socket
+
+    try:
+        socket.create_connection((host, port), timeout=timeout).close()
+    except OSError:
+        return False
+    return True
+
+
 def _unavailable_errors():
     import tensorflow_datasets as tfds
 
@@ -315,8 +287,11 @@ def load_tfds_split(name, split, *, data_dir, fn, hint, **load_kwargs):
 
     Failures meaning that the dataset is not prepared (no data in
     `data_dir`, download or manual-download problems, unknown dataset name)
-    are re-raised as a `RuntimeError` whose message says how to prepare
-    the data (`hint`) and quotes the original TFDS error.
+    are re-raised as a `DatasetUnavailableError` (a `RuntimeError`) whose
+    message says how to prepare the data (`hint`) and quotes the original
+    TFDS error. A dataset that is not prepared, on a machine that cannot
+    reach the download host, fails at once (TFDS would retry its download
+    for minutes).
 
     Args:
         name: TFDS dataset name, e.g. `"cifar100"`.
@@ -330,24 +305,34 @@ def load_tfds_split(name, split, *, data_dir, fn, hint, **load_kwargs):
         A `tf.data.Dataset` of `(image, label)` pairs.
 
     Raises:
-        RuntimeError: If the dataset is not available.
+        DatasetUnavailableError: If the dataset is not available.
     """
     import tensorflow_datasets as tfds
 
-    try:
-        return tfds.load(
-            name,
-            split=split,
-            as_supervised=True,
-            data_dir=data_dir,
-            **load_kwargs,
+    where = default_tfds_data_dir(data_dir)
+
+    def load(**kwargs):
+        return tfds.load(name, split=split, as_supervised=True, data_dir=data_dir, **kwargs)
+
+    def unavailable(err, why):
+        return DatasetUnavailableError(
+            f"{fn}: could not load the TFDS dataset '{name}' (split '{split}') from "
+            f"data_dir={where!r}{why}.\n{hint}\nOriginal error ({type(err).__name__}): {err}"
         )
+
+    # What is prepared loads without a download; TFDS would otherwise retry a
+    # download for minutes on a machine that cannot reach its host.
+    try:
+        return load(**dict(load_kwargs, download=False))
     except _unavailable_errors() as err:
-        raise RuntimeError(
-            f"{fn}: could not load the TFDS dataset '{name}' (split "
-            f"'{split}') from data_dir={default_tfds_data_dir(data_dir)!r}.\n"
-            f"{hint}\nOriginal error ({type(err).__name__}): {err}"
-        ) from err
+        if not load_kwargs.get("download", True):
+            raise unavailable(err, "") from err
+        if not _online():
+            raise unavailable(err, ", and this machine cannot reach the download host") from err
+    try:
+        return load(**load_kwargs)
+    except _unavailable_errors() as err:
+        raise unavailable(err, "") from err
 
 
 def fast_options(deterministic):
@@ -710,7 +695,7 @@ def rand_augment(image, seed, num_ops=2, ops=None):
     import tensorflow as tf
 
     fn = "rand_augment"
-    check_positive_int(num_ops, "num_ops", fn)
+    check_positive_int("num_ops", num_ops, fn=fn)
     image = tf.convert_to_tensor(image)
     _check_image(image, fn)
     if ops is None:
@@ -785,14 +770,14 @@ def cutout(image, seed, max_size, fill):
     import tensorflow as tf
 
     fn = "cutout"
-    check_positive_int(max_size, "max_size", fn)
+    check_positive_int("max_size", max_size, fn=fn)
     image = tf.cast(tf.convert_to_tensor(image), tf.float32)
     if image.shape.rank != 3 or image.shape[-1] is None:
         raise ValueError(
             f"{fn}: expects one image shaped (H, W, C) with a known number of "
             f"channels; got shape {image.shape}."
         )
-    fill = per_channel(fill, image.shape[-1], "fill", fn)
+    fill = check_per_channel("fill", fill, image.shape[-1], fn=fn)
     size_seed, row_seed, col_seed = split_seed(seed, 3)
     shape = tf.shape(image)
     side = tf.random.stateless_uniform(
@@ -836,7 +821,7 @@ def strong_augment(image, seed, fill, num_ops=2, cutout_size=None, ops=None):
     _check_image(image, "strong_augment")
     if cutout_size is None:
         cutout_size = max(1, min(image.shape[0], image.shape[1]) // 2)
-    check_positive_int(cutout_size, "cutout_size", "strong_augment")
+    check_positive_int("cutout_size", cutout_size, fn="strong_augment")
     augment_seed, cutout_seed = split_seed(seed, 2)
     image = rand_augment(image, augment_seed, num_ops=num_ops, ops=ops)
     return cutout(image, cutout_seed, cutout_size, fill)

@@ -9,7 +9,11 @@ training pipeline also yields the strong view of MLKD and UniMLKD
 magnitudes, then Cutout filled with the mean colour).
 """
 
+import types
+
 from keras_unikd.data import augment as aug
+from keras_unikd.validation import check_bool
+from keras_unikd.validation import check_positive_int
 
 CIFAR100_MEAN = (0.5071, 0.4865, 0.4409)
 CIFAR100_STD = (0.2673, 0.2564, 0.2762)
@@ -20,6 +24,36 @@ CIFAR100_TRAIN_SIZE = 50_000
 CIFAR100_CUTOUT_FILL = tuple(255.0 * m for m in CIFAR100_MEAN)
 #: Largest Cutout side in the strong view (the reference: half of 32).
 CIFAR100_CUTOUT_SIZE = 16
+
+#: The fields of `cifar100_keyed_augmentation()` as keyword arguments of the
+#: keyed functions (`make_keyed_image_pipeline(..., **CIFAR100_KEYED_OPTIONS)`).
+CIFAR100_KEYED_OPTIONS = types.MappingProxyType(
+    {
+        "augment": True,
+        "crop_padding": CIFAR100_PADDING,
+        "mean": CIFAR100_MEAN,
+        "std": CIFAR100_STD,
+        "cutout_size": CIFAR100_CUTOUT_SIZE,
+    }
+)
+
+
+def cifar100_keyed_augmentation():
+    """The standard CIFAR-100 recipe as a `keras_unikd.data.KeyedAugmentation`.
+
+    With it, a keyed pipeline's weak view is `cifar100_weak_view` and its
+    strong view `cifar100_strong_view` (both of the keyed view seed),
+    normalised as `cifar100_normalize` does: the views of `cifar100_datasets`,
+    keyed by `(seed, epoch, index)`.
+
+    Example:
+
+    >>> cifar100_keyed_augmentation().crop_padding
+    4
+    """
+    from keras_unikd.data.keyed import KeyedAugmentation
+
+    return KeyedAugmentation(**CIFAR100_KEYED_OPTIONS)
 
 _FN = "cifar100_datasets"
 
@@ -248,13 +282,10 @@ def cifar100_datasets(
     """
     import tensorflow as tf
 
-    aug.check_positive_int(batch_size, "batch_size", _FN)
-    aug.check_positive_int(
-        eval_batch_size, "eval_batch_size", _FN, allow_none=True
-    )
-    aug.check_positive_int(take, "take", _FN, allow_none=True)
-    if not isinstance(two_views, bool):
-        raise ValueError(f"{_FN}: `two_views` must be True or False; got {two_views!r}.")
+    check_positive_int("batch_size", batch_size, fn=_FN)
+    check_positive_int("eval_batch_size", eval_batch_size, fn=_FN, allow_none=True)
+    check_positive_int("take", take, fn=_FN, allow_none=True)
+    check_bool("two_views", two_views, fn=_FN)
     if strong_augment is True:
         two_views, strong_augmenter = True, None
     elif strong_augment is False or strong_augment is None:
@@ -317,7 +348,7 @@ def cifar100_train_arrays(data_dir=None, take=None, download=True):
     """The CIFAR-100 training split as NumPy arrays, in the TFDS order.
 
     What the keyed pipelines (`keras_unikd.data.keyed`) and a teacher-output
-    cache (`keras_unikd.teacher_cache`) take: an example's index is its row.
+    cache (`keras_unikd.cache`) take: an example's index is its row.
 
     Args:
         data_dir: TFDS data directory (as in `cifar100_datasets`).
@@ -344,7 +375,7 @@ def cifar100_train_arrays(data_dir=None, take=None, download=True):
     ```
     """
     fn = "cifar100_train_arrays"
-    aug.check_positive_int(take, "take", fn, allow_none=True)
+    check_positive_int("take", take, fn=fn, allow_none=True)
     ds = aug.load_tfds_split(
         "cifar100", "train", data_dir=data_dir, fn=fn, hint=_HINT, download=download
     )

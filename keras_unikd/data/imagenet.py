@@ -11,6 +11,7 @@ tar files must be put in the TFDS manual directory first (see
 """
 
 from keras_unikd.data import augment as aug
+from keras_unikd.validation import check_positive_int
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -215,13 +216,11 @@ def imagenet_datasets(
     import tensorflow as tf
     import tensorflow_datasets as tfds
 
-    aug.check_positive_int(batch_size, "batch_size", _FN)
-    aug.check_positive_int(
-        eval_batch_size, "eval_batch_size", _FN, allow_none=True
-    )
-    aug.check_positive_int(image_size, "image_size", _FN)
-    aug.check_positive_int(take, "take", _FN, allow_none=True)
-    aug.check_positive_int(shuffle_buffer, "shuffle_buffer", _FN)
+    check_positive_int("batch_size", batch_size, fn=_FN)
+    check_positive_int("eval_batch_size", eval_batch_size, fn=_FN, allow_none=True)
+    check_positive_int("image_size", image_size, fn=_FN)
+    check_positive_int("take", take, fn=_FN, allow_none=True)
+    check_positive_int("shuffle_buffer", shuffle_buffer, fn=_FN)
     eval_batch_size = eval_batch_size or batch_size
     autotune = tf.data.AUTOTUNE
     prepare_kwargs = {}

@@ -27,50 +27,157 @@ These pipelines are opt-in: `make_image_pipeline` and `cifar100_datasets`
 keep their own (position-keyed) draws.
 """
 
-import numbers
-import types
+import dataclasses
+import typing
 
 import numpy as np
 
 from keras_unikd.data import augment as aug
-from keras_unikd.data.cifar100 import CIFAR100_CUTOUT_SIZE
-from keras_unikd.data.cifar100 import CIFAR100_MEAN
-from keras_unikd.data.cifar100 import CIFAR100_PADDING
-from keras_unikd.data.cifar100 import CIFAR100_STD
+from keras_unikd.data.cifar100 import CIFAR100_KEYED_OPTIONS  # noqa: F401 (its old home)
+from keras_unikd.validation import check_bool
+from keras_unikd.validation import check_int
+from keras_unikd.validation import check_normalization
+from keras_unikd.validation import check_per_channel
+from keras_unikd.validation import check_positive_int
+from keras_unikd.validation import is_int
 
 #: The views of an example, in the order of the seeds derived for them.
 KEYED_VIEWS = ("weak", "strong")
-
-#: Options of `make_keyed_image_pipeline` / `keyed_views` that give the
-#: standard CIFAR-100 recipe of `cifar100_datasets`: the weak view is
-#: `cifar100_weak_view`, the strong view `cifar100_strong_view` (both
-#: called with the keyed view seed), normalised with `cifar100_normalize`.
-CIFAR100_KEYED_OPTIONS = types.MappingProxyType(
-    {
-        "augment": True,
-        "crop_padding": CIFAR100_PADDING,
-        "mean": CIFAR100_MEAN,
-        "std": CIFAR100_STD,
-        "cutout_size": CIFAR100_CUTOUT_SIZE,
-    }
-)
 
 # The first word of the root seeds of the two independent streams.
 _ORDER_STREAM = 0
 _VIEW_STREAM = 1
 _MAX_SEED = 2**63 - 1
 
+#: The options of a keyed pipeline's views, as loose keyword arguments.
+AUGMENTATION_OPTIONS = ("augment", "mean", "std", "crop_padding", "num_ops", "cutout_size")
 
-def _is_int(value):
-    return isinstance(value, (numbers.Integral, np.integer)) and not isinstance(value, bool)
+
+@dataclasses.dataclass(frozen=True)
+class KeyedAugmentation:
+    """How a keyed pipeline draws and normalises its views: one frozen object.
+
+    The weak view is a random flip and, with `crop_padding`, a zero-padded
+    random crop (with `augment`); the strong view (two-view pipelines) is its
+    own weak-style flip and crop, then RandAugment (`num_ops` operations at
+    uniform random magnitudes) and Cutout (a square up to `cutout_size`
+    pixels, filled with the mean colour). Every view is normalised as
+    `(pixels / 255 - mean) / std` (`mean` and `std` both given) or divided by
+    255 (neither).
+
+    The checks run at construction; `resolve(image_shape)` fills in what
+    depends on the images once (`mean` and `std` per channel, `cutout_size`
+    half the shorter side), so that two option sets that draw the same views
+    compare equal. A teacher-output cache records the resolved object
+    (`to_config`). `keras_unikd.data.cifar100.cifar100_keyed_augmentation()`
+    is the standard CIFAR-100 recipe.
+
+    Args:
+        augment: Whether to flip (and crop).
+        mean: Per-channel mean of images in [0, 1] (a number or one per
+            channel), with `std`; or `None` (with `std`).
+        std: Per-channel standard deviation matching `mean` (> 0).
+        crop_padding: Padding in pixels of the random crop; `None` or 0:
+            no crop.
+        num_ops: RandAugment operations of the strong view.
+        cutout_size: Largest Cutout side of the strong view in pixels;
+            `None`: half the shorter image side.
+
+    Example:
+
+    >>> augmentation = KeyedAugmentation(augment=True, mean=0.5, std=0.25)
+    >>> resolved = augmentation.resolve((32, 32, 3))
+    >>> resolved.mean, resolved.std, resolved.cutout_size
+    ((0.5, 0.5, 0.5), (0.25, 0.25, 0.25), 16)
+    >>> KeyedAugmentation(mean=0.5)  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    ValueError: KeyedAugmentation: pass both `mean` and `std` ...
+    """
+
+    augment: bool = False
+    mean: typing.Any = None
+    std: typing.Any = None
+    crop_padding: typing.Optional[int] = 0
+    num_ops: int = 2
+    cutout_size: typing.Optional[int] = None
+
+    def __post_init__(self):
+        fn = "KeyedAugmentation"
+        check_bool("augment", self.augment, fn=fn)
+        check_int("crop_padding", self.crop_padding, fn=fn, allow_none=True)
+        check_positive_int("num_ops", self.num_ops, fn=fn)
+        check_positive_int("cutout_size", self.cutout_size, fn=fn, allow_none=True)
+        check_normalization(self.mean, self.std, fn=fn)
+        normal = {
+            "crop_padding": int(self.crop_padding or 0),
+            "num_ops": int(self.num_ops),
+            "mean": _floats(self.mean),
+            "std": _floats(self.std),
+        }
+        for name, value in normal.items():
+            object.__setattr__(self, name, value)
+
+    @classmethod
+    def from_options(cls, augmentation=None, options=None, fn="KeyedAugmentation"):
+        """`augmentation`, or one made from loose keyword `options` (not both).
+
+        The keyed functions take either a `KeyedAugmentation` or its fields
+        as keyword arguments (`augment=True, crop_padding=4, ...`).
+        """
+        options = dict(options or {})
+        unknown = sorted(set(options) - set(AUGMENTATION_OPTIONS))
+        if unknown:
+            raise TypeError(f"{fn}() got unexpected keyword argument(s) {unknown}.")
+        if augmentation is None:
+            try:
+                return cls(**options)
+            except ValueError as error:
+                raise ValueError(str(error).replace("KeyedAugmentation:", f"{fn}:", 1)) from None
+        if not isinstance(augmentation, cls):
+            raise ValueError(
+                f"{fn}: `augmentation` must be a keras_unikd.data.KeyedAugmentation; got "
+                f"{augmentation!r}. Pass KeyedAugmentation(augment=True, ...)."
+            )
+        if options:
+            raise ValueError(
+                f"{fn}: give either `augmentation` or the loose options {sorted(options)}, "
+                "not both."
+            )
+        return augmentation
+
+    def resolve(self, image_shape):
+        """The same augmentation with its image-dependent defaults filled in.
+
+        Args:
+            image_shape: `(H, W, C)` of the images.
+
+        Returns:
+            A `KeyedAugmentation` whose `mean` and `std` have one value per
+            channel and whose `cutout_size` is set.
+        """
+        height, width, channels = (int(d) for d in image_shape)
+        per_channel = {
+            name: tuple(check_per_channel(name, value, channels, fn="KeyedAugmentation"))
+            for name, value in (("mean", self.mean), ("std", self.std))
+            if value is not None
+        }
+        cutout = self.cutout_size or max(1, min(height, width) // 2)
+        return dataclasses.replace(self, cutout_size=cutout, **per_channel)
+
+    def to_config(self):
+        """The fields as a JSON-ready dict (lists for `mean` and `std`)."""
+        config = dataclasses.asdict(self)
+        for name in ("mean", "std"):
+            if config[name] is not None:
+                config[name] = list(config[name])
+        return config
 
 
-def _check_int(value, name, fn, low=0, high=None, hint=""):
-    """`ValueError` unless `value` is a Python/NumPy integer in [low, high)."""
-    if _is_int(value) and value >= low and (high is None or value < high):
-        return int(value)
-    upper = f" and below {high}" if high is not None else ""
-    raise ValueError(f"{fn}: `{name}` must be an integer >= {low}{upper}; got {value!r}.{hint}")
+def _floats(value):
+    if value is None:
+        return None
+    return tuple(float(v) for v in np.asarray(value, "float64").reshape(-1))
 
 
 def _check_seed(seed, fn):
@@ -79,7 +186,7 @@ def _check_seed(seed, fn):
             f"{fn}: keyed augmentation needs an integer `seed` (e.g. `seed=0`); "
             "every draw is a function of (seed, epoch, example index)."
         )
-    return _check_int(seed, "seed", fn, 0, _MAX_SEED + 1)
+    return check_int("seed", seed, low=0, high=_MAX_SEED + 1, fn=fn)
 
 
 def _scalar_key(value, name, fn):
@@ -88,7 +195,7 @@ def _scalar_key(value, name, fn):
 
     if tf.is_tensor(value):
         return tf.cast(value, tf.int64)
-    return tf.constant(_check_int(value, name, fn), tf.int64)
+    return tf.constant(check_int(name, value, fn=fn), tf.int64)
 
 
 def keyed_example_seed(seed, epoch, index):
@@ -204,7 +311,7 @@ def keyed_epoch_order(seed, epoch, num_examples):
 
     fn = "keyed_epoch_order"
     root = tf.constant([_check_seed(seed, fn), _ORDER_STREAM], tf.int64)
-    aug.check_positive_int(num_examples, "num_examples", fn)
+    check_positive_int("num_examples", num_examples, fn=fn)
     epoch_seed = tf.random.experimental.stateless_fold_in(root, _scalar_key(epoch, "epoch", fn))
     return tf.random.experimental.stateless_shuffle(
         tf.range(num_examples, dtype=tf.int32), epoch_seed
@@ -233,8 +340,8 @@ def keyed_steps_per_epoch(num_examples, batch_size, drop_remainder=False):
     (3, 2)
     """
     fn = "keyed_steps_per_epoch"
-    aug.check_positive_int(num_examples, "num_examples", fn)
-    aug.check_positive_int(batch_size, "batch_size", fn)
+    check_positive_int("num_examples", num_examples, fn=fn)
+    check_positive_int("batch_size", batch_size, fn=fn)
     if drop_remainder:
         if batch_size > num_examples:
             raise ValueError(
@@ -246,22 +353,10 @@ def keyed_steps_per_epoch(num_examples, batch_size, drop_remainder=False):
     return -(-num_examples // batch_size)
 
 
-class _KeyedSpec:
-    """The checked options of a keyed pipeline and its per-example map."""
+class _KeyedViews:
+    """The views of one training array under one seed and `KeyedAugmentation`."""
 
-    def __init__(
-        self,
-        fn,
-        images,
-        seed,
-        augment,
-        mean,
-        std,
-        crop_padding,
-        two_views,
-        num_ops,
-        cutout_size,
-    ):
+    def __init__(self, fn, images, seed, augmentation, two_views):
         self.seed = _check_seed(seed, fn)
         images = np.asarray(images)
         if images.ndim != 4 or len(images) == 0:
@@ -272,54 +367,21 @@ class _KeyedSpec:
             )
         self.images = images
         self.shape = tuple(int(d) for d in images.shape[1:])
-        channels = self.shape[-1]
-        if not isinstance(augment, bool):
-            raise ValueError(f"{fn}: `augment` must be True or False; got {augment!r}.")
-        if not isinstance(two_views, bool):
-            raise ValueError(f"{fn}: `two_views` must be True or False; got {two_views!r}.")
-        if crop_padding is not None and not (_is_int(crop_padding) and crop_padding >= 0):
-            raise ValueError(
-                f"{fn}: `crop_padding` must be None or a non-negative integer; "
-                f"got {crop_padding!r}."
-            )
-        if (mean is None) != (std is None):
-            raise ValueError(
-                f"{fn}: pass both `mean` and `std` (e.g. from "
-                "`channel_stats(x_train)`) or neither (images are then only "
-                "divided by 255)."
-            )
-        if two_views and channels not in (1, 3):
+        self.two_views = check_bool("two_views", two_views, fn=fn)
+        if two_views and self.shape[-1] not in (1, 3):
             raise ValueError(
                 f"{fn}: the strong view (`two_views=True`) needs images with 1 or "
-                f"3 channels; got {channels}."
+                f"3 channels; got {self.shape[-1]}."
             )
-        aug.check_positive_int(num_ops, "num_ops", fn)
-        aug.check_positive_int(cutout_size, "cutout_size", fn, allow_none=True)
-        if mean is not None:
-            # Validated as the other pipelines do, kept in float64 so that
-            # the normalisation is `augment.normalize`'s (and, with
-            # CIFAR100_KEYED_OPTIONS, `cifar100_normalize`'s) to the bit.
-            aug.per_channel(mean, channels, "mean", fn)
-            aug.per_channel(std, channels, "std", fn)
-            mean = np.broadcast_to(np.asarray(mean, "float64").reshape(-1), (channels,))
-            std = np.broadcast_to(np.asarray(std, "float64").reshape(-1), (channels,))
-            if np.any(std <= 0):
-                raise ValueError(
-                    f"{fn}: `std` must be positive; got {std}. A zero std usually "
-                    "means a constant channel: use std=1 there."
-                )
-        self.mean = mean
-        self.std = std
-        self.augment = augment
-        self.padding = int(crop_padding or 0)
-        self.two_views = two_views
-        self.num_ops = num_ops
-        self.cutout_size = cutout_size
+        # Kept in float64, so that the normalisation is `augment.normalize`'s
+        # (and, for CIFAR-100, `cifar100_normalize`'s) to the bit.
+        self.augmentation = augmentation.resolve(self.shape)
         self.fill = None
         if two_views:
             # Cutout's fill: the mean colour in [0, 255].
             from keras_unikd.data.pipeline import channel_stats
 
+            mean = self.augmentation.mean
             base = mean if mean is not None else channel_stats(images)[0]
             self.fill = 255.0 * np.asarray(base, "float64")
 
@@ -327,11 +389,11 @@ class _KeyedSpec:
         import tensorflow as tf
 
         image = tf.cast(image, tf.float32)
-        if not self.augment:
+        if not self.augmentation.augment:
             return image
         flip_seed, crop_seed = aug.split_seed(view_seed, 2)
         image = aug.random_flip(image, flip_seed)
-        return aug.pad_and_random_crop(image, self.padding, crop_seed)
+        return aug.pad_and_random_crop(image, self.augmentation.crop_padding, crop_seed)
 
     def strong_view(self, image, view_seed):
         crop_seed, augment_seed = aug.split_seed(view_seed, 2)
@@ -339,8 +401,8 @@ class _KeyedSpec:
             self.weak_view(image, crop_seed),
             augment_seed,
             fill=self.fill,
-            num_ops=self.num_ops,
-            cutout_size=self.cutout_size,
+            num_ops=self.augmentation.num_ops,
+            cutout_size=self.augmentation.cutout_size,
         )
 
     def views(self, image, epoch, index):
@@ -355,8 +417,9 @@ class _KeyedSpec:
         import tensorflow as tf
 
         channels = self.shape[-1]
-        mean = self.mean if self.mean is not None else np.zeros(channels)
-        std = self.std if self.std is not None else np.ones(channels)
+        mean, std = self.augmentation.mean, self.augmentation.std
+        mean = np.asarray(mean if mean is not None else np.zeros(channels), "float64")
+        std = np.asarray(std if std is not None else np.ones(channels), "float64")
         return tf.nest.map_structure(lambda x: aug.normalize(x, mean, std), views)
 
 
@@ -366,7 +429,7 @@ def _check_parallel(num_parallel_calls, fn):
     if num_parallel_calls is None:
         return tf.data.AUTOTUNE
     if num_parallel_calls == tf.data.AUTOTUNE or (
-        _is_int(num_parallel_calls) and num_parallel_calls >= 1
+        is_int(num_parallel_calls) and num_parallel_calls >= 1
     ):
         return num_parallel_calls
     raise ValueError(
@@ -375,19 +438,7 @@ def _check_parallel(num_parallel_calls, fn):
     )
 
 
-def keyed_views(
-    images,
-    seed,
-    epoch,
-    indices,
-    augment=False,
-    mean=None,
-    std=None,
-    crop_padding=None,
-    two_views=False,
-    num_ops=2,
-    cutout_size=None,
-):
+def keyed_views(images, seed, epoch, indices, augmentation=None, two_views=False, **options):
     """Recomputes the views of given examples at a given epoch.
 
     With the same `images`, `seed` and options, the view of `(epoch, i)`
@@ -402,15 +453,12 @@ def keyed_views(
         epoch: Non-negative integer, or an integer array with one epoch
             per index.
         indices: Integer array (or sequence) of rows of `images`.
-        augment: Whether the views are flipped (and cropped, see
-            `crop_padding`), as in `make_keyed_image_pipeline`.
-        mean: Per-channel mean of images in [0, 1] (with `std`), or None.
-        std: Per-channel standard deviation matching `mean`.
-        crop_padding: Padding in pixels of the random crop, or None.
+        augmentation: A `KeyedAugmentation` (default: no augmentation,
+            pixels divided by 255).
         two_views: Whether to return `(weak, strong)`.
-        num_ops: Number of RandAugment operations in the strong view.
-        cutout_size: Largest Cutout side of the strong view in pixels;
-            default half the shorter image side.
+        **options: The fields of a `KeyedAugmentation` as keyword
+            arguments (`augment=True, crop_padding=4, ...`), instead of
+            `augmentation`.
 
     Returns:
         A `float32` tensor shaped `(len(indices), H, W, C)`, normalised,
@@ -432,9 +480,8 @@ def keyed_views(
     import tensorflow as tf
 
     fn = "keyed_views"
-    spec = _KeyedSpec(
-        fn, images, seed, augment, mean, std, crop_padding, two_views, num_ops, cutout_size
-    )
+    augmentation = KeyedAugmentation.from_options(augmentation, options, fn)
+    spec = _KeyedViews(fn, images, seed, augmentation, two_views)
     indices = np.asarray(indices)
     if indices.ndim != 1 or indices.size == 0 or not np.issubdtype(indices.dtype, np.integer):
         raise ValueError(
@@ -472,28 +519,21 @@ def make_keyed_image_pipeline(
     seed,
     epochs,
     start_epoch=0,
-    augment=False,
-    mean=None,
-    std=None,
-    drop_remainder=False,
-    crop_padding=None,
+    augmentation=None,
+    *,
     two_views=False,
+    drop_remainder=False,
     with_keys=False,
     num_parallel_calls=None,
-    num_ops=2,
-    cutout_size=None,
+    **options,
 ):
     """A training pipeline whose every random draw is keyed by `(seed, epoch, index)`.
 
     The keyed counterpart of `make_image_pipeline(..., training=True)`
-    with the same options, views and normalisation: `float32` images
-    `(pixels / 255 - mean) / std` and `int32` labels; with `augment` each
-    image is flipped left-right at random and, with `crop_padding`,
-    zero-padded and randomly cropped back; with `two_views` elements are
-    `((weak, strong), labels)`, the strong view its own flip and crop, then
-    RandAugment (`num_ops` operations at uniformly random magnitudes) and
-    Cutout (side up to `cutout_size`, default half the shorter side)
-    filled with the mean colour. The draws differ from
+    with the same options, views and normalisation (`augmentation`, a
+    `KeyedAugmentation`, says which): `float32` images and `int32` labels;
+    with `two_views` elements are `((weak, strong), labels)`. The draws
+    differ from
     `make_image_pipeline`'s (which are keyed by stream position), not
     their distribution.
 
@@ -530,7 +570,7 @@ def make_keyed_image_pipeline(
     looks the teacher's outputs up).
 
     For CIFAR-100, `make_keyed_image_pipeline(x, y, 64, seed, 240,
-    two_views=True, **CIFAR100_KEYED_OPTIONS)` gives the recipe of
+    cifar100_keyed_augmentation(), two_views=True)` gives the recipe of
     `cifar100_datasets` keyed: each view is `cifar100_weak_view` /
     `cifar100_strong_view` of its keyed view seed, normalised by
     `cifar100_normalize` (`x`, `y`: the training split as arrays, e.g.
@@ -548,21 +588,16 @@ def make_keyed_image_pipeline(
         epochs: Total number of planned epochs (as `fit`'s `epochs`).
         start_epoch: First epoch in the dataset, `0 <= start_epoch <
             epochs` (as `fit`'s `initial_epoch`).
-        augment: Whether to flip (and crop, see `crop_padding`).
-        mean: Per-channel mean (scalar or length-C sequence) of images in
-            [0, 1], with `std`; when both are None images are divided by
-            255.
-        std: Per-channel standard deviation matching `mean`.
-        drop_remainder: Whether to drop each epoch's last incomplete batch.
-        crop_padding: Padding (pixels) of the random crop; None disables
-            cropping.
+        augmentation: A `KeyedAugmentation` (default: none; pixels
+            divided by 255).
         two_views: Whether to yield `((weak, strong), labels)`.
+        drop_remainder: Whether to drop each epoch's last incomplete batch.
         with_keys: Whether to add the `keys` dict (see above).
         num_parallel_calls: Parallelism of the per-example map (None:
             `tf.data.AUTOTUNE`); it never changes the batches.
-        num_ops: Number of RandAugment operations in the strong view.
-        cutout_size: Largest Cutout side in pixels (default: half the
-            shorter image side).
+        **options: The fields of a `KeyedAugmentation` as keyword
+            arguments (`augment=True, crop_padding=4, ...`), instead of
+            `augmentation`.
 
     Returns:
         A `tf.data.Dataset` of `(images, labels)`,
@@ -599,24 +634,21 @@ def make_keyed_image_pipeline(
 
     fn = "make_keyed_image_pipeline"
     images, labels = _check_images_labels(images, labels, fn)
-    spec = _KeyedSpec(
-        fn, images, seed, augment, mean, std, crop_padding, two_views, num_ops, cutout_size
-    )
+    augmentation = KeyedAugmentation.from_options(augmentation, options, fn)
+    spec = _KeyedViews(fn, images, seed, augmentation, two_views)
     if not np.issubdtype(labels.dtype, np.integer):
         raise ValueError(f"{fn}: `labels` must be integers (class ids); got dtype {labels.dtype}.")
-    aug.check_positive_int(epochs, "epochs", fn)
-    start_epoch = _check_int(
-        start_epoch,
+    check_positive_int("epochs", epochs, fn=fn)
+    start_epoch = check_int(
         "start_epoch",
-        fn,
-        0,
-        epochs,
-        " `epochs` is the total number of planned epochs (as `fit`'s `epochs`), "
+        start_epoch,
+        high=epochs,
+        fn=fn,
+        hint=" `epochs` is the total number of planned epochs (as `fit`'s `epochs`), "
         "not the number left after `start_epoch`.",
     )
-    for name, flag in (("drop_remainder", drop_remainder), ("with_keys", with_keys)):
-        if not isinstance(flag, bool):
-            raise ValueError(f"{fn}: `{name}` must be True or False; got {flag!r}.")
+    check_bool("drop_remainder", drop_remainder, fn=fn)
+    check_bool("with_keys", with_keys, fn=fn)
     try:
         steps = keyed_steps_per_epoch(len(images), batch_size, drop_remainder)
     except ValueError as err:

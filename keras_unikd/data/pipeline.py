@@ -6,11 +6,16 @@ passed to `model.fit()` with any Keras backend (Keras's TensorFlow, JAX and
 PyTorch backends all accept `tf.data.Dataset` objects).
 """
 
-import numbers
 
 import numpy as np
 
 from keras_unikd.data import augment as aug
+from keras_unikd.validation import check_bool
+from keras_unikd.validation import check_int
+from keras_unikd.validation import check_normalization
+from keras_unikd.validation import check_per_channel
+from keras_unikd.validation import check_positive_int
+from keras_unikd.validation import is_int
 
 
 def _check_images_labels(images, labels, fn):
@@ -153,32 +158,11 @@ def make_image_pipeline(
     import tensorflow as tf
 
     images, labels = _check_images_labels(images, labels, "make_image_pipeline")
-    if (
-        not isinstance(batch_size, numbers.Integral)
-        or isinstance(batch_size, bool)
-        or batch_size < 1
-    ):
-        raise ValueError(
-            f"make_image_pipeline: `batch_size` must be a positive integer; "
-            f"got {batch_size!r}."
-        )
-    if crop_padding is not None and (
-        not isinstance(crop_padding, numbers.Integral) or crop_padding < 0
-    ):
-        raise ValueError(
-            "make_image_pipeline: `crop_padding` must be None or a "
-            f"non-negative integer; got {crop_padding!r}."
-        )
-    if (mean is None) != (std is None):
-        raise ValueError(
-            "make_image_pipeline: pass both `mean` and `std` (e.g. from "
-            "`channel_stats(x_train)`) or neither (images are then only "
-            "divided by 255)."
-        )
-    if not isinstance(two_views, bool):
-        raise ValueError(
-            f"make_image_pipeline: `two_views` must be True or False; got {two_views!r}."
-        )
+    fn = "make_image_pipeline"
+    check_positive_int("batch_size", batch_size, fn=fn)
+    check_int("crop_padding", crop_padding, fn=fn, allow_none=True)
+    check_normalization(mean, std, fn=fn)
+    check_bool("two_views", two_views, fn=fn)
     if two_views and not training:
         raise ValueError(
             "make_image_pipeline: `two_views=True` needs `training=True`; "
@@ -192,13 +176,8 @@ def make_image_pipeline(
             f"images with 1 or 3 channels; got {channels}."
         )
     if mean is not None:
-        mean = aug.per_channel(mean, channels, "mean", "make_image_pipeline")
-        std = aug.per_channel(std, channels, "std", "make_image_pipeline")
-        if np.any(std <= 0):
-            raise ValueError(
-                f"make_image_pipeline: `std` must be positive; got {std}. A "
-                "zero std usually means a constant channel: use std=1 there."
-            )
+        mean = np.asarray(check_per_channel("mean", mean, channels, fn=fn), "float32")
+        std = np.asarray(check_per_channel("std", std, channels, fn=fn), "float32")
         scale = (1.0 / (255.0 * std)).astype("float32")
         shift = (-mean / std).astype("float32")
     else:
@@ -305,11 +284,7 @@ def take_subset(x, y, n, seed=0):
             f"take_subset: `y` must be 1-D with one label per example of "
             f"`x`; got x shape {x.shape} and y shape {y.shape}."
         )
-    if (
-        not isinstance(n, numbers.Integral)
-        or isinstance(n, bool)
-        or not 1 <= n <= len(x)
-    ):
+    if not is_int(n) or not 1 <= n <= len(x):
         raise ValueError(
             f"take_subset: `n` must be an integer between 1 and {len(x)} "
             f"(the number of examples); got {n!r}."

@@ -21,6 +21,8 @@ import time
 import keras
 import numpy as np
 
+from keras_unikd.cache import build_teacher_cache
+from keras_unikd.cache import cached_teacher_pipeline
 from keras_unikd.callbacks import EpochTimer
 from keras_unikd.data import channel_stats
 from keras_unikd.data import keyed_steps_per_epoch
@@ -29,21 +31,19 @@ from keras_unikd.data import make_image_pipeline
 from keras_unikd.data import make_keyed_image_pipeline
 from keras_unikd.data import take_subset
 from keras_unikd.distiller import Distiller
-from keras_unikd.fitnet import FitNetDistiller
-from keras_unikd.keyword_form import terms_from_keywords
+from keras_unikd.methods import METHODS as METHOD_TABLE
+from keras_unikd.methods import VARIANTS
+from keras_unikd.methods import method_base
+from keras_unikd.methods import method_terms
+from keras_unikd.methods import with_seed
 from keras_unikd.models import fashion_student
 from keras_unikd.models import fashion_teacher
-from keras_unikd.presets import VARIANTS
-from keras_unikd.presets import variant_kwargs
-from keras_unikd.teacher_cache import build_teacher_cache
-from keras_unikd.teacher_cache import cached_teacher_pipeline
 from keras_unikd.terms import TeacherNeeds
 
 UNIKD_TAPS = dict(
     teacher_features=["stage1_preact"],
     student_features=["stage1", "stage2", "stage3", "pool"],
 )
-_DKD = dict(logits_loss="dkd", dkd_beta=8.0)
 # MLKD's class- and batch-level Gram losses are sums over the batch, not
 # means: their size grows with the batch B and shrinks with the class count
 # K. With all levels weighted 1, as in MLKD's CIFAR-100 recipe (B 64, K 100),
@@ -53,48 +53,6 @@ _DKD = dict(logits_loss="dkd", dkd_beta=8.0)
 # (class) and of B (batch) between the recipes: (64^2/100) / (128^2/10) =
 # 0.025 and 64/128 = 0.5, which trains (3-epoch check, seed 0: 76.05%).
 MLKD_LEVEL_WEIGHTS = (1.0, 0.025, 0.5)
-_MLKD = dict(logits_loss="mlkd", warmup_epochs=0, mlkd_level_weights=MLKD_LEVEL_WEIGHTS)
-
-# This experiment's settings of each method of `keras_unikd.presets.METHODS`:
-# (distiller class, its arguments), or `None` to train the student alone.
-# The DKD warm-up is scaled to the short schedule (2 epochs instead of the
-# paper's 20 of 240). MLKD keeps its temperatures (4, 3, 5, 2, 6) and its
-# term and cross-entropy weights at 1, with the level weights above, so that
-# UniMLKD is MLKD plus UniKD's feature terms, as in the authors' recipe
-# (distribution temperature 4, no warm-up). The order is
-# the benchmarks' table order.
-_SETTINGS = {
-    "student": None,
-    "kd": (Distiller, dict(logits_loss="kd", distribution_loss=None, warmup_epochs=0)),
-    "dkd": (Distiller, dict(distribution_loss=None, warmup_epochs=2, **_DKD)),
-    "mlkd": (Distiller, dict(distribution_loss=None, **_MLKD)),
-    "fitnet": (
-        FitNetDistiller,
-        dict(teacher_feature="stage2", student_feature="stage2", warmup_epochs=0),
-    ),
-    "unikd": (
-        Distiller,
-        dict(distribution_loss="sampled", warmup_epochs=2, **_DKD, **UNIKD_TAPS),
-    ),
-    "unimlkd": (
-        Distiller,
-        dict(distribution_loss="sampled", distribution_temperature=4.0, **_MLKD, **UNIKD_TAPS),
-    ),
-}
-
-
-def _with_variants(settings):
-    """Each method's settings followed by those of its `VARIANTS`."""
-    table = {}
-    for method, setting in settings.items():
-        table[method] = setting
-        for variant, (base, _) in VARIANTS.items():
-            if base == method:
-                distiller_class, options = setting
-                table[variant] = (distiller_class, variant_kwargs(variant, options))
-    return table
-
-
 # Logit standardization z-scores MLKD's instance level only (the Gram levels
 # compare probabilities of the raw logits, as in the logit-standardization
 # reference's MLKD.py), but the reference's `--kd-weight 9` multiplies all
@@ -107,21 +65,52 @@ def _with_variants(settings):
 # The benchmark weights the standardized instance level 9 and keeps the Gram
 # levels' weights of plain MLKD (probe: train accuracy 29% then 47%,
 # cross-entropy 4.8), so that `+ls` changes only the level it standardizes.
-def _with_unscaled_gram_levels(table):
-    """`table` whose MLKD-based `+ls` variants keep plain MLKD's Gram weights."""
-    for name in ("mlkd+ls", "unimlkd+ls"):
-        distiller_class, options = table[name]
-        instance, class_level, batch_level = options["mlkd_level_weights"]
-        scale = options["logits_weight"]
-        weights = (instance, class_level / scale, batch_level / scale)
-        table[name] = (distiller_class, dict(options, mlkd_level_weights=weights))
+_LS_MLKD_LEVEL_WEIGHTS = (1.0, 0.025 / 9, 0.5 / 9)
+
+_MLKD = dict(ce_weight=1.0, logits_weight=1.0, mlkd_level_weights=MLKD_LEVEL_WEIGHTS)
+
+# This experiment's settings of each method of `keras_unikd.methods`, in the
+# benchmarks' table order: `{name: (method or variant, its settings)}`. Every
+# cross-entropy and logits term weighs 1 (the `Distiller` keyword form's
+# defaults); the DKD warm-up is scaled to the short schedule (2 epochs
+# instead of the paper's 20 of 240). MLKD keeps its temperatures (4, 3, 5,
+# 2, 6), with the level weights above, so that UniMLKD is MLKD plus UniKD's
+# feature terms, as in the authors' recipe (distribution temperature 4, no
+# warm-up). Each method is followed by its variants (the FitNet + KD foil,
+# UniKD's ablations and logit standardization, `keras_unikd.methods.VARIANTS`).
+_SETTINGS = {
+    "student": {},
+    "kd": dict(ce_weight=1.0, logits_weight=1.0),
+    "dkd": dict(warmup_epochs=2),
+    "mlkd": _MLKD,
+    "fitnet": dict(teacher_feature="stage2", student_feature="stage2"),
+    "unikd": dict(warmup_epochs=2, **UNIKD_TAPS),
+    "unimlkd": dict(mlkd_level_weights=MLKD_LEVEL_WEIGHTS, **UNIKD_TAPS),
+}
+
+
+def _with_variants(settings):
+    """Each method's settings followed by those of its `VARIANTS`; the MLKD-based
+    `+ls` variants keep plain MLKD's Gram weights (see above)."""
+    table = {}
+    for method, setting in settings.items():
+        table[method] = (method, setting)
+        for variant in VARIANTS.values():
+            if variant.method == method:
+                if variant.name in ("mlkd+ls", "unimlkd+ls"):
+                    setting = dict(setting, mlkd_level_weights=_LS_MLKD_LEVEL_WEIGHTS)
+                table[variant.name] = (variant.name, setting)
     return table
 
 
-# Method name -> (distiller class, its arguments), or `None`: the paper's
-# methods and the benchmarks' variants of them (the FitNet + KD foil,
-# UniKD's ablations and logit standardization, `keras_unikd.presets.VARIANTS`).
-METHODS = _with_unscaled_gram_levels(_with_variants(_SETTINGS))
+# Method name -> (method or variant of `keras_unikd.methods`, its settings).
+METHODS = _with_variants(_SETTINGS)
+
+
+def method_model_terms(setting, seed=None):
+    """The terms of a `(method, settings)` entry, with UniKD's noise seeded by `seed`."""
+    method, settings = setting
+    return method_terms(method, **with_seed(method, settings, seed))
 
 
 @dataclasses.dataclass
@@ -411,8 +400,8 @@ def build_student_model(method, teacher, dataset, recipe, steps_per_epoch, seed,
 
     Args:
         method: A key of `table`.
-        table: `{name: (distiller class, its arguments) or None}`; by
-            default `METHODS`. The sweeps pass their own.
+        table: `{name: (method or variant, its settings)}`; by default
+            `METHODS`. The sweeps pass their own.
 
     Returns:
         `(model, student)`.
@@ -425,7 +414,7 @@ def build_student_model(method, teacher, dataset, recipe, steps_per_epoch, seed,
         dataset.image_shape, dataset.num_classes, width=recipe.student_width
     )
     optimizer = make_optimizer(recipe, steps_per_epoch, recipe.student_epochs)
-    if table[method] is None:
+    if not METHOD_TABLE[method_base(table[method][0])].teacher:
         student.compile(
             optimizer=optimizer,
             loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
@@ -433,11 +422,7 @@ def build_student_model(method, teacher, dataset, recipe, steps_per_epoch, seed,
             jit_compile=recipe.jit_compile,
         )
         return student, student
-    distiller_class, options = table[method]
-    options = dict(options)
-    if distiller_class is Distiller and options.get("distribution_loss"):
-        options["seed"] = seed
-    model = distiller_class(teacher, student, **options)
+    model = Distiller(teacher, student, terms=method_model_terms(table[method], seed))
     model.compile(optimizer=optimizer, metrics=["accuracy"], jit_compile=recipe.jit_compile)
     return model, student
 
@@ -495,7 +480,7 @@ def train_student(
     return run, student
 
 
-# --- Teacher-output caches (keras_unikd.teacher_cache) --------------------------
+# --- Teacher-output caches (keras_unikd.cache) --------------------------
 
 
 def reads_cached_teacher(model):
@@ -511,10 +496,11 @@ def cached_teacher_needs(table=None):
     table = METHODS if table is None else table
     needs = []
     for setting in table.values():
-        if setting is None or setting[0] is not Distiller:
+        if not METHOD_TABLE[method_base(setting[0])].teacher:
             continue
-        terms = terms_from_keywords(**setting[1])
-        method_needs = TeacherNeeds.combine(term.teacher_needs() for term in terms)
+        method_needs = TeacherNeeds.combine(
+            term.teacher_needs() for term in method_model_terms(setting)
+        )
         if method_needs.cacheable:
             needs.append(method_needs)
     return TeacherNeeds.combine(needs)

@@ -4,6 +4,8 @@ import keras
 from keras import ops
 
 from keras_unikd.initializers import TorchDefaultUniform
+from keras_unikd.layers.pooling import global_pool
+from keras_unikd.validation import check_positive_int
 
 OUTPUT_KEYS = ("mu", "log_var", "z")
 
@@ -49,11 +51,7 @@ class DistributionHead(keras.layers.Layer):
 
     def __init__(self, num_classes, seed=None, **kwargs):
         super().__init__(**kwargs)
-        if not isinstance(num_classes, int) or num_classes < 1:
-            raise ValueError(
-                f"num_classes must be a positive int; got {num_classes!r}."
-            )
-        self.num_classes = num_classes
+        self.num_classes = check_positive_int("num_classes", num_classes)
         self.seed = seed
         self.seed_generator = keras.random.SeedGenerator(seed, name="noise_seed")
 
@@ -89,13 +87,13 @@ class DistributionHead(keras.layers.Layer):
 
     @staticmethod
     def pool(inputs):
-        """The head's first step: a `(batch, H, W, C)` map averaged over H and W.
+        """The head's first step, `keras_unikd.layers.pooling.global_pool`.
 
-        A `(batch, C)` vector is returned as is, so a head fed the pooled
-        vector (e.g. from a teacher-output cache) gives what it gives for
-        the map.
+        A `(batch, H, W, C)` map is averaged over H and W, a `(batch, C)`
+        vector returned as is, so a head fed the pooled vector (e.g. from a
+        teacher-output cache) gives what it gives for the map.
         """
-        return ops.mean(inputs, axis=(1, 2)) if len(inputs.shape) == 4 else inputs
+        return global_pool(inputs)
 
     def call(self, inputs, training=False, sample=None):
         pooled = self.pool(inputs)

@@ -15,10 +15,11 @@ spatial size `s` becomes `ceil(s / 2)`: 28 -> 14 -> 7, 8 -> 4 -> 2, and even
 1x1 inputs work.
 """
 
-import numbers
 
 import keras
 from keras import layers
+
+from keras_unikd.validation import check_positive_int
 
 _BN_MOMENTUM = 0.9  # Faster-settling statistics for short demo trainings.
 
@@ -31,14 +32,7 @@ def _check_args(fn, input_shape, num_classes, **positive_ints):
         )
     positive_ints["num_classes"] = num_classes
     for name, value in positive_ints.items():
-        if (
-            not isinstance(value, numbers.Integral)
-            or isinstance(value, bool)
-            or value < 1
-        ):
-            raise ValueError(
-                f"{fn}: `{name}` must be a positive integer; got {value!r}."
-            )
+        check_positive_int(name, value, fn=fn)
 
 
 def _conv(x, filters, prefix, index):

@@ -2,6 +2,7 @@
 
 - `build_models(preset)`: the (untrained) teacher and student;
 - `build_optimizer(preset, steps_per_epoch)`: PyTorch-form SGD with the step schedule;
+- `build_terms(preset, method)`: the method's terms with the preset's settings;
 - `build_distiller(preset, teacher, student, method)`: the model to fit;
 - `compile_for_training(preset, model, optimizer)`: compiles it;
 """
@@ -10,13 +11,13 @@ import types
 
 import keras
 
+from keras_unikd.methods import METHODS
+from keras_unikd.methods import method_base
+from keras_unikd.methods import method_terms
+from keras_unikd.methods import with_seed
 from keras_unikd.optimizers import TorchSGD
-from keras_unikd.presets.methods import METHODS
-from keras_unikd.presets.methods import VARIANTS
-from keras_unikd.presets.methods import variant_kwargs
 from keras_unikd.presets.recipes import IMAGENET
 from keras_unikd.presets.recipes import get_preset
-from keras_unikd.presets.recipes import layer_names
 
 # ----------------------------------------------------------------------
 # Models
@@ -204,107 +205,28 @@ def build_optimizer(preset, steps_per_epoch, role="student", epochs=None):
     )
 
 
-def distiller_kwargs(preset, method):
-    """Keyword arguments of the distiller that `method` uses, from the preset.
-
-    - `"mlkd"`: MLKD's reference settings (Jin-Ying/Multi-Level-Logit-
-      Distillation: `mdistiller/engine/cfg.py`, KD section, and
-      `KD_ours.py`): cross-entropy weight `preset.mlkd_ce_weight` (0.1, on
-      each view), MLKD weight `preset.mlkd_weight` (0.9), the temperatures
-      `preset.mlkd_temperatures` (4, 3, 5, 2, 6), no warm-up, two views.
-    - `"unimlkd"`: the UniKD authors' UniMLKD: MLKD over the same
-      temperatures with cross-entropy and MLKD weights 1, UniKD's sampled
-      distribution terms on the preset's taps (the AFF inputs) at
-      `preset.unimlkd_distribution_temperature` (4), feature and
-      consistency weights 1, no warm-up; every term on both views.
+def build_terms(preset, method, seed=None):
+    """The terms of `method` (a method or a variant) with the preset's settings.
 
     Args:
         preset: A `Preset` or preset name.
-        method: One of `METHODS` except `"student"` (which has none).
+        method: A key of `keras_unikd.methods.METHODS` or `VARIANTS`.
+        seed: Optional seed of UniKD's sampling noise (the methods with
+            UniKD's distribution terms).
 
     Returns:
-        A dict for `keras_unikd.Distiller` (`unikd`, `unimlkd`, `dkd`,
-        `mlkd`, `kd`) or `keras_unikd.FitNetDistiller` (`fitnet`), without
-        teacher/student. For a variant (`"mlkd+ls"`, ...), pass it to
-        `variant_kwargs`, or use `build_distiller`, which does.
+        A list of `keras_unikd.terms.DistillationTerm`s.
 
     Raises:
         ValueError: for an unknown method.
+
+    Example:
+
+    >>> [type(term).__name__ for term in build_terms("cifar100_vgg13_vgg8", "dkd+ls")]
+    ['CrossEntropy', 'DKD']
     """
     preset = get_preset(preset)
-    if method not in METHODS:
-        hint = ""
-        if method in VARIANTS:
-            hint = (
-                f" {method!r} is a variant of {VARIANTS[method][0]!r}: use "
-                f"variant_kwargs({method!r}, distiller_kwargs(preset, "
-                f"{VARIANTS[method][0]!r})) or build_distiller."
-            )
-        raise ValueError(
-            f"Unknown method {method!r}; expected one of {', '.join(METHODS)}.{hint}"
-        )
-    dkd = dict(
-        logits_loss="dkd",
-        ce_weight=1.0,
-        logits_weight=1.0,
-        temperature=preset.temperature,
-        dkd_alpha=preset.dkd_alpha,
-        dkd_beta=preset.dkd_beta,
-        warmup_epochs=preset.warmup_epochs,
-    )
-    mlkd = dict(
-        logits_loss="mlkd",
-        temperature=preset.mlkd_temperatures[0],
-        mlkd_temperatures=tuple(preset.mlkd_temperatures),
-        warmup_epochs=0,
-        views=2,
-    )
-    features = dict(
-        distribution_loss="sampled",
-        teacher_features=layer_names(preset.teacher, preset.teacher_features),
-        student_features=layer_names(preset.student, preset.student_features),
-    )
-    if method == "unikd":
-        return dict(
-            dkd, distribution_temperature=preset.distribution_temperature, **features
-        )
-    if method == "unimlkd":
-        return dict(
-            mlkd,
-            ce_weight=1.0,
-            logits_weight=1.0,
-            feature_weight=1.0,
-            consistency_weight=1.0,
-            distribution_temperature=preset.unimlkd_distribution_temperature,
-            **features,
-        )
-    if method == "dkd":
-        return dict(dkd, distribution_loss=None)
-    if method == "mlkd":
-        return dict(
-            mlkd,
-            distribution_loss=None,
-            ce_weight=preset.mlkd_ce_weight,
-            logits_weight=preset.mlkd_weight,
-        )
-    if method == "kd":
-        return dict(
-            logits_loss="kd",
-            distribution_loss=None,
-            ce_weight=preset.kd_ce_weight,
-            logits_weight=preset.kd_weight,
-            temperature=preset.kd_temperature,
-            warmup_epochs=0,
-        )
-    if method == "fitnet":
-        return dict(
-            teacher_feature=layer_names(preset.teacher, preset.fitnet_feature),
-            student_feature=layer_names(preset.student, preset.fitnet_feature),
-            hint_weight=preset.fitnet_hint_weight,
-            logits_loss=None,
-            ce_weight=1.0,
-        )
-    return {}
+    return method_terms(method, **with_seed(method, preset.settings(method), seed))
 
 
 def build_distiller(preset, teacher, student, method="unikd", seed=None):
@@ -312,42 +234,29 @@ def build_distiller(preset, teacher, student, method="unikd", seed=None):
 
     Args:
         preset: A `Preset` or preset name.
-        teacher: The trained teacher (`keras.Model`, logits output).
+        teacher: The trained teacher (`keras.Model`, logits output), or a
+            teacher source (e.g. a teacher cache's `teacher_source()`).
         student: The student to train.
-        method: `"unikd"`, `"unimlkd"`, `"dkd"`, `"mlkd"` or `"kd"` (a
-            `keras_unikd.Distiller`), `"fitnet"` (a
-            `keras_unikd.FitNetDistiller`), `"student"` (the student
-            itself, trained with cross-entropy; `teacher` is unused and may
-            be `None`), or a key of `VARIANTS` (e.g. `"mlkd+ls"`: its
-            method's distiller with `variant_kwargs`). `"mlkd"`,
-            `"unimlkd"` and their variants train on `((weak, strong),
-            labels)` batches (`TWO_VIEW_METHODS`).
-        seed: Optional seed of UniKD's sampling noise (the methods with
-            UniKD's distribution terms).
+        method: A method of `keras_unikd.methods.METHODS` (`"student"`
+            returns the student itself, trained with cross-entropy; `teacher`
+            is unused and may be `None`) or a variant (`"mlkd+ls"`, ...).
+            The two-view methods (`TWO_VIEW_METHODS`) and their variants
+            train on `((weak, strong), labels)` batches.
+        seed: Optional seed of UniKD's sampling noise.
 
     Returns:
-        A `keras.Model`; the trained student is `model.student` for the
-        distillers and the model itself for `"student"`.
+        A `keras_unikd.Distiller` with `build_terms(preset, method, seed)`,
+        or the student for `"student"`.
 
     Raises:
         ValueError: for an unknown method.
     """
-    import keras_unikd
+    from keras_unikd.distiller import Distiller
 
-    preset = get_preset(preset)
-    if method in VARIANTS:
-        base = VARIANTS[method][0]
-        kwargs = variant_kwargs(method, distiller_kwargs(preset, base))
-    else:
-        base = method
-        kwargs = distiller_kwargs(preset, method)
-    if base == "student":
+    terms = build_terms(preset, method, seed)
+    if not METHODS[method_base(method)].teacher:
         return student
-    if base == "fitnet":
-        return keras_unikd.FitNetDistiller(teacher, student, **kwargs)
-    if kwargs.get("distribution_loss") is not None:
-        kwargs["seed"] = seed
-    return keras_unikd.Distiller(teacher=teacher, student=student, **kwargs)
+    return Distiller(teacher, student, terms=terms)
 
 
 def training_metrics(preset):
@@ -374,10 +283,10 @@ def compile_for_training(preset, model, optimizer, **compile_kwargs):
     Returns:
         `model`, compiled.
     """
-    import keras_unikd
+    from keras_unikd.distiller import Distiller
 
     metrics = training_metrics(preset)
-    if isinstance(model, keras_unikd.Distiller) or hasattr(model, "student"):
+    if isinstance(model, Distiller):
         model.compile(optimizer=optimizer, metrics=metrics, **compile_kwargs)
     else:
         model.compile(

@@ -2,14 +2,14 @@
 and recipe.
 
 A `Preset` is a frozen dataclass: which teacher and student, which dataset,
-which layers are tapped, the loss hyper-parameters of every method (UniKD,
-UniMLKD, DKD, MLKD, KD, FitNet and the student alone), the student's
-training recipe, whether it trains on two views, the teacher's training
-recipe and the published accuracies. The DKD paper's pairs carry its recipe;
-`<pair>_mlkd` carry MLKD's and `cifar100_resnet32x4_resnet8x4_unimlkd` the
-UniKD authors' UniMLKD recipe. Nothing here is
-Keras code; `keras_unikd.presets.builders` turns a preset into models, an
-optimizer and the model to fit.
+the student's training recipe, the teacher's training recipe, the published
+accuracies, and in one mapping (`Preset.methods`) the settings that the pair
+gives each method of the method table (`keras_unikd.methods`: UniKD,
+UniMLKD, DKD, MLKD, KD, FitNet and the student alone), over the methods'
+reference defaults. The DKD paper's pairs carry its recipe; `<pair>_mlkd`
+carry MLKD's and `cifar100_resnet32x4_resnet8x4_unimlkd` the UniKD authors'
+UniMLKD recipe. Nothing here is Keras code; `keras_unikd.presets.builders`
+turns a preset into models, an optimizer and the model to fit.
 
 Sources of the numbers:
 
@@ -38,7 +38,9 @@ Sources of the numbers:
 """
 
 import dataclasses
+import json
 import types
+import typing
 
 CIFAR100 = "cifar100"
 IMAGENET = "imagenet"
@@ -105,10 +107,10 @@ class Published:
 class Preset:
     """One experiment of the paper. Every field is data.
 
-    Layer names are *canonical tap names* (`stem`, `stage1`, ...,
-    `stage1_preact`, ..., `pool`, `logits`, as in the model zoo); for models
-    that name their layers otherwise (keras.applications), `MODEL_TAPS`
-    maps canonical names to real layer names (see `layer_names`).
+    Layer names in `methods` are the models' real layer names: the zoo's
+    canonical tap names (`stem`, `stage1`, ..., `stage1_preact`, ...,
+    `pool`), mapped through `MODEL_TAPS` for models that name their layers
+    otherwise (keras.applications; see `layer_names`).
 
     Args:
         name: Registry key, e.g. `"cifar100_resnet32x4_resnet8x4"`.
@@ -119,36 +121,17 @@ class Preset:
             `keras_unikd.presets.MODEL_BUILDERS`).
         student: Student model name.
         architecture: `"same"` or `"different"` (the paper's two tables).
-        teacher_features: Teacher taps of UniKD (its raw stage-1
-            pre-activation feature, as in the reference code).
-        student_features: Student taps of UniKD, shallow to deep.
-        fitnet_feature: FitNet's hint layer (the middle stage), tapped in
-            both networks.
-        temperature: DKD temperature (also UniKD's logits term).
-        distribution_temperature: UniKD's distribution temperature.
-        dkd_alpha: DKD target-class weight.
-        dkd_beta: DKD non-target weight.
-        warmup_epochs: Linear warm-up of the DKD term (DKD and UniKD).
-        kd_temperature: Temperature of plain KD.
-        kd_ce_weight: Cross-entropy weight of plain KD.
-        kd_weight: KD-term weight of plain KD.
-        fitnet_hint_weight: Weight of FitNet's hint MSE.
-        mlkd_temperatures: MLKD's temperatures (MLKD and UniMLKD); the
-            first is its base temperature, which logit standardization's
-            `--base-temp` replaces.
-        mlkd_ce_weight: Cross-entropy weight of MLKD (on each view).
-        mlkd_weight: MLKD-term weight of MLKD.
-        unimlkd_distribution_temperature: Temperature of UniMLKD's
-            distribution terms (4 in the authors' recipe; UniKD's is
-            `distribution_temperature`).
-        method: The method whose published recipe this preset is, or
-            `None` for the DKD paper's recipe, which every method uses.
-        two_views: Whether the recipe trains on two views of each example,
-            `((weak, strong), labels)` batches, as its method needs.
         recipe: The student's training recipe (all methods).
         teacher_recipe: The recipe that trains the teacher from scratch.
         published: Published accuracies.
-        config_source: The mdistiller config the numbers come from.
+        config_source: The config the numbers come from.
+        methods: `{method: settings}`: each method of
+            `keras_unikd.methods.METHODS` with the settings this pair gives
+            it over the method's reference defaults (DKD's beta, the taps of
+            UniKD and FitNet, ImageNet's temperatures); `settings(method)`
+            resolves a variant to its method's.
+        method: The method whose published recipe this preset is, or
+            `None` for the DKD paper's recipe, which every method uses.
     """
 
     name: str
@@ -158,37 +141,51 @@ class Preset:
     teacher: str
     student: str
     architecture: str
-    teacher_features: tuple
-    student_features: tuple
     recipe: Recipe
     teacher_recipe: Recipe
     published: Published
     config_source: str
-    fitnet_feature: str = "stage2"
-    temperature: float = 4.0
-    distribution_temperature: float = 1.0
-    dkd_alpha: float = 1.0
-    dkd_beta: float = 8.0
-    warmup_epochs: int = 20
-    kd_temperature: float = 4.0
-    kd_ce_weight: float = 0.1
-    kd_weight: float = 0.9
-    fitnet_hint_weight: float = 100.0
-    mlkd_temperatures: tuple = (4.0, 3.0, 5.0, 2.0, 6.0)
-    mlkd_ce_weight: float = 0.1
-    mlkd_weight: float = 0.9
-    unimlkd_distribution_temperature: float = 4.0
+    methods: typing.Mapping[str, typing.Mapping]
     method: str = None
-    two_views: bool = False
 
     @property
     def input_shape(self):
         """`(image_size, image_size, 3)`."""
         return (self.image_size, self.image_size, 3)
 
+    @property
+    def two_views(self):
+        """Whether the preset's own method trains on two views of each example."""
+        from keras_unikd.methods import method_views
+
+        return self.method is not None and method_views(self.method) == 2
+
+    def settings(self, method):
+        """The settings this preset gives `method` (a method or a variant).
+
+        Returns:
+            A new dict, for `keras_unikd.methods.method_terms(method, **it)`.
+
+        Raises:
+            ValueError: for an unknown method.
+        """
+        from keras_unikd.methods import get_method
+
+        base = getattr(get_method(method), "method", method)
+        return dict(self.methods[base])
+
     def to_dict(self):
         """The preset as a JSON-serialisable dict (tuples become lists)."""
-        return dataclasses.asdict(self)
+        record = {
+            field.name: getattr(self, field.name)
+            for field in dataclasses.fields(self)
+            if field.name != "methods"
+        }
+        for field in ("recipe", "teacher_recipe", "published"):
+            record[field] = dataclasses.asdict(record[field])
+        record["methods"] = {name: dict(value) for name, value in self.methods.items()}
+        record["two_views"] = self.two_views
+        return json.loads(json.dumps(record))
 
 
 # ----------------------------------------------------------------------
@@ -217,9 +214,13 @@ IMAGENET_TEACHER_RECIPE = Recipe(
     weight_decay=1e-4,
 )
 
+# UniKD's taps in the reference: the teacher's raw stage-1 feature, and the
+# student's stages (the AFF inputs) with its pooled vector; FitNet's hint is
+# the middle stage of both.
 CIFAR_STUDENT_FEATURES = ("stage1", "stage2", "stage3", "pool")
 CIFAR_STUDENT_FEATURES_4 = ("stage1", "stage2", "stage3", "stage4", "pool")
 TEACHER_FEATURES = ("stage1_preact",)
+FITNET_FEATURE = "stage2"
 
 
 # ----------------------------------------------------------------------
@@ -262,9 +263,76 @@ MODEL_TAPS = types.MappingProxyType(
 )
 
 
+def layer_names(model_name, canonical_names):
+    """Maps canonical tap names to the model's real layer names.
+
+    Args:
+        model_name: A model name (a key of
+            `keras_unikd.presets.MODEL_BUILDERS`).
+        canonical_names: A name or a sequence of names (`"stage1"`, ...).
+
+    Returns:
+        The real layer name(s), same structure as `canonical_names`.
+    """
+    taps = MODEL_TAPS.get(model_name, {})
+    if isinstance(canonical_names, str):
+        return taps.get(canonical_names, canonical_names)
+    return [taps.get(name, name) for name in canonical_names]
+
+
 # ----------------------------------------------------------------------
 # The registry
 # ----------------------------------------------------------------------
+
+
+def pair_methods(
+    teacher,
+    student,
+    dkd_beta=8.0,
+    student_features=CIFAR_STUDENT_FEATURES,
+    temperature=None,
+    dkd_warmup_epochs=None,
+    kd=None,
+):
+    """Each method's settings for one teacher/student pair (over the table's
+    reference defaults): the values the pair's configs change.
+
+    Args:
+        teacher: The teacher's model name (for `layer_names`).
+        student: The student's model name.
+        dkd_beta: DKD's beta (also UniKD's, which distils with DKD).
+        student_features: UniKD's student taps, shallow to deep (canonical).
+        temperature: DKD's (and UniKD's logits) temperature, if not 4.
+        dkd_warmup_epochs: DKD's warm-up, if not 20 epochs.
+        kd: KD's settings, if not CE 0.1, KD 0.9 at T = 4.
+
+    Returns:
+        A mapping `{method: settings}` for `Preset.methods`.
+    """
+    dkd = {"dkd_beta": dkd_beta}
+    if temperature is not None:
+        dkd["temperature"] = temperature
+    if dkd_warmup_epochs is not None:
+        dkd["warmup_epochs"] = dkd_warmup_epochs
+    taps = {
+        "teacher_features": tuple(layer_names(teacher, TEACHER_FEATURES)),
+        "student_features": tuple(layer_names(student, student_features)),
+    }
+    settings = {
+        "unikd": {**dkd, **taps},
+        "unimlkd": dict(taps),
+        "dkd": dkd,
+        "mlkd": {},
+        "kd": dict(kd or {}),
+        "fitnet": {
+            "teacher_feature": layer_names(teacher, FITNET_FEATURE),
+            "student_feature": layer_names(student, FITNET_FEATURE),
+        },
+        "student": {},
+    }
+    return types.MappingProxyType(
+        {name: types.MappingProxyType(value) for name, value in settings.items()}
+    )
 
 
 def _cifar(
@@ -275,7 +343,7 @@ def _cifar(
     config,
     light_student=False,
     student_features=CIFAR_STUDENT_FEATURES,
-    **hyper,
+    dkd_beta=8.0,
 ):
     return Preset(
         name=f"cifar100_{teacher}_{student}",
@@ -285,37 +353,39 @@ def _cifar(
         teacher=teacher,
         student=student,
         architecture=architecture,
-        teacher_features=TEACHER_FEATURES,
-        student_features=student_features,
         recipe=CIFAR_LIGHT_STUDENT_RECIPE if light_student else CIFAR_RECIPE,
         teacher_recipe=CIFAR_RECIPE,
         published=published,
         config_source=f"mdistiller configs/cifar100/dkd/{config}.yaml",
-        **hyper,
+        methods=pair_methods(teacher, student, dkd_beta, student_features),
     )
 
 
-def _imagenet(teacher, student, published, config, **hyper):
+def _imagenet(teacher, student, published, config, dkd_beta):
+    teacher_model, student_model = f"{teacher}_imagenet", f"{student}_imagenet"
     return Preset(
         name=f"imagenet_{teacher}_{student}",
         dataset=IMAGENET,
         num_classes=1000,
         image_size=224,
-        teacher=f"{teacher}_imagenet",
-        student=f"{student}_imagenet",
+        teacher=teacher_model,
+        student=student_model,
         architecture="same" if teacher[:6] == student[:6] else "different",
-        teacher_features=TEACHER_FEATURES,
-        student_features=CIFAR_STUDENT_FEATURES_4,
         recipe=IMAGENET_RECIPE,
         teacher_recipe=IMAGENET_TEACHER_RECIPE,
         published=published,
         config_source=f"mdistiller configs/imagenet/{config}/dkd.yaml",
-        temperature=1.0,
-        warmup_epochs=1,
-        kd_temperature=1.0,
-        kd_ce_weight=0.5,
-        kd_weight=0.5,
-        **hyper,
+        # mdistiller's ImageNet configs: T = 1 for KD and DKD, DKD warms up
+        # over 1 epoch, KD weighs CE and KD 0.5 each.
+        methods=pair_methods(
+            teacher_model,
+            student_model,
+            dkd_beta,
+            CIFAR_STUDENT_FEATURES_4,
+            temperature=1.0,
+            dkd_warmup_epochs=1,
+            kd={"temperature": 1.0, "ce_weight": 0.5, "logits_weight": 0.5},
+        ),
     )
 
 
@@ -420,7 +490,6 @@ def _method_preset(pair, method, recipe, published, config_source):
         base,
         name=f"{pair}_{method}",
         method=method,
-        two_views=True,
         recipe=recipe,
         published=dataclasses.replace(
             published, teacher=base.published.teacher, student=base.published.student
@@ -514,10 +583,8 @@ def get_preset(name):
 
     Example:
 
-    ```python
-    preset = get_preset("cifar100_vgg13_vgg8")
-    preset.dkd_beta  # 6.0
-    ```
+    >>> get_preset("cifar100_vgg13_vgg8").settings("dkd")
+    {'dkd_beta': 6.0}
     """
     if isinstance(name, Preset):
         return name
@@ -526,20 +593,3 @@ def get_preset(name):
             f"Unknown preset {name!r}. Known presets: {', '.join(list_presets())}."
         )
     return PRESETS[name]
-
-
-def layer_names(model_name, canonical_names):
-    """Maps canonical tap names to the model's real layer names.
-
-    Args:
-        model_name: A model name (a key of
-            `keras_unikd.presets.MODEL_BUILDERS`).
-        canonical_names: A name or a sequence of names (`"stage1"`, ...).
-
-    Returns:
-        The real layer name(s), same structure as `canonical_names`.
-    """
-    taps = MODEL_TAPS.get(model_name, {})
-    if isinstance(canonical_names, str):
-        return taps.get(canonical_names, canonical_names)
-    return [taps.get(name, name) for name in canonical_names]

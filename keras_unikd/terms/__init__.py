@@ -1,16 +1,20 @@
 """Distillation terms: Keras layers that a `keras_unikd.Distiller` sums.
 
 `DistillationTerm` is the interface; the built-in terms are `CrossEntropy`,
-`KD`, `DKD`, `MLKD`, `UniKDFeatures` and `FitNetHint`.
+`KD`, `DKD`, `MLKD`, `UniKDFeatures` and `FitNetHint`. Each name is
+imported on first use.
 """
 
-from keras_unikd.terms.base import DistillationTerm
-from keras_unikd.terms.base import ForwardRecord
-from keras_unikd.terms.base import ForwardShapes
-from keras_unikd.terms.base import TeacherNeeds
-from keras_unikd.terms.fitnet import FitNetHint
-from keras_unikd.terms.logits import DKD
-from keras_unikd.terms.logits import KD
-from keras_unikd.terms.logits import MLKD
-from keras_unikd.terms.logits import CrossEntropy
-from keras_unikd.terms.unikd import UniKDFeatures
+from keras_unikd.lazy import lazy_attributes
+
+_NAMES = {
+    **dict.fromkeys(
+        ("DistillationTerm", "ForwardRecord", "ForwardShapes", "TeacherNeeds"),
+        "keras_unikd.terms.base",
+    ),
+    **dict.fromkeys(("CrossEntropy", "KD", "DKD", "MLKD"), "keras_unikd.terms.logits"),
+    "UniKDFeatures": "keras_unikd.terms.unikd",
+    "FitNetHint": "keras_unikd.terms.fitnet",
+}
+__all__ = sorted(_NAMES)
+__getattr__, __dir__ = lazy_attributes(__name__, _NAMES)

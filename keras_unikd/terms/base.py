@@ -9,11 +9,12 @@ runs each network once per step and sums the terms.
 """
 
 import dataclasses
-import math
 import typing
 
 import keras
 from keras import ops
+
+from keras_unikd.validation import check_non_negative
 
 AUTO_FEATURES = "auto"
 
@@ -60,36 +61,6 @@ def paths_config(paths):
 AUTO_WARMUP = "auto"
 AUTO_WARMUP_FRACTION = 20 / 240
 AUTO_WARMUP_FALLBACK_EPOCHS = 240.0
-
-
-def check_non_negative(argument, value):
-    """Raises a `ValueError` unless `value` is a finite number >= 0."""
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, (int, float))
-        or not math.isfinite(value)
-        or value < 0
-    ):
-        raise ValueError(
-            f"{argument} must be a finite number >= 0; got {value!r}. A "
-            "negative weight would maximise that loss; use 0 to switch a "
-            "term off."
-        )
-
-
-def check_bool(argument, value):
-    """Raises a `ValueError` unless `value` is `True` or `False`."""
-    if not isinstance(value, bool):
-        raise ValueError(f"{argument} must be True or False; got {value!r}.")
-
-
-def check_positive(argument, value):
-    """Raises a `ValueError` unless `value` is a finite number > 0."""
-    check_non_negative(argument, value)
-    if value == 0:
-        raise ValueError(
-            f"{argument} must be > 0; got {value!r} (softmax(z / T) is undefined at T = 0)."
-        )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -152,57 +123,93 @@ class ForwardRecord:
 
 @dataclasses.dataclass(frozen=True)
 class TeacherNeeds:
-    """What a term reads of the teacher: what a teacher-output cache must hold.
+    """What a term reads of the teacher, and how each feature is reduced.
 
     A term's `teacher_needs()` returns one; `TeacherNeeds.combine` merges
-    those of several terms. When `cacheable` is false, the term reads
-    something that cannot be stored per example and view (the teacher's full
-    feature maps), `reason` says what, and a Distiller runs the teacher
-    online.
+    those of several terms. A teacher source (`keras_unikd.teacher_source`)
+    gives the terms exactly this: the logits, each feature of
+    `pooled_features` averaged over its spatial axes
+    (`keras_unikd.layers.pooling.global_pool`: a `(batch, C)` vector) and
+    each feature of `feature_maps` whole. A teacher-output cache
+    (`keras_unikd.cache`) stores the logits and the pooled vectors, so the
+    needs are `cacheable` when no full map is read.
+
+    A term that declares a feature pooled must accept either the vector or
+    the whole map for it (another term may read the map): `DistributionHead`
+    does, pooling a map itself.
 
     Attributes:
         logits: Whether the term reads the teacher's logits.
-        pooled_features: Teacher layer paths whose feature the term reads
-            only through `DistributionHead.pool` (a map averaged over its
-            spatial axes, a vector as is), shallow to deep.
+        pooled_features: Teacher layer paths read only through their
+            spatial mean, shallow to deep.
+        feature_maps: Teacher layer paths read whole.
         views: 1, or 2 when the term reads both views of `((weak, strong),
             labels)` batches.
-        cacheable: Whether the above is all the term reads of the teacher.
-        reason: Why not, when `cacheable` is false (else `""`).
+        reason: Why the needs cannot be cached (`""` when they can); by
+            default it names the full maps.
 
     Example:
 
     >>> a = TeacherNeeds(logits=True, views=2)
     >>> b = TeacherNeeds(pooled_features=("t_stage1",))
     >>> TeacherNeeds.combine([a, b])
-    TeacherNeeds(logits=True, pooled_features=('t_stage1',), views=2, cacheable=True, reason='')
+    TeacherNeeds(logits=True, pooled_features=('t_stage1',), feature_maps=(), views=2, reason='')
+    >>> TeacherNeeds(feature_maps=("t_stage2",)).cacheable
+    False
     """
 
     logits: bool = False
     pooled_features: typing.Tuple[str, ...] = ()
+    feature_maps: typing.Tuple[str, ...] = ()
     views: int = 1
-    cacheable: bool = True
     reason: str = ""
+
+    def __post_init__(self):
+        for name in ("pooled_features", "feature_maps"):
+            object.__setattr__(self, name, tuple(getattr(self, name)))
+        if self.feature_maps and not self.reason:
+            object.__setattr__(
+                self,
+                "reason",
+                f"it reads the teacher's full feature map(s) {list(self.feature_maps)!r}",
+            )
+
+    @property
+    def cacheable(self):
+        """Whether a teacher-output cache can hold all of it (no full map)."""
+        return not self.reason
+
+    @property
+    def feature_paths(self):
+        """Every teacher layer path read: the full maps, then the pooled ones."""
+        return self.feature_maps + tuple(
+            path for path in self.pooled_features if path not in self.feature_maps
+        )
 
     @classmethod
     def combine(cls, needs):
         """The needs of several terms together: a union, the most views.
 
-        The reasons of the terms that cannot be cached are joined with
-        `"; "`; give each `reason` its term's name (see
+        A feature that one term reads whole and another pooled is read
+        whole. The reasons of the terms that cannot be cached are joined
+        with `"; "`; give each `reason` its term's name (see
         `DistillationTerm.teacher_needs`).
         """
         needs = list(needs)
-        paths = []
-        for need in needs:
-            paths.extend(path for path in need.pooled_features if path not in paths)
-        reasons = [need.reason for need in needs if not need.cacheable]
+
+        def union(name):
+            paths = []
+            for need in needs:
+                paths.extend(path for path in getattr(need, name) if path not in paths)
+            return paths
+
+        maps = union("feature_maps")
         return cls(
             logits=any(need.logits for need in needs),
-            pooled_features=tuple(paths),
+            pooled_features=tuple(path for path in union("pooled_features") if path not in maps),
+            feature_maps=tuple(maps),
             views=max([1] + [need.views for need in needs]),
-            cacheable=not reasons,
-            reason="; ".join(reasons),
+            reason="; ".join(need.reason for need in needs if need.reason),
         )
 
 
@@ -248,6 +255,8 @@ class DistillationTerm(keras.layers.Layer):
 
     >>> import keras
     >>> from keras import ops
+
+from keras_unikd.validation import check_non_negative
     >>> class AttentionTransfer(DistillationTerm):
     ...     def __init__(self, teacher_feature, student_feature, **kwargs):
     ...         super().__init__(**kwargs)
@@ -307,17 +316,20 @@ class DistillationTerm(keras.layers.Layer):
     def teacher_needs(self):
         """What the term reads of the teacher, as a `TeacherNeeds`.
 
-        A teacher-output cache (`keras_unikd.teacher_cache`) stores exactly
-        this. The default: the teacher's logits on the term's `views`, and
-        no feature; a term that reads teacher features is not cacheable
-        unless it overrides this method (e.g. to declare features it only
-        pools, as `UniKDFeatures`).
+        The teacher source gives the term exactly this, and a teacher-output
+        cache (`keras_unikd.cache`) stores it. The default: the teacher's
+        logits on the term's `views`, and its `teacher_features` whole
+        (maps, which a cache does not hold); a term that reads a feature
+        only through its spatial mean overrides this method to declare it
+        in `pooled_features`, as `UniKDFeatures` does.
         """
         if self.teacher_features:
             return TeacherNeeds(
                 logits=True,
+                feature_maps=(
+                    () if self.teacher_features == AUTO_FEATURES else self.teacher_features
+                ),
                 views=self.views,
-                cacheable=False,
                 reason=(
                     f"term {self.name!r} ({type(self).__name__}) reads the teacher's "
                     f"feature(s) {paths_config(self.teacher_features)!r} and does not "

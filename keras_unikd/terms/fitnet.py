@@ -51,9 +51,8 @@ class FitNetHint(DistillationTerm):
     def teacher_needs(self):
         """Not cacheable: the hint is the teacher's whole feature map."""
         return TeacherNeeds(
-            logits=False,
+            feature_maps=self.teacher_features,
             views=self.views,
-            cacheable=False,
             reason=(
                 f"term {self.name!r} (FitNetHint) matches the teacher's full feature "
                 f"map {self.teacher_features[0]!r} point by point"

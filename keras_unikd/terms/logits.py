@@ -6,9 +6,9 @@ from keras import ops
 from keras_unikd import losses
 from keras_unikd.terms.base import DistillationTerm
 from keras_unikd.terms.base import TeacherNeeds
-from keras_unikd.terms.base import check_bool
-from keras_unikd.terms.base import check_non_negative
-from keras_unikd.terms.base import check_positive
+from keras_unikd.validation import check_bool
+from keras_unikd.validation import check_non_negative
+from keras_unikd.validation import check_positive
 
 
 @keras.saving.register_keras_serializable(package="keras_unikd")

@@ -10,11 +10,11 @@ from keras_unikd.terms.base import AUTO_FEATURES
 from keras_unikd.terms.base import DistillationTerm
 from keras_unikd.terms.base import TeacherNeeds
 from keras_unikd.terms.base import as_layer_paths
-from keras_unikd.terms.base import check_bool
-from keras_unikd.terms.base import check_non_negative
-from keras_unikd.terms.base import check_positive
 from keras_unikd.terms.base import paths_config
+from keras_unikd.validation import check_bool
 from keras_unikd.validation import check_choice
+from keras_unikd.validation import check_non_negative
+from keras_unikd.validation import check_positive
 
 
 def _check_feature_ranks(side, shapes):
@@ -188,7 +188,8 @@ class UniKDFeatures(DistillationTerm):
             return TeacherNeeds(
                 logits=True, pooled_features=self.teacher_features, views=self.views
             )
-        return TeacherNeeds(logits=True, views=self.views, cacheable=False, reason=reason)
+        maps = () if self.teacher_features == AUTO_FEATURES else self.teacher_features
+        return TeacherNeeds(logits=True, feature_maps=maps, views=self.views, reason=reason)
 
     def _aggregator(self, shapes, fuse, reference_shape, side):
         if fuse is None:

@@ -7,9 +7,11 @@ import keras
 import numpy as np
 import pytest
 
-from keras_unikd import presets
 from keras_unikd.data import load_fashion_mnist
 from keras_unikd.experiments import fashion_mnist as experiment
+from keras_unikd.methods import METHODS
+from keras_unikd.methods import VARIANTS
+from keras_unikd.teacher_source import OnlineTeacher
 
 pytestmark = pytest.mark.skipif(
     keras.backend.backend() != "tensorflow",
@@ -33,27 +35,39 @@ def small():
 RECIPE = experiment.Recipe(teacher_epochs=1, student_epochs=1, subset=64, batch_size=32)
 
 
+def configs(terms):
+    """The terms' configs, names aside."""
+    return [{k: v for k, v in term.get_config().items() if k != "name"} for term in terms]
+
+
 def test_the_paired_methods_differ_only_in_what_is_compared():
     methods = experiment.METHODS
-    assert set(methods) == set(presets.METHODS) | set(presets.VARIANTS)
-    features = {"distribution_loss": "sampled", **experiment.UNIKD_TAPS}
-    assert methods["unikd"][1] == dict(methods["dkd"][1], **features)
-    assert methods["unimlkd"][1] == dict(
-        methods["mlkd"][1], distribution_temperature=4.0, **features
-    )
-    assert methods["mlkd"][1]["logits_loss"] == "mlkd"
-    assert methods["mlkd"][1]["warmup_epochs"] == 0
-    for variant, (base, _) in presets.VARIANTS.items():
-        distiller_class, options = methods[variant]
-        expected = presets.variant_kwargs(variant, methods[base][1])
-        if variant in ("mlkd+ls", "unimlkd+ls"):
+    assert set(methods) == set(METHODS) | set(VARIANTS)
+    terms = {name: experiment.method_model_terms(setting) for name, setting in methods.items()}
+    # UniKD is DKD plus its feature terms, UniMLKD MLKD plus them (at T = 4).
+    assert configs(terms["unikd"][:2]) == configs(terms["dkd"])
+    assert configs(terms["unimlkd"][:2]) == configs(terms["mlkd"])
+    for name, temperature in (("unikd", 1.0), ("unimlkd", 4.0)):
+        features = terms[name][2]
+        assert list(features.student_features) == experiment.UNIKD_TAPS["student_features"]
+        assert (features.distribution_loss, features.temperature) == ("sampled", temperature)
+    ce, mlkd = terms["mlkd"]
+    assert (ce.weight, mlkd.weight, mlkd.warmup_epochs) == (1.0, 1.0, 0)
+    assert (mlkd.instance_weight, mlkd.class_weight, mlkd.batch_weight) == (1.0, 0.025, 0.5)
+    for variant in VARIANTS.values():
+        expected = variant.transform(terms[variant.method])
+        if variant.name in ("mlkd+ls", "unimlkd+ls"):
             # `+ls` weights the level it standardizes (the instance level) 9
             # and leaves the Gram levels as plain MLKD weights them.
-            effective = [options["logits_weight"] * w for w in options["mlkd_level_weights"]]
-            plain = methods[base][1]["mlkd_level_weights"]
-            assert effective == pytest.approx([9 * plain[0], plain[1], plain[2]])
-            expected["mlkd_level_weights"] = options["mlkd_level_weights"]
-        assert (distiller_class, options) == (methods[base][0], expected)
+            mlkd = terms[variant.name][1]
+            effective = [mlkd.weight * w for w in (mlkd.instance_weight, mlkd.class_weight,
+                                                   mlkd.batch_weight)]
+            assert effective == pytest.approx([9.0, 0.025, 0.5])
+            expected[1] = type(expected[1]).from_config(
+                dict(expected[1].get_config(), class_weight=mlkd.class_weight,
+                     batch_weight=mlkd.batch_weight)
+            )
+        assert configs(terms[variant.name]) == configs(expected), variant.name
 
 
 def test_teacher_cache_is_keyed_by_its_training(small, tmp_path):
@@ -108,8 +122,7 @@ def test_same_seed_same_student_initialisation(small):
 
 
 def test_cached_teacher_runs(small, tmp_path, monkeypatch):
-    import keras_unikd
-    from keras_unikd import teacher_cache
+    from keras_unikd import cache as teacher_cache
 
     teacher = experiment.fashion_teacher(small.image_shape, small.num_classes)
     # One cache serves every method that can read one: the logits and the
@@ -135,7 +148,7 @@ def test_cached_teacher_runs(small, tmp_path, monkeypatch):
         raise AssertionError("the teacher ran on a cached batch")
 
     with monkeypatch.context() as patch:
-        patch.setattr(keras_unikd.Distiller, "_teacher_forward", teacher_ran)
+        patch.setattr(OnlineTeacher, "_forward", teacher_ran)
         kd, _ = experiment.train_student(
             "kd", teacher, small, RECIPE, seed=1, verbose=0, teacher_cache=cache
         )

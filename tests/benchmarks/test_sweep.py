@@ -12,20 +12,29 @@ from keras_unikd.experiments import fashion_mnist as experiment
 sweep = load_script("sweep")
 
 
+def configs(setting):
+    """The configs of a `(method, settings)` entry's terms, names aside."""
+    return [
+        {key: value for key, value in term.get_config().items() if key != "name"}
+        for term in experiment.method_model_terms(setting)
+    ]
+
+
 def test_knob_settings_change_one_knob_of_the_base():
     table = sweep.knob_settings("dkd")
-    # On DKD the base is the benchmark's unikd, on MLKD its unimlkd.
+    # On DKD the base is the benchmark's unikd, on MLKD its unimlkd (with +ls too).
     assert table["dkd"] == experiment.METHODS["dkd"]
     base = table["base"][1]
-    assert base == dict(experiment.METHODS["unikd"][1], distribution_temperature=1.0)
-    assert sweep.knob_settings("mlkd")["base"][1] == experiment.METHODS["unimlkd"][1]
-    assert sweep.knob_settings("dkd+ls")["base"][1] == dict(
-        experiment.METHODS["unikd+ls"][1], distribution_temperature=1.0
+    assert configs(table["base"]) == configs(experiment.METHODS["unikd"])
+    assert configs(sweep.knob_settings("mlkd")["base"]) == configs(experiment.METHODS["unimlkd"])
+    assert configs(sweep.knob_settings("dkd+ls")["base"]) == configs(
+        experiment.METHODS["unikd+ls"]
     )
     assert len(table) == 15
-    for name, (_, options) in table.items():
+    for name, (method, options) in table.items():
         if name in ("dkd", "base"):
             continue
+        assert method == "unikd"
         changed = {k for k in options if options[k] != base.get(k)}
         assert len(changed) == 1, name
         assert name.startswith(tuple(changed)) or name in (
@@ -37,14 +46,20 @@ def test_knob_settings_change_one_knob_of_the_base():
     assert table["stage3 alone (no AFF)"][1]["student_features"] == ["stage3"]
     # On MLKD the base temperature is UniMLKD's 4, so 1 is swept.
     assert "distribution_temperature=1" in sweep.knob_settings("mlkd")
+    # On KD, UniKD's terms sit on KD (every weight 1, no warm-up).
+    kd_base = experiment.method_model_terms(sweep.knob_settings("kd")["base"])
+    assert [type(term).__name__ for term in kd_base] == ["CrossEntropy", "KD", "UniKDFeatures"]
+    assert (kd_base[0].weight, kd_base[1].weight, kd_base[1].warmup_epochs) == (1.0, 1.0, 0)
 
 
 def test_second_pair_settings():
     table = sweep.second_pair_settings()
     assert list(table) == ["student", "kd", "dkd", "unikd", "unikd-on-kd"]
-    options = table["unikd-on-kd"][1]
-    assert options["logits_loss"] == "kd" and options["distribution_loss"] == "sampled"
+    method, options = table["unikd-on-kd"]
+    assert method == "unikd" and options["logits_loss"] == "kd"
     assert options["student_features"] == experiment.UNIKD_TAPS["student_features"]
+    names = [type(term).__name__ for term in experiment.method_model_terms(table["unikd-on-kd"])]
+    assert names == ["CrossEntropy", "KD", "UniKDFeatures"]
 
 
 def test_best_logits_reads_the_accuracy_results(tmp_path):
@@ -81,7 +96,7 @@ def test_sweep_quick(tmp_path, quick_teachers):
     run = block["methods"]["base"]["runs"][0]
     assert 0.0 <= run["teacher_agreement"] <= 1.0 and run["teacher_kl"] >= 0.0
     assert "feature_loss" in block["methods"]["base"]["final_losses"]
-    assert results["settings"]["feature_weight=0"]["feature_weight"] == 0.0
+    assert results["settings"]["feature_weight=0"]["settings"]["feature_weight"] == 0.0
     assert "| feature_weight=0 vs base | 1 |" in (tmp_path / "knobs.md").read_text()
 
     # The second pair: each setting at both widths (one setting here; the

@@ -273,7 +273,7 @@ def test_fit_reads_keyed_epoch_e_in_its_epoch_e():
         (dict(batch_size=N + 1, drop_remainder=True), "leaves no batch"),
         (dict(mean=0.5, std=None), "pass both `mean` and `std`"),
         (dict(std=0.0), "`std` must be positive"),
-        (dict(crop_padding=-1), "`crop_padding` must be None or a non-negative"),
+        (dict(crop_padding=-1), "`crop_padding` must be None or an integer >= 0"),
         (dict(two_views="yes"), "`two_views` must be True or False"),
         (dict(with_keys=1), "`with_keys` must be True or False"),
         (dict(num_parallel_calls=0), "`num_parallel_calls` must be None"),

@@ -76,7 +76,7 @@ def test_outputs_are_float32_under_mixed_precision():
 
 
 def test_validation_and_config():
-    with pytest.raises(ValueError, match="num_classes must be a positive int"):
+    with pytest.raises(ValueError, match="num_classes must be a positive integer"):
         DistributionHead(num_classes=0)
     head = DistributionHead(num_classes=3)
     with pytest.raises(ValueError, match=r"expects a \(batch, H, W, C\) map"):
