@@ -1,10 +1,10 @@
 # The two commands of the README:
 #   make demo  - install into .venv, then distil a Fashion-MNIST CNN four ways
-#   make test  - install into .venv, lint with ruff (make lint), then run
-#                the test suite (tests and doctests) under TensorFlow, JAX
-#                and PyTorch, in that order, two test processes at a time
-#                (TEST_WORKERS=...); make test-tensorflow / test-jax /
-#                test-torch run one backend
+#   make test  - install into .venv, lint with ruff (make lint), build the
+#                documentation site (make docs), then run the test suite
+#                (tests and doctests) under TensorFlow, JAX and PyTorch, in
+#                that order, two test processes at a time (TEST_WORKERS=...);
+#                make test-tensorflow / test-jax / test-torch run one backend
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -28,12 +28,12 @@ PYTEST := XLA_FLAGS="$(TEST_XLA_FLAGS) $$XLA_FLAGS" $(PY) -m pytest -q -p no:cac
 # PyTorch's CPU wheels: PIP_EXTRA_INDEX_URL=https://download.pytorch.org/whl/cpu
 TORCH_FOR_TESTS := torch==2.13.0
 
-.PHONY: install data demo lint test test-tensorflow test-jax test-torch clean
+.PHONY: install data demo lint docs test test-tensorflow test-jax test-torch clean
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet "$(TORCH_FOR_TESTS)" -e ".[jax,torch,test,demo,hub]"
+	$(PY) -m pip install --quiet "$(TORCH_FOR_TESTS)" -e ".[jax,torch,test,demo,hub,docs]"
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -50,6 +50,13 @@ demo: install data
 lint: install
 	$(VENV)/bin/ruff check .
 
+# The documentation site (mkdocs.yml, docs/) into site/. --strict: a broken
+# link, a page missing from the nav or a docstring that mkdocstrings cannot
+# render fails the build. The API reference reads the docstrings statically
+# (griffe); nothing is imported.
+docs: install
+	$(VENV)/bin/mkdocs build --strict --site-dir site
+
 test-tensorflow: install
 	KERAS_BACKEND=tensorflow $(PYTEST)
 
@@ -59,7 +66,7 @@ test-jax: install
 test-torch: install
 	KERAS_BACKEND=torch $(PYTEST)
 
-test: lint test-tensorflow test-jax test-torch
+test: lint docs test-tensorflow test-jax test-torch
 
 clean:
-	rm -rf $(VENV) artifacts .pytest_cache .ruff_cache
+	rm -rf $(VENV) artifacts site .pytest_cache .ruff_cache
