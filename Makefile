@@ -4,7 +4,9 @@
 #                documentation site (make docs), then run the test suite
 #                (tests and doctests) under TensorFlow, JAX and PyTorch, in
 #                that order, two test processes at a time (TEST_WORKERS=...);
-#                make test-tensorflow / test-jax / test-torch run one backend
+#                make test-tensorflow / test-jax / test-torch run one backend;
+#                make test-fast runs TensorFlow's pass without the benchmark
+#                scripts' smoke runs (tests/benchmarks), for development
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -28,12 +30,12 @@ PYTEST := XLA_FLAGS="$(TEST_XLA_FLAGS) $$XLA_FLAGS" $(PY) -m pytest -q -p no:cac
 # PyTorch's CPU wheels: PIP_EXTRA_INDEX_URL=https://download.pytorch.org/whl/cpu
 TORCH_FOR_TESTS := torch==2.13.0
 
-.PHONY: install data demo lint docs test test-tensorflow test-jax test-torch clean
+.PHONY: install data demo lint docs test test-fast test-tensorflow test-jax test-torch clean
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet "$(TORCH_FOR_TESTS)" -e ".[jax,torch,test,demo,hub,docs]"
+	$(PY) -m pip install --quiet "$(TORCH_FOR_TESTS)" -e ".[jax,torch,test,demo,hub,cv,docs]"
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -67,6 +69,9 @@ test-torch: install
 	KERAS_BACKEND=torch $(PYTEST)
 
 test: lint docs test-tensorflow test-jax test-torch
+
+test-fast: install
+	KERAS_BACKEND=tensorflow $(PYTEST) --ignore=tests/benchmarks
 
 clean:
 	rm -rf $(VENV) artifacts site .pytest_cache .ruff_cache

@@ -261,8 +261,8 @@ def eager_steps(monkeypatch):
 
 # The command line's choice of method, views and data is the same Keras
 # code under every backend; the two-view training steps themselves are
-# tested on every backend with small models (tests/test_views.py,
-# tests/test_mlkd.py). A compiled two-view step of these preset models costs
+# tested on every backend with small models (tests/distiller/test_views.py,
+# tests/terms/test_mlkd.py). A compiled two-view step of these preset models costs
 # about a minute under JAX, so these two run in the TensorFlow pass.
 tensorflow_pass_only = pytest.mark.skipif(
     BACKEND != "tensorflow",

@@ -2,7 +2,7 @@
 
 Rows already covered elsewhere: teacher and student with different input
 shapes or class counts, labels of the wrong rank, `compile(loss=...)`
-(tests/test_distiller.py).
+(tests/distiller/test_distiller.py).
 """
 
 import os

@@ -20,7 +20,8 @@ import pytest
 
 import keras_unikd
 
-SAVED = os.path.join(os.path.dirname(os.path.abspath(__file__)), "saved", "5efa7cc")
+TESTS = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SAVED = os.path.join(TESTS, "saved", "5efa7cc")
 NAMES = ("keyword_unikd", "terms_kd_unikd", "two_view_unimlkd", "fitnet")
 
 

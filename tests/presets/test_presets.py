@@ -428,7 +428,7 @@ def test_imagenet_resnet_parameter_counts(monkeypatch):
 
 
 # The method presets share the paper presets' models and taps; their
-# methods are stepped below and through the command line (tests/test_cli.py).
+# methods are stepped below and through the command line (tests/cli/test_cli.py).
 @pytest.mark.parametrize("name", PAPER_PRESETS)
 def test_preset_builds_and_trains(name):
     if BACKEND == "jax":
