@@ -158,3 +158,30 @@ def check_normalization(mean, std, *, fn=None):
             f"{where}`std` must be positive; got {std!r}. A zero std usually means a "
             "constant channel: use std=1 there."
         )
+
+
+# The Distiller's model and data checks lived here; they are
+# keras_unikd.distiller_checks now. The old names still resolve, and warn.
+_MOVED = (
+    "check_input_scale",
+    "check_integral_labels",
+    "check_no_shared_weights",
+    "check_not_empty",
+    "first_batch",
+    "load_model_argument",
+)
+
+
+def __getattr__(name):
+    if name not in _MOVED:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    import warnings
+
+    from keras_unikd import distiller_checks
+
+    warnings.warn(
+        f"keras_unikd.validation.{name} moved to keras_unikd.distiller_checks.{name}.",
+        DeprecationWarning,
+        stacklevel=2,
+    )
+    return getattr(distiller_checks, name)

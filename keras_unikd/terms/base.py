@@ -429,3 +429,23 @@ class DistillationTerm(keras.layers.Layer):
             {"weight": self.weight, "warmup_epochs": self.warmup_epochs, "views": self.views}
         )
         return config
+
+
+# The argument checks lived here; they are keras_unikd.validation's now.
+_MOVED_CHECKS = ("check_non_negative", "check_positive", "check_bool")
+
+
+def __getattr__(name):
+    if name not in _MOVED_CHECKS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    import warnings
+
+    from keras_unikd import validation
+
+    warnings.warn(
+        f"keras_unikd.terms.base.{name} moved to keras_unikd.validation.{name} "
+        "(arguments: name, value).",
+        DeprecationWarning,
+        stacklevel=2,
+    )
+    return getattr(validation, name)
