@@ -116,8 +116,8 @@ class Distiller(KerasInternals, keras.Model):
     (`keras_unikd.teacher_source`): given a model, the Distiller runs it,
     frozen; given a teacher-output cache's source
     (`keras_unikd.cache.TeacherCache.teacher_source()`), it reads the
-    outputs that each batch carries (`keras_unikd.cache.
-    cached_teacher_pipeline`'s batches) and has no teacher model at all. A
+    outputs that each batch carries (the batches of
+    `keras_unikd.cache.cached_teacher_pipeline`) and has no teacher model. A
     Distiller given the model reads such batches too, without running the
     teacher. Terms that need the teacher online (`teacher_needs` is not
     cacheable: `FitNetHint`, a teacher-side aggregator, teacher features
@@ -372,8 +372,9 @@ class Distiller(KerasInternals, keras.Model):
                 f"input shape(s) {student_input}; both must read the same batch."
             )
         check_student_inputs(self.student)
+        teacher_name = self.teacher.name if self.teacher is not None else "teacher"
         for name, shape in (
-            ("teacher", source.logits_shape),
+            (teacher_name, source.logits_shape),
             (self.student.name, self._student_tap.logits_shape),
         ):
             if len(shape) != 2:
