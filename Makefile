@@ -57,7 +57,7 @@ lint: install
 # render fails the build. The API reference reads the docstrings statically
 # (griffe); nothing is imported.
 docs: install
-	$(VENV)/bin/mkdocs build --strict --site-dir site
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --site-dir site
 
 test-tensorflow: install
 	KERAS_BACKEND=tensorflow $(PYTEST)

@@ -50,8 +50,8 @@ from keras_unikd.methods import METHODS as PAPER_METHODS
 from keras_unikd.methods import TWO_VIEW_METHODS
 
 RESULTS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
-# The paper's methods but FitNet, as the Fashion-MNIST experiment builds
-# them (student, kd, dkd, mlkd, unikd, unimlkd), and extras: `keras_kd`, Keras's own
+# The method table's methods but FitNet, as the Fashion-MNIST experiment builds
+# them (student, kd, dkd, mlkd, unikd, unimlkd, at), and extras: `keras_kd`, Keras's own
 # `keras.distillation.Distiller` with `LogitsDistillation(temperature=4)`, and
 # `<method>@cache`: the same Distiller trained from a teacher-output cache
 # (`keras_unikd.cache`), whose steps skip the teacher's forward pass.
