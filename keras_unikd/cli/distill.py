@@ -18,7 +18,6 @@ weights when `--teacher` is given), and a resumed run starts the keyed
 pipeline at the epoch `backup/` resumes at.
 """
 
-import contextlib
 import os
 
 from keras_unikd.cli import common
@@ -92,25 +91,23 @@ def run(args):
         teacher_path=teacher_path,
         teacher_cache=os.path.abspath(args.teacher_cache) if args.teacher_cache else None,
     )
-    with strategy.scope() if strategy is not None else contextlib.nullcontext():
+
+    def build_model():
         teacher = source
         if source is None and teacher_path is not None:
             teacher = common.load_teacher(teacher_path)
         student = presets.build_model(preset, "student")
-        model = presets.build_distiller(preset, teacher, student, method, seed=args.seed)
-        optimizer = presets.build_optimizer(
-            preset, training.steps_per_epoch, epochs=training.epochs
-        )
-        presets.compile_for_training(preset, model, optimizer)
+        return presets.build_distiller(preset, teacher, student, method, seed=args.seed)
+
     fit_run(
         training,
-        model,
+        build_model,
         train_ds,
         val_ds,
         common.verbosity(args),
+        strategy=strategy,
         callbacks=callbacks,
         fit_steps=fit_steps,
-        replicas=strategy.num_replicas_in_sync if strategy else 1,
     )
     return 0
 

@@ -16,6 +16,7 @@ A run folder holds
   the run's settings, the backend and the published number of the method.
 """
 
+import contextlib
 import csv
 import dataclasses
 import importlib.util
@@ -61,27 +62,41 @@ class Run:
         return os.path.join(self.run_dir, name)
 
 
-def fit_run(run, model, train_ds, val_ds, verbose, callbacks=(), fit_steps=None, replicas=1):
-    """Fits `model` for `run` with the run folder's callbacks, then writes `results.json`.
+def fit_run(
+    run, build_model, train_ds, val_ds, verbose, strategy=None, callbacks=(), fit_steps=None
+):
+    """Builds, compiles and fits the model of `run`, then writes `results.json`.
 
     Args:
         run: The `Run`.
-        model: The compiled model to fit (a Distiller or a bare network).
+        build_model: A function of no argument that builds the model to fit
+            (a Distiller, or a bare network); it runs under the strategy's
+            scope, then the model is compiled with the preset's recipe for
+            `run.role`.
         train_ds: Training data.
         val_ds: Validation data.
         verbose: Keras verbosity.
+        strategy: A `tf.distribute` strategy, or `None`.
         callbacks: Callbacks added after the run folder's.
         fit_steps: `fit`'s `steps_per_epoch` (keyed pipelines hold every
             epoch in one stream), or `None`.
-        replicas: The replicas of the distribution strategy (for the record).
 
     Returns:
         The results, as written to `results.json`.
     """
     import keras
 
+    from keras_unikd import presets
     from keras_unikd.callbacks import EpochTimer
     from keras_unikd.callbacks import StudentCheckpoint
+
+    with strategy.scope() if strategy is not None else contextlib.nullcontext():
+        model = build_model()
+        optimizer = presets.build_optimizer(
+            run.preset, run.steps_per_epoch, role=run.role, epochs=run.epochs
+        )
+        presets.compile_for_training(run.preset, model, optimizer)
+    replicas = strategy.num_replicas_in_sync if strategy is not None else 1
 
     os.makedirs(run.run_dir, exist_ok=True)
     network = getattr(model, "student", model)

@@ -1,7 +1,5 @@
 """`keras-unikd train-teacher`: a preset's teacher, from scratch, with its recipe."""
 
-import contextlib
-
 from keras_unikd.cli import common
 from keras_unikd.cli.fit import Run
 from keras_unikd.cli.fit import fit_run
@@ -41,18 +39,12 @@ def run(args):
         published=preset.published.teacher,
         info=dict(take=args.take, seed=args.seed, strategy=args.strategy, teacher_path=None),
     )
-    with strategy.scope() if strategy is not None else contextlib.nullcontext():
-        model = presets.build_model(preset, "teacher")
-        optimizer = presets.build_optimizer(
-            preset, training.steps_per_epoch, role="teacher", epochs=training.epochs
-        )
-        presets.compile_for_training(preset, model, optimizer)
     fit_run(
         training,
-        model,
+        lambda: presets.build_model(preset, "teacher"),
         train_ds,
         val_ds,
         common.verbosity(args),
-        replicas=strategy.num_replicas_in_sync if strategy else 1,
+        strategy=strategy,
     )
     return 0
