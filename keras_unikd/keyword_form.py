@@ -43,6 +43,7 @@ def terms_from_keywords(
     logit_standardization=False,
     mlkd_temperatures=None,
     mlkd_level_weights=None,
+    mlkd_level_scaling="balanced",
     views=None,
 ):
     """The terms of the keyword form (see `keras_unikd.Distiller`).
@@ -69,11 +70,12 @@ def terms_from_keywords(
     """
     check_choice("logits_loss", logits_loss, LOGITS_LOSSES + (None,))
     check_choice("distribution_loss", distribution_loss, losses.DISTRIBUTION_FORMS + (None,))
-    for name, value in (
-        ("mlkd_temperatures", mlkd_temperatures),
-        ("mlkd_level_weights", mlkd_level_weights),
+    for name, value, default in (
+        ("mlkd_temperatures", mlkd_temperatures, None),
+        ("mlkd_level_weights", mlkd_level_weights, None),
+        ("mlkd_level_scaling", mlkd_level_scaling, "balanced"),
     ):
-        if value is not None and logits_loss != "mlkd":
+        if value != default and logits_loss != "mlkd":
             raise ValueError(
                 f"{name} is an MLKD option, but logits_loss={logits_loss!r}. "
                 f"Set logits_loss='mlkd' or drop {name}."
@@ -94,6 +96,7 @@ def terms_from_keywords(
             logit_standardization=logit_standardization,
             mlkd_temperatures=mlkd_temperatures,
             mlkd_level_weights=mlkd_level_weights,
+            mlkd_level_scaling=mlkd_level_scaling,
         )
         accepted = inspect.signature(methods.LOGITS_METHODS[logits_loss]).parameters
         logits = {name: value for name, value in every.items() if name in accepted}

@@ -113,6 +113,7 @@ def mlkd_terms(
     temperature=MLKD_TEMPERATURES[0],
     mlkd_temperatures=None,
     mlkd_level_weights=None,
+    mlkd_level_scaling="balanced",
     warmup_epochs=0,
     logit_standardization=False,
     views=2,
@@ -121,7 +122,9 @@ def mlkd_terms(
 
     `mlkd_temperatures` defaults to `temperature` followed by MLKD's others
     (the logit-standardization reference's `--base-temp` replaces the
-    first); `mlkd_level_weights` is `(instance, class, batch)`.
+    first); `mlkd_level_weights` is `(instance, class, batch)`;
+    `mlkd_level_scaling` is `terms.MLKD`'s `level_scaling` (`"balanced"`
+    for any batch size and class count; the presets use `"reference"`).
     """
     if mlkd_temperatures is None:
         mlkd_temperatures = (temperature, *MLKD_TEMPERATURES[1:])
@@ -140,6 +143,7 @@ def mlkd_terms(
             weight=logits_weight,
             warmup_epochs=warmup_epochs,
             logit_standardization=logit_standardization,
+            level_scaling=mlkd_level_scaling,
             views=views,
             **levels,
         ),

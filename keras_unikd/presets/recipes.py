@@ -319,9 +319,10 @@ def pair_methods(
     }
     settings = {
         "unikd": {**dkd, **taps},
-        "unimlkd": dict(taps),
+        # MLKD's levels as the reference sums them (it ran at batch 64).
+        "unimlkd": dict(taps, mlkd_level_scaling="reference"),
         "dkd": dkd,
-        "mlkd": {},
+        "mlkd": {"mlkd_level_scaling": "reference"},
         "kd": dict(kd or {}),
         "fitnet": {
             "teacher_feature": layer_names(teacher, FITNET_FEATURE),

@@ -7,6 +7,7 @@ from keras_unikd import losses
 from keras_unikd.terms.base import DistillationTerm
 from keras_unikd.terms.base import TeacherNeeds
 from keras_unikd.validation import check_bool
+from keras_unikd.validation import check_choice
 from keras_unikd.validation import check_non_negative
 from keras_unikd.validation import check_positive
 
@@ -213,6 +214,59 @@ class DKD(DistillationTerm):
 
 
 MLKD_TEMPERATURES = (4.0, 3.0, 5.0, 2.0, 6.0)
+# The classes and batch size MLKD's reference recipe was tuned at (CIFAR-100).
+MLKD_REFERENCE_CLASSES = 100
+MLKD_REFERENCE_BATCH = 64
+MLKD_LEVEL_SCALINGS = ("balanced", "reference")
+
+
+def mlkd_level_scales(batch_size, num_classes):
+    """The factors of MLKD's class and batch levels, `(class, batch)`, for `B` and `K`.
+
+    At MLKD's temperatures (2 to 6) the probabilities are near uniform:
+    `p = (1 + e) / K` with deviations `e` of order one, summing to zero over
+    the classes. Then
+
+    - the class Gram matrix `P^T P` has entries `(1 / K^2) sum_i (1 + e_ik)
+      (1 + e_il)`; their difference between teacher and student is, to first
+      order, a sum over the `B` examples of independent deviations, so its
+      square grows like `B / K^4`; the `K^2` entries, divided by `K` as the
+      reference does, make the class level grow like `B / K^3`;
+    - the batch Gram matrix `P P^T` has entries `1 / K + (1 / K^2) sum_k e_ik
+      e_jk` (the first-order terms cancel); the `B` diagonal entries differ by
+      `O(1 / K)` each, the others by a sum over `K` classes of independent
+      products, `O(K^-3/2)`; the reference's sum over `B^2` entries divided
+      by `B` grows like `1 / K^2 + B / K^3 = (1 + B / K) / K^2`;
+    - the instance level, a mean over the batch of KLs of order `e^2`, does
+      not grow with either.
+
+    So the levels keep the balance they have at the reference's `K = 100`
+    and `B = 64` when the class level is multiplied by
+    `(64 / B) (K / 100)^3` and the batch level by
+    `(K / 100)^2 (1 + 64 / 100) / (1 + B / K)`: both are exactly 1 there.
+
+    Args:
+        batch_size: `B`, a Python number or a scalar tensor.
+        num_classes: `K`, a Python number.
+
+    Returns:
+        `(class_scale, batch_scale)`, float32 scalars.
+
+    Example:
+
+    >>> [round(float(scale), 6) for scale in mlkd_level_scales(64, 100)]
+    [1.0, 1.0]
+    >>> [round(float(scale), 6) for scale in mlkd_level_scales(128, 10)]
+    [0.0005, 0.001188]
+    """
+    batch = ops.cast(batch_size, "float32")
+    classes = float(num_classes)
+    reference_classes, reference_batch = MLKD_REFERENCE_CLASSES, MLKD_REFERENCE_BATCH
+    class_scale = (reference_batch * classes**3) / (batch * reference_classes**3)
+    batch_scale = (classes**3 * (reference_classes + reference_batch)) / (
+        reference_classes**3 * (classes + batch)
+    )
+    return class_scale, batch_scale
 
 
 @keras.saving.register_keras_serializable(package="keras_unikd")
@@ -274,14 +328,20 @@ class MLKD(DistillationTerm):
     (`[2, 3, 5, 2, 6]`) and the weight 9 (78.28%). The UniKD authors'
     UniMLKD recipe weights every level and the cross-entropy by 1.
 
-    Few classes, large batches: the class- and batch-level losses are sums
-    over the batch (as in the reference), so they grow with the batch size
-    and shrink with the number of classes. The recipes above were tuned on
-    100 classes at batch 64; on Fashion-MNIST (10 classes, batch 128) with
-    every level weighted 1 the students diverged to chance in their first
-    epoch, and the benchmark weights the class level 0.025 and the batch
-    level 0.5 (`keras_unikd.experiments.fashion_mnist.MLKD_LEVEL_WEIGHTS`;
-    `mlkd_level_weights=` in the Distiller's keyword form).
+    Any batch size, any class count (`level_scaling`): the reference's
+    class- and batch-level losses are sums over the batch, tuned at 100
+    classes and batch 64; they grow with the batch size and shrink fast with
+    the number of classes (on Fashion-MNIST, 10 classes at batch 128, with
+    every level weighted 1, the students diverged to chance in their first
+    epoch). By default (`"balanced"`) the class level is multiplied by
+    `(64 / B) (K / 100)^3` and the batch level by
+    `(K / 100)^2 (1 + 64 / 100) / (1 + B / K)` for a batch of `B` examples
+    and `K` classes (`mlkd_level_scales` derives them): exactly 1 at the
+    reference's 100 classes and batch 64, and the same balance between the
+    three levels elsewhere. `level_scaling="reference"` keeps the
+    reference's unscaled sums (the presets, which reproduce its recipes,
+    use it: the last, smaller batch of an epoch is scaled as the reference
+    scales it).
 
     Args:
         temperatures: Sequence of positive temperatures.
@@ -291,6 +351,8 @@ class MLKD(DistillationTerm):
         batch_weight: Weight of the batch level.
         logit_standardization: Whether to z-score the logits of the
             instance level.
+        level_scaling: `"balanced"` (the class and batch levels scaled for
+            the batch size and class count, see above) or `"reference"`.
         views: 2 (the method's two views) or 1.
         **kwargs: `DistillationTerm` arguments (`warmup_epochs`, `name`).
 
@@ -318,6 +380,7 @@ class MLKD(DistillationTerm):
         class_weight=1.0,
         batch_weight=1.0,
         logit_standardization=False,
+        level_scaling="balanced",
         views=2,
         name="mlkd",
         **kwargs,
@@ -337,6 +400,8 @@ class MLKD(DistillationTerm):
         ):
             check_non_negative(f"MLKD {argument}", value)
         check_bool("MLKD logit_standardization", logit_standardization)
+        check_choice("MLKD level_scaling", level_scaling, MLKD_LEVEL_SCALINGS)
+        self.level_scaling = level_scaling
         self.temperatures = tuple(float(t) for t in temperatures)
         self.instance_weight = instance_weight
         self.class_weight = class_weight
@@ -379,6 +444,14 @@ class MLKD(DistillationTerm):
             strong = self._levels(record.strong, weights, None, masked)
             levels = [weak + other for weak, other in zip(levels, strong)]
         level_weights = (self.instance_weight, self.class_weight, self.batch_weight)
+        if self.level_scaling == "balanced":
+            logits = record.teacher_logits
+            class_scale, batch_scale = mlkd_level_scales(ops.shape(logits)[0], logits.shape[-1])
+            level_weights = (
+                self.instance_weight,
+                self.class_weight * class_scale,
+                self.batch_weight * batch_scale,
+            )
         return {
             name: level * level_weight
             for name, level, level_weight in zip(self.loss_names, levels, level_weights)
@@ -392,4 +465,18 @@ class MLKD(DistillationTerm):
             "class_weight": self.class_weight,
             "batch_weight": self.batch_weight,
             "logit_standardization": self.logit_standardization,
+            "level_scaling": self.level_scaling,
         }
+
+    def tuning_hint(self, loss_name):
+        level = loss_name[len(self.name) + 1 : -len("_loss")]
+        hint = f"its {level} level (MLKD({level}_weight={getattr(self, level + '_weight'):g}) now)"
+        if level != "instance" and self.level_scaling == "reference":
+            hint += ", or level_scaling='balanced' (the levels scaled for the batch and classes)"
+        return hint
+
+    @classmethod
+    def from_config(cls, config):
+        """Rebuilds the term; a config saved before `level_scaling` existed gets
+        `"reference"`, the scaling it was trained with."""
+        return cls(**{"level_scaling": "reference", **config})

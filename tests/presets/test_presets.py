@@ -268,6 +268,12 @@ def test_mlkd_terms():
     assert mlkd.temperatures == (4.0, 3.0, 5.0, 2.0, 6.0)
     assert (mlkd.instance_weight, mlkd.class_weight, mlkd.batch_weight) == (1.0, 1.0, 1.0)
     assert mlkd.logit_standardization is False
+    # The presets reproduce the reference's sums at every batch (the last one of
+    # an epoch is smaller), not the balanced scaling of a user's MLKD.
+    for name in presets.list_presets():
+        for method in ("mlkd", "unimlkd", "mlkd+ls", "unimlkd+ls"):
+            (term,) = [t for t in presets.build_terms(name, method) if type(t).__name__ == "MLKD"]
+            assert term.level_scaling == "reference", (name, method)
     # Any preset gives MLKD its reference settings (the pair's other methods keep theirs).
     assert presets.get_preset(METHOD_PRESET).settings("mlkd") == presets.get_preset(
         "cifar100_vgg13_vgg8_mlkd"

@@ -136,7 +136,7 @@ def test_confidence_masks_keep_the_less_confident_half():
 
 def test_mlkd_two_views_match_numpy():
     record = two_views()
-    got = mlkd_levels(terms.MLKD(), record)
+    got = mlkd_levels(terms.MLKD(level_scaling="reference"), record)
     np.testing.assert_allclose(got, np_mlkd(record), rtol=1e-4)
     assert np.all(got > 0)
 
@@ -144,6 +144,7 @@ def test_mlkd_two_views_match_numpy():
 def test_mlkd_level_weights_temperatures_and_term_weight():
     record = two_views()
     term = terms.MLKD(
+        level_scaling="reference",
         temperatures=[2.0, 7.0],
         weight=0.5,
         instance_weight=2.0,
@@ -157,16 +158,19 @@ def test_mlkd_level_weights_temperatures_and_term_weight():
 def test_mlkd_one_view_and_sample_weights_match_numpy():
     weights = RNG.random(8).astype("float32")
     record = view_record(logits(), logits(), sample_weight=weights)
+    reference = dict(level_scaling="reference")
     np.testing.assert_allclose(
-        mlkd_levels(terms.MLKD(views=1), record), np_mlkd(record), rtol=1e-4
+        mlkd_levels(terms.MLKD(views=1, **reference), record), np_mlkd(record), rtol=1e-4
     )
     record = two_views(sample_weight=weights)
-    np.testing.assert_allclose(mlkd_levels(terms.MLKD(), record), np_mlkd(record), rtol=1e-4)
+    np.testing.assert_allclose(
+        mlkd_levels(terms.MLKD(**reference), record), np_mlkd(record), rtol=1e-4
+    )
 
 
 def test_mlkd_with_logit_standardization_matches_numpy():
     record = two_views()
-    got = mlkd_levels(terms.MLKD(logit_standardization=True), record)
+    got = mlkd_levels(terms.MLKD(logit_standardization=True, level_scaling="reference"), record)
     expected = np_mlkd(record, standardize=True)
     np.testing.assert_allclose(got, expected, rtol=1e-4)
     # Only the instance level is standardized (as the reference code).
@@ -187,7 +191,7 @@ def test_identical_teacher_and_student_give_zero():
 def test_constant_logits_stay_finite_with_standardization():
     constant = np.full((8, 6), 3.0, "float32")
     record = view_record(logits(), constant, strong=view_record(logits(), constant))
-    got = mlkd_levels(terms.MLKD(logit_standardization=True), record)
+    got = mlkd_levels(terms.MLKD(logit_standardization=True, level_scaling="reference"), record)
     assert np.all(np.isfinite(got))
     # Standardized, a constant vector is uniform: the instance level is the
     # teacher's KL to the uniform distribution.
@@ -199,7 +203,7 @@ def test_mlkd_gradient_matches_finite_differences():
 
     def total(student_weak):
         r = ForwardRecord(**{**record.__dict__, "student_logits": student_weak})
-        return sum(terms.MLKD()(r).values())
+        return sum(terms.MLKD(level_scaling="reference")(r).values())
 
     x = record.student_logits
     grad = gradient(total, x)
@@ -237,3 +241,81 @@ def test_mlkd_config_round_trip():
     assert isinstance(restored, terms.MLKD)
     assert restored.get_config() == term.get_config()
     assert restored.temperatures == (2.0, 3.0)
+
+
+# --- scaling for the batch size and the class count ----------------------------
+
+
+def np_level_scales(batch, classes):
+    """The balanced scaling, written out: (64 / B)(K / 100)^3 and
+    (K / 100)^2 (1 + 64 / 100) / (1 + B / K)."""
+    return (64 / batch) * (classes / 100) ** 3, (classes / 100) ** 2 * 1.64 / (1 + batch / classes)
+
+
+def test_balanced_scaling_multiplies_the_gram_levels():
+    record = two_views(8, 6)
+    balanced = mlkd_levels(terms.MLKD(), record)
+    reference = mlkd_levels(terms.MLKD(level_scaling="reference"), record)
+    class_scale, batch_scale = np_level_scales(8, 6)
+    np.testing.assert_allclose(
+        balanced, reference * np.array([1.0, class_scale, batch_scale]), rtol=1e-5
+    )
+
+
+def test_balanced_scaling_is_the_reference_at_100_classes_and_batch_64():
+    record = two_views(64, 100)
+    balanced = mlkd_levels(terms.MLKD(), record)
+    np.testing.assert_array_equal(
+        balanced, mlkd_levels(terms.MLKD(level_scaling="reference"), record)
+    )
+
+
+def synthetic(classes, batch, regime, rng):
+    """Teacher logits with a margin of 6 on the label; a student early in training
+    (a third of the teacher's margin) or late (the teacher plus noise)."""
+    labels = rng.integers(0, classes, batch)
+    teacher = 6 * np.eye(classes)[labels] + rng.normal(0, 1.5, (batch, classes))
+    if regime == "early":
+        student = 0.3 * teacher + rng.normal(0, 0.5, (batch, classes))
+    else:
+        student = teacher + rng.normal(0, 0.7, (batch, classes))
+    return teacher.astype("float32"), student.astype("float32")
+
+
+def level_ratios(term, classes, batch, regime):
+    """(class level / instance level, batch level / instance level) of two views."""
+    rng = np.random.default_rng(5)
+    draws = []
+    for _ in range(2):
+        record = view_record(*synthetic(classes, batch, regime, rng))
+        record = view_record(
+            record.teacher_logits, record.student_logits,
+            strong=view_record(*synthetic(classes, batch, regime, rng)),
+        )
+        draws.append(mlkd_levels(term, record))
+    instance, class_level, batch_level = np.mean(draws, axis=0)
+    return np.array([class_level / instance, batch_level / instance])
+
+
+@pytest.mark.parametrize("regime", ["early", "late"])
+def test_balanced_levels_keep_the_reference_balance_at_other_batches_and_classes(regime):
+    """At (10 classes, batch 128) and (1000, 256) each Gram level keeps, within a factor
+    of 5, its size relative to the instance level at (100, 64); the reference's sums
+    are off by factors of 300 to 6,000 (measured: 0.24 to 2.9 balanced)."""
+    for scaling, inside in (("balanced", True), ("reference", False)):
+        term = terms.MLKD(level_scaling=scaling)
+        base = level_ratios(term, 100, 64, regime)
+        for classes, batch in ((10, 128), (1000, 256)):
+            relative = level_ratios(term, classes, batch, regime) / base
+            within = np.all((relative > 0.2) & (relative < 5.0))
+            assert within == inside, (scaling, classes, batch, relative)
+            if not inside:
+                assert np.all((relative > 100) | (relative < 0.01)), relative
+
+
+def test_old_configs_keep_the_reference_scaling():
+    config = terms.MLKD().get_config()
+    del config["level_scaling"]  # a term saved before the option existed
+    assert terms.MLKD.from_config(config).level_scaling == "reference"
+    with pytest.raises(ValueError, match="Unknown MLKD level_scaling='batch'"):
+        terms.MLKD(level_scaling="batch")
