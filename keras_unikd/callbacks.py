@@ -5,6 +5,7 @@ import math
 import os
 import time
 import uuid
+import warnings
 
 import keras
 import numpy as np
@@ -96,6 +97,118 @@ class EpochTimer(_Callback):
 
     def get_config(self):
         return {}
+
+
+@keras.saving.register_keras_serializable(package="keras_unikd")
+class DistillationWatch(_Callback):
+    """Warns once when distillation makes the student's own cross-entropy worse.
+
+    It reads the student's cross-entropy on the training batches: each
+    epoch's mean of the `CrossEntropy` term's loss, divided by its weight
+    (`C_e` for epoch `e`, counted from 1). After the warm-up, at the end of
+    every epoch `e` past the longest warm-up of the terms (`W` epochs; past
+    epoch 1 without one), it warns once when
+
+    - `C_e > rise * C_1`: the cross-entropy stays far above where the first
+      epoch left it (`rise=1.5`), or
+    - `C_e >= chance * ln(K) > C_1`: it rose to the level of guessing among
+      the `K` classes (`chance=0.9`; `ln(K)` is the cross-entropy of a
+      uniform prediction). A student still at chance level after the first
+      epoch is slow to learn, not made worse: only the first rule applies.
+
+    The warning names the term whose weighted loss dominates the epoch's
+    total, and the setting of that term to lower (`tuning_hint`). It never
+    stops training. `Distiller.fit` adds one unless `callbacks` holds one; a
+    Distiller without a `CrossEntropy` term of weight > 0 is not watched.
+
+    Args:
+        rise: How many times the first epoch's cross-entropy counts as far
+            above it.
+        chance: The fraction of `ln(K)` that counts as guessing.
+
+    Example:
+
+    >>> watch = DistillationWatch(rise=2.0)
+    >>> watch.get_config()
+    {'rise': 2.0, 'chance': 0.9}
+    """
+
+    def __init__(self, rise=1.5, chance=0.9):
+        super().__init__()
+        if not rise > 1 or not 0 < chance <= 1:
+            raise ValueError(
+                f"DistillationWatch needs rise > 1 and 0 < chance <= 1; got rise={rise!r}, "
+                f"chance={chance!r}."
+            )
+        self.rise = rise
+        self.chance = chance
+
+    def on_train_begin(self, logs=None):
+        from keras_unikd.terms import CrossEntropy
+
+        self._warned = False
+        self._first = None
+        entropies = [
+            term
+            for term in getattr(self.model, "terms", ())
+            if isinstance(term, CrossEntropy) and term.weight > 0
+        ]
+        self._ce = entropies[0] if entropies else None
+
+    def _warmup(self):
+        planned = float(keras.ops.convert_to_numpy(self.model.planned_epochs))
+        lengths = [term.warmup_length(planned) for term in self.model.terms if term.warmup_epochs]
+        return max([1.0] + [float(keras.ops.convert_to_numpy(length)) for length in lengths])
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self._ce is None or self._warned or not logs:
+            return
+        name = self._ce.loss_names[0]
+        if name not in logs:
+            return
+        entropy = float(logs[name]) / (self._ce.weight * (2 if self._ce.views == 2 else 1))
+        if self._first is None:
+            self._first = entropy
+        if epoch + 1 <= self._warmup():
+            return
+        chance = math.log(self.model.num_classes)
+        rose_to_chance = entropy >= self.chance * chance > self._first
+        if entropy > self.rise * self._first or rose_to_chance:
+            self._warned = True
+            warnings.warn(self._message(epoch, entropy, chance, logs), stacklevel=2)
+
+    def _message(self, epoch, entropy, chance, logs):
+        term, loss = self._dominant(logs)
+        where = (
+            f"Term {term.name!r} dominates the total: {loss} is {float(logs[loss]):.4g} of "
+            f"{float(logs['loss']):.4g}. Lower {term.tuning_hint(loss)}."
+            if term is not None
+            else "No other term's loss is logged."
+        )
+        return (
+            f"Epoch {epoch + 1}: distillation is making the student worse: its "
+            f"cross-entropy on the training batches is {entropy:.4f}, against {self._first:.4f} "
+            f"after the first epoch and {chance:.4f} for guessing among "
+            f"{self.model.num_classes} classes. {where} (keras_unikd.callbacks."
+            "DistillationWatch warns once; training goes on.)"
+        )
+
+    def _dominant(self, logs):
+        """`(term, loss name)` of the largest weighted loss other than the cross-entropy's."""
+        candidates = [
+            (float(logs[loss]), term, loss)
+            for term in self.model.terms
+            if term is not self._ce
+            for loss in term.loss_names
+            if loss in logs and math.isfinite(float(logs[loss]))
+        ]
+        if not candidates:
+            return None, None
+        _, term, loss = max(candidates, key=lambda candidate: candidate[0])
+        return term, loss
+
+    def get_config(self):
+        return {"rise": self.rise, "chance": self.chance}
 
 
 @keras.saving.register_keras_serializable(package="keras_unikd")

@@ -10,6 +10,7 @@ from keras import ops
 
 from keras_unikd import losses as unikd_losses
 from keras_unikd.auto_taps import auto_feature_paths
+from keras_unikd.callbacks import DistillationWatch
 from keras_unikd.callbacks import NonFiniteLossGuard
 from keras_unikd.callbacks import TrainingPlan
 from keras_unikd.distiller_checks import check_input_scale
@@ -33,8 +34,8 @@ from keras_unikd.terms import ForwardShapes
 from keras_unikd.terms.base import AUTO_FEATURES
 from keras_unikd.terms.base import AUTO_WARMUP
 from keras_unikd.terms.base import AUTO_WARMUP_FALLBACK_EPOCHS
-from keras_unikd.terms.base import AUTO_WARMUP_FRACTION
 from keras_unikd.terms.base import TeacherNeeds
+from keras_unikd.terms.base import auto_warmup_epochs
 
 
 def _union(path_lists):
@@ -570,9 +571,12 @@ class Distiller(KerasInternals, keras.Model):
         """`keras.Model.fit`, with the Distiller's own callbacks and checks.
 
         Adds a `TrainingPlan` (steps per epoch and planned epochs for the
-        warm-ups, a warning for a warm-up longer than the run) and a
-        `NonFiniteLossGuard`, unless `callbacks` holds one already (pass
-        `NonFiniteLossGuard(raise_error=True)` to raise rather than stop).
+        warm-ups, a warning for a warm-up longer than the run), a
+        `NonFiniteLossGuard` and a `DistillationWatch` (a warning when, after
+        the warm-up, the student's cross-entropy stays far above its first
+        epoch's or reaches chance level), unless `callbacks` holds one
+        already (pass `NonFiniteLossGuard(raise_error=True)` to raise rather
+        than stop).
 
         Before training, the first batch is checked for what only data can
         show: labels with a fractional part, a network whose outputs are
@@ -606,7 +610,7 @@ class Distiller(KerasInternals, keras.Model):
             student_logits = self._check_first_batch(*batch)
             self._build_training_state(batch[1], student_logits)
         callbacks = list(callbacks or [])
-        for callback_class in (TrainingPlan, NonFiniteLossGuard):
+        for callback_class in (TrainingPlan, NonFiniteLossGuard, DistillationWatch):
             if not any(isinstance(callback, callback_class) for callback in callbacks):
                 callbacks.append(callback_class())
         return super().fit(
@@ -673,10 +677,10 @@ class Distiller(KerasInternals, keras.Model):
                 stacklevel=2,
             )
         if AUTO_WARMUP in warmups and not float(ops.convert_to_numpy(self.planned_epochs)):
-            fallback = AUTO_WARMUP_FALLBACK_EPOCHS * AUTO_WARMUP_FRACTION
+            fallback = float(ops.convert_to_numpy(auto_warmup_epochs(None)))
             warnings.warn(
                 f"planned_epochs is unknown, so warmup_epochs={AUTO_WARMUP!r} "
-                f"warms up over {fallback:g} epochs (1/12 of "
+                f"warms up over {fallback:g} epochs (as in a run of "
                 f"{AUTO_WARMUP_FALLBACK_EPOCHS:g}) under train_on_batch. Pass "
                 "Distiller(..., planned_epochs=N) or assign "
                 "distiller.planned_epochs.",

@@ -63,6 +63,28 @@ AUTO_WARMUP_FRACTION = 20 / 240
 AUTO_WARMUP_FALLBACK_EPOCHS = 240.0
 
 
+def auto_warmup_epochs(planned_epochs):
+    """The length, in epochs, of `warmup_epochs="auto"` for a run of `planned_epochs`.
+
+    1/12 of the run: the paper's 20 of 240 epochs. Unknown (0 or `None`),
+    the run is taken to be 240 epochs long.
+
+    Args:
+        planned_epochs: A number or a float32 scalar tensor.
+
+    Returns:
+        A float32 scalar tensor.
+
+    Example:
+
+    >>> float(auto_warmup_epochs(240)), float(auto_warmup_epochs(None))
+    (20.0, 20.0)
+    """
+    planned = ops.cast(0.0 if planned_epochs is None else planned_epochs, "float32")
+    planned = ops.where(planned > 0, planned, AUTO_WARMUP_FALLBACK_EPOCHS)
+    return planned * AUTO_WARMUP_FRACTION
+
+
 @dataclasses.dataclass(frozen=True)
 class ForwardShapes:
     """The shapes a term is built from.
@@ -287,13 +309,13 @@ class DistillationTerm(keras.layers.Layer):
         check_non_negative(f"{self.__class__.__name__} weight", weight)
         if warmup_epochs != AUTO_WARMUP and (
             isinstance(warmup_epochs, bool)
-            or not isinstance(warmup_epochs, int)
-            or warmup_epochs < 0
+            or not isinstance(warmup_epochs, (int, float))
+            or not 0 <= warmup_epochs < float("inf")
         ):
             raise ValueError(
-                f"{self.__class__.__name__} warmup_epochs must be an int >= 0 "
-                f"(0 switches the warm-up off) or {AUTO_WARMUP!r} (1/12 of the "
-                f"planned epochs); got {warmup_epochs!r}."
+                f"{self.__class__.__name__} warmup_epochs must be a number of epochs >= 0 "
+                f"(0 switches the warm-up off) or {AUTO_WARMUP!r} (a length fitted to "
+                f"the planned epochs); got {warmup_epochs!r}."
             )
         if views not in (1, 2) or isinstance(views, bool):
             raise ValueError(
@@ -362,11 +384,18 @@ class DistillationTerm(keras.layers.Layer):
         if not self.warmup_epochs:
             return 1.0
         epoch = ops.cast(epoch, "float32")
-        if self.warmup_epochs != AUTO_WARMUP:
-            return ops.minimum(epoch / float(self.warmup_epochs), 1.0)
-        planned = ops.cast(0.0 if planned_epochs is None else planned_epochs, "float32")
-        planned = ops.where(planned > 0, planned, AUTO_WARMUP_FALLBACK_EPOCHS)
-        return ops.minimum(epoch / (planned * AUTO_WARMUP_FRACTION), 1.0)
+        return ops.minimum(epoch / self.warmup_length(planned_epochs), 1.0)
+
+    def warmup_length(self, planned_epochs=None):
+        """The warm-up's length in epochs (0 without one), for a run of `planned_epochs`."""
+        if self.warmup_epochs == AUTO_WARMUP:
+            return auto_warmup_epochs(planned_epochs)
+        return float(self.warmup_epochs)
+
+    def tuning_hint(self, loss_name):
+        """What to lower when `loss_name` of this term dominates a run's total loss."""
+        del loss_name
+        return f"its weight ({type(self).__name__}(weight={self.weight:g}) now)"
 
     def __call__(self, record):
         """Runs `call` and returns its losses, weighted and warmed up.

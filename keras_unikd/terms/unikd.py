@@ -160,6 +160,12 @@ class UniKDFeatures(DistillationTerm):
         prefix = "" if self.name == "unikd" else f"{self.name}_"
         return (f"{prefix}feature_loss", f"{prefix}consistency_loss")
 
+    def tuning_hint(self, loss_name):
+        setting = "consistency_weight" if loss_name.endswith("consistency_loss") else (
+            "feature_weight"
+        )
+        return f"its {setting} (UniKDFeatures({setting}={getattr(self, setting):g}) now)"
+
     def teacher_needs(self):
         """The teacher's logits and pooled feature, unless its side fuses stages.
 

@@ -587,7 +587,7 @@ def test_features_given_as_one_string_are_one_name(pair):
         (lambda pair: keras_unikd.Distiller(*pair, terms=[]), "nothing to train on"),
         (lambda pair: terms.KD(weight=-1.0), "weight must be a finite number >= 0"),
         (lambda pair: terms.KD(temperature=0.0), "temperature must be > 0"),
-        (lambda pair: terms.DKD(warmup_epochs=2.5), "warmup_epochs must be an int >= 0"),
+        (lambda pair: terms.DKD(warmup_epochs=-2), "warmup_epochs must be a number of epochs"),
         (lambda pair: terms.UniKDFeatures([], ["s_stage1"]), "at least one teacher feature"),
         (lambda pair: terms.UniKDFeatures(["t_stage1"], [3]), "must be layer names"),
     ],

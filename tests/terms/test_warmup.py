@@ -104,7 +104,15 @@ def test_auto_is_the_keyword_forms_default_and_round_trips(pair):
     assert float(ops.convert_to_numpy(restored.planned_epochs)) == 30.0
 
 
-@pytest.mark.parametrize("bad", ["long", -1, 2.5, True])
+@pytest.mark.parametrize("bad", ["long", -1, -0.5, float("inf"), float("nan"), True])
 def test_bad_warmups_name_the_choices(bad):
-    with pytest.raises(ValueError, match=r"warmup_epochs must be an int >= 0.* or 'auto'"):
+    with pytest.raises(ValueError, match=r"warmup_epochs must be a number of epochs >= 0.* 'auto'"):
         terms.KD(warmup_epochs=bad)
+
+
+def test_fractional_warmups(pair, batch):
+    distiller = probe_distiller(pair, warmup_epochs=2.5, steps_per_epoch=1, planned_epochs=6)
+    assert [factor_at(distiller, epoch, batch) for epoch in (1, 2, 3)] == pytest.approx(
+        [0.4, 0.8, 1.0]
+    )
+    assert terms.KD.from_config(terms.KD(warmup_epochs=2.5).get_config()).warmup_epochs == 2.5
