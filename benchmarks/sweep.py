@@ -126,6 +126,47 @@ def second_pair_settings():
     return table
 
 
+def warmup_settings(epochs):
+    """`{name: (method, settings)}`: DKD and UniKD (explicit taps) with each warm-up.
+
+    None, the `"auto"` rule (1/12 of the run, the paper's 20 of 240), a
+    quarter of the run and a fixed 2 epochs; a length equal to another at
+    this run length (a quarter of 8 epochs is 2) is listed once.
+    """
+    lengths = {"none": 0, "auto (1/12)": "auto", "1/4": max(1, epochs // 4), "2 epochs": 2}
+    unique = {}
+    for name, length in lengths.items():
+        if length not in unique.values():
+            unique[name] = length
+    table = {}
+    for method in ("dkd", "unikd"):
+        taps = recipe_lib.UNIKD_TAPS if method == "unikd" else {}
+        for name, length in unique.items():
+            table[f"{method}, warm-up {name}"] = (method, dict(warmup_epochs=length, **taps))
+    return table
+
+
+def defaults_settings():
+    """`{name: (method, settings)}`: every method as a user first calls it.
+
+    The keyword form's defaults for what it builds (`Distiller(teacher,
+    student, **keywords)`: KD, DKD, MLKD, UniKD with automatic taps, UniMLKD),
+    the method table's for the rest (FitNet on the middle stage, which it
+    needs named; AT), and the student alone.
+    """
+    keyword = recipe_lib.KEYWORD_FORM
+    return {
+        "student": ("student", {}),
+        "kd": (keyword, {"logits_loss": "kd", "distribution_loss": None}),
+        "dkd": (keyword, {"distribution_loss": None}),
+        "mlkd": (keyword, {"logits_loss": "mlkd", "distribution_loss": None}),
+        "unikd": (keyword, {}),
+        "unimlkd": (keyword, {"logits_loss": "mlkd"}),
+        "fitnet": ("fitnet", {"teacher_feature": "stage2", "student_feature": "stage2"}),
+        "at": ("at", {}),
+    }
+
+
 def fidelity(teacher_logits, student, test):
     """Top-1 agreement with the teacher and mean KL(teacher || student) on `test`."""
     student_logits = analysis.predict_logits(student, test)
@@ -143,7 +184,9 @@ def fidelity(teacher_logits, student, test):
 def parse_args(argv=None):
     benchmark = recipe_lib.BENCHMARK
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--study", choices=["knobs", "second-pair"], default="knobs")
+    parser.add_argument(
+        "--study", choices=["knobs", "second-pair", "warmup", "defaults"], default="knobs"
+    )
     parser.add_argument(
         "--logits",
         default="auto",
@@ -159,6 +202,12 @@ def parse_args(argv=None):
     parser.add_argument("--student-epochs", type=int, default=benchmark.student_epochs)
     parser.add_argument("--subset", type=int, default=benchmark.subset)
     parser.add_argument("--cache-dir", default="artifacts/teachers")
+    parser.add_argument(
+        "--teacher-cache",
+        metavar="DIR",
+        help="train on keyed pipelines; the settings whose terms allow it read the "
+        "teacher's outputs from a cache per seed, DIR/seed<k> (built when missing)",
+    )
     parser.add_argument("--output", help="default: benchmarks/results/sweep_<study>.json")
     parser.add_argument(
         "--resume",
@@ -202,7 +251,7 @@ def merged(paths):
     study = dict(
         first, settings={k: v for _, part in parts for k, v in part["settings"].items()}
     )
-    order = list(study_table(study["study"], study["logits"]))
+    order = list(study_table(study["study"], study["logits"], study["recipe"]["student_epochs"]))
     widths = {}
     for width in first["widths"]:
         blocks = [(path, part["widths"].get(width, {"methods": {}})) for path, part in parts]
@@ -224,23 +273,40 @@ def merged(paths):
     )
 
 
-def study_table(study, logits):
-    """`{setting: (distiller class, arguments)}` of a study, all its settings."""
-    return knob_settings(logits) if study == "knobs" else second_pair_settings()
+def study_table(study, logits, epochs):
+    """`{setting: (method, settings)}` of a study, all its settings."""
+    if study == "knobs":
+        return knob_settings(logits)
+    if study == "warmup":
+        return warmup_settings(epochs)
+    if study == "defaults":
+        return defaults_settings()
+    return second_pair_settings()
 
 
 def plan(args):
     """`(table, pairs, widths)` of the study: settings, (a, b) comparisons, student widths."""
+    widths = (recipe_lib.BENCHMARK.student_width,)
     if args.study == "knobs":
         if args.logits == "auto":
             args.logits = best_logits(args.accuracy_results)
-        table = study_table(args.study, args.logits)
+        table = study_table(args.study, args.logits, args.student_epochs)
         pairs = [("base", args.logits)] + [
             (name, "base") for name in table if name not in ("base", args.logits)
         ]
-        widths = (recipe_lib.BENCHMARK.student_width,)
+    elif args.study == "warmup":
+        table = study_table(args.study, None, args.student_epochs)
+        pairs = [
+            (name, f"{name.split(',')[0]}, warm-up auto (1/12)")
+            for name in table
+            if "auto" not in name
+        ]
+    elif args.study == "defaults":
+        table = study_table(args.study, None, args.student_epochs)
+        pairs = [(name, "student") for name in table if name != "student"]
+        pairs += [(name, "kd") for name in table if name not in ("student", "kd")]
     else:
-        table = study_table(args.study, None)
+        table = study_table(args.study, None, args.student_epochs)
         pairs = [
             ("kd", "student"), ("unikd", "kd"), ("dkd", "kd"), ("unikd", "dkd"),
             ("unikd-on-kd", "kd"),
@@ -251,6 +317,7 @@ def plan(args):
         if unknown:
             raise SystemExit(f"Unknown settings {unknown}; this study has {list(table)}.")
         table = {name: table[name] for name in args.settings}
+        pairs = [pair for pair in pairs if set(pair) <= set(table)]
     return table, pairs, widths
 
 
@@ -299,6 +366,15 @@ def save(results, pairs, output):
     results_lib.write(results, output, markdown(results))
 
 
+def seed_cache(args, teacher, dataset, recipe, seed, table):
+    """The teacher-output cache of `seed` for the table's cacheable settings, or
+    `False` when none is."""
+    if not recipe_lib.cached_teacher_needs(table).logits:
+        return False
+    directory = os.path.join(args.teacher_cache, f"seed{seed}")
+    return recipe_lib.build_seed_cache(directory, teacher, dataset, recipe, seed, table=table)
+
+
 def main(argv=None):
     args = parse_args(argv)
     if args.merge:
@@ -341,12 +417,16 @@ def main(argv=None):
         width_recipe = dataclasses.replace(recipe, student_width=width)
         block = results["widths"].setdefault(str(width), {"methods": {}})
         for seed in range(args.seeds):
+            cache = None
             for name in table:
                 done = block["methods"].get(name, {}).get("runs", [])
                 if seed in [run["seed"] for run in done]:
                     continue
+                if args.teacher_cache and cache is None:
+                    cache = seed_cache(args, teacher, dataset, width_recipe, seed, table)
                 run, student = recipe_lib.train_student(
-                    name, teacher, dataset, width_recipe, seed, table=table
+                    name, teacher, dataset, width_recipe, seed, table=table,
+                    teacher_cache=cache or None,
                 )
                 run.update(fidelity(teacher_logits, student, test))
                 block["methods"].setdefault(name, {"runs": []})["runs"].append(run)
