@@ -212,7 +212,8 @@ def parse_args(argv=None):
     parser.add_argument(
         "--resume",
         action="store_true",
-        help="keep the runs already in --output (same settings) and do the rest",
+        help="keep the runs already in --output (same settings) and do the rest; "
+        "a larger --seeds adds seeds",
     )
     parser.add_argument(
         "--merge",
@@ -236,6 +237,8 @@ def parse_args(argv=None):
 
 # What runs that split a study by --settings must share to be merged.
 PROTOCOL_KEYS = ("study", "logits", "seeds", "quick", "recipe", "teacher")
+# What a run must share with the file it resumes: the same, but more seeds may follow.
+RESUME_KEYS = tuple(key for key in PROTOCOL_KEYS if key != "seeds") + ("settings",)
 
 
 def merged(paths):
@@ -407,9 +410,7 @@ def main(argv=None):
         run_seconds=0.0,
         widths={},
     )
-    previous = args.resume and results_lib.previous_results(
-        args.output, results, PROTOCOL_KEYS + ("settings",)
-    )
+    previous = args.resume and results_lib.previous_results(args.output, results, RESUME_KEYS)
     if previous:
         results.update(widths=previous["widths"], run_seconds=previous["run_seconds"])
 
