@@ -98,8 +98,8 @@ class Distiller(KerasInternals, keras.Model):
       `fuse_teacher_features`, `fuse_student_features`,
       `aggregator_mid_channels`, `log_var_range`, `seed`,
       `logit_standardization`, `mlkd_temperatures`, `mlkd_level_weights`,
-      `views`): UniKD on DKD by default, built as `[CrossEntropy, <DKD, KD
-      or MLKD>, UniKDFeatures]` from the method table
+      `mlkd_level_scaling`, `views`): UniKD on DKD by default, built as
+      `[CrossEntropy, <DKD, KD or MLKD>, UniKDFeatures]` from the method table
       (`keras_unikd.methods`) by `keras_unikd.keyword_form.terms_from_keywords`
       (whose docstring lists the defaults: the paper's ResNet32x4 ->
       ResNet8x4 recipe).
