@@ -5,6 +5,7 @@ import json
 import keras
 import pytest
 
+import keras_unikd.methods
 from benchmark_scripts import load_script
 from benchmark_scripts import tensorflow_pass_only
 from keras_unikd.experiments import fashion_mnist as experiment
@@ -60,6 +61,48 @@ def test_second_pair_settings():
     assert options["student_features"] == experiment.UNIKD_TAPS["student_features"]
     names = [type(term).__name__ for term in experiment.method_model_terms(table["unikd-on-kd"])]
     assert names == ["CrossEntropy", "KD", "UniKDFeatures"]
+
+
+def test_warmup_settings_list_each_behaviour_once():
+    short = sweep.warmup_settings(8)
+    # 1/12 of 8 epochs is under one epoch, which acts as none; 1/4 is 2 epochs.
+    assert [name for name in short if name.startswith("dkd")][:2] == [
+        "dkd, warm-up none", "dkd, warm-up 1/4",
+    ]
+    assert short["dkd, warm-up 1/4"] == ("dkd", {"warmup_epochs": 2.0})
+    long = sweep.warmup_settings(40)
+    assert long["unikd, warm-up 1/12"][1] == dict(
+        experiment.UNIKD_TAPS, warmup_epochs=pytest.approx(40 / 12)
+    )
+    assert long["dkd, warm-up 1/4"][1]["warmup_epochs"] == 10.0
+    assert long["dkd, warm-up 2 epochs"][1]["warmup_epochs"] == 2
+    for table in (short, long):
+        lengths = [options["warmup_epochs"] for name, (_, options) in table.items()
+                   if name.startswith("dkd")]
+        acting = [length if length > 1 else 0 for length in lengths]
+        assert len(set(acting)) == len(acting)
+        terms = experiment.method_model_terms(table["dkd, warm-up 1/4"])
+        assert terms[1].warmup_epochs == table["dkd, warm-up 1/4"][1]["warmup_epochs"]
+    args = sweep.parse_args(["--study", "warmup", "--student-epochs", "8"])
+    _, pairs, _ = sweep.plan(args)
+    assert ("unikd, warm-up 1/4", "unikd, warm-up none") in pairs
+
+
+def test_defaults_settings_are_the_first_calls():
+    table = sweep.defaults_settings()
+    assert set(table) == set(keras_unikd.methods.METHODS)
+    kinds = {name: [type(term).__name__ for term in experiment.method_model_terms(setting)]
+             for name, setting in table.items() if name != "student"}
+    assert kinds["unikd"] == ["CrossEntropy", "DKD", "UniKDFeatures"]
+    assert kinds["at"] == ["CrossEntropy", "AttentionTransfer"]
+    mlkd = experiment.method_model_terms(table["mlkd"])[1]
+    assert mlkd.level_scaling == "balanced" and mlkd.warmup_epochs == "auto"
+    unikd = experiment.method_model_terms(table["unikd"])[2]
+    assert unikd.teacher_features == "auto"  # the keyword form's automatic taps
+    args = sweep.parse_args(["--study", "defaults"])
+    _, pairs, _ = sweep.plan(args)
+    assert ("mlkd", "student") in pairs and ("mlkd", "kd") in pairs
+    assert ("kd", "kd") not in pairs and len(pairs) == 7 + 6
 
 
 def test_best_logits_reads_the_accuracy_results(tmp_path):
