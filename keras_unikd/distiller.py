@@ -33,7 +33,6 @@ from keras_unikd.terms import ForwardRecord
 from keras_unikd.terms import ForwardShapes
 from keras_unikd.terms.base import AUTO_FEATURES
 from keras_unikd.terms.base import AUTO_WARMUP
-from keras_unikd.terms.base import AUTO_WARMUP_FALLBACK_EPOCHS
 from keras_unikd.terms.base import TeacherNeeds
 from keras_unikd.terms.base import auto_warmup_epochs
 
@@ -680,8 +679,8 @@ class Distiller(KerasInternals, keras.Model):
             fallback = float(ops.convert_to_numpy(auto_warmup_epochs(None)))
             warnings.warn(
                 f"planned_epochs is unknown, so warmup_epochs={AUTO_WARMUP!r} "
-                f"warms up over {fallback:g} epochs (as in a run of "
-                f"{AUTO_WARMUP_FALLBACK_EPOCHS:g}) under train_on_batch. Pass "
+                f"warms up over {fallback:g} epochs (as in a run of 80 epochs "
+                "or more) under train_on_batch. Pass "
                 "Distiller(..., planned_epochs=N) or assign "
                 "distiller.planned_epochs.",
                 stacklevel=2,
@@ -691,7 +690,7 @@ class Distiller(KerasInternals, keras.Model):
     def warn_about_long_warmups(self, epochs):
         """Warns for each term whose warm-up (in epochs) outlasts a run of `epochs` epochs.
 
-        `"auto"` warm-ups last 1/12 of the run and never do.
+        `"auto"` warm-ups last at most a quarter of the run and never do.
         """
         for term in self.terms:
             if term.warmup_epochs != AUTO_WARMUP and term.warmup_epochs > epochs:

@@ -40,7 +40,7 @@ class FitNetDistiller(Distiller):
         dkd_alpha: DKD's target-class weight.
         dkd_beta: DKD's non-target weight.
         warmup_epochs: Warm-up of the logits term: epochs, or `"auto"`
-            (1/12 of the planned run).
+            (a quarter of the planned run, at most 20 epochs).
         **kwargs: Other `Distiller` arguments (`steps_per_epoch`, `name`).
 
     Example:

@@ -55,8 +55,9 @@ def terms_from_keywords(
     term and to the UniKD distribution terms. Features `"auto"` (the
     default) let the Distiller choose the layers (`keras_unikd.auto_taps`);
     without a distribution loss they tap nothing. `warmup_epochs="auto"`
-    (the default) warms the logits term up over 1/12 of the planned run,
-    the paper's 20 of 240 epochs; an int gives the epochs.
+    (the default) warms the logits term up over a quarter of the planned
+    run, at most the paper's 20 epochs (`terms.base.auto_warmup_epochs`); a
+    number gives the epochs.
 
     Returns:
         `[CrossEntropy(ce_weight), <logits term>, UniKDFeatures(...)]`,

@@ -1,4 +1,4 @@
-"""`warmup_epochs="auto"`: a warm-up of 1/12 of the planned run (the paper's 20 of 240)."""
+"""`warmup_epochs="auto"`: a quarter of the planned run, at most the paper's 20 epochs."""
 
 import warnings
 
@@ -34,11 +34,11 @@ def factor_at(distiller, epoch, batch):
     return float(ops.convert_to_numpy(losses["probe_loss"]))
 
 
-@pytest.mark.parametrize("planned", [6, 30, 240])
-def test_auto_warmup_lasts_a_twelfth_of_the_planned_run(pair, batch, planned):
+@pytest.mark.parametrize("planned, length", [(6, 1.5), (30, 7.5), (80, 20.0), (240, 20.0)])
+def test_auto_warmup_lasts_a_quarter_of_the_run_up_to_20_epochs(pair, batch, planned, length):
     distiller = probe_distiller(pair, steps_per_epoch=1, planned_epochs=planned)
-    for epoch in sorted({1, 2, 3, planned // 24 or 1, planned // 12, planned // 12 + 1, planned}):
-        expected = min(epoch / (planned / 12), 1.0)
+    for epoch in sorted({1, 2, 3, int(length) // 2 or 1, int(length), int(length) + 1, planned}):
+        expected = min(epoch / length, 1.0)
         assert factor_at(distiller, epoch, batch) == pytest.approx(expected, rel=1e-6), epoch
 
 
@@ -54,12 +54,13 @@ def test_fit_plans_the_run(pair, batch):
     distiller.compile(optimizer="sgd")
     distiller.fit(x, y, batch_size=8, epochs=6, shuffle=False, verbose=0, callbacks=[BatchLogs()])
     assert float(ops.convert_to_numpy(distiller.planned_epochs)) == 6.0
-    np.testing.assert_allclose(factors, [1.0] * 12)  # half an epoch of warm-up: done at once
-    # Planned for 24 epochs (of one step, for factor_at): 2 epochs of warm-up.
+    # A quarter of 6 epochs: 1.5 epochs of warm-up, 2/3 in the first epoch.
+    np.testing.assert_allclose(factors, [2 / 3] * 2 + [1.0] * 10, rtol=1e-6)
+    # Planned for 12 epochs (of one step, for factor_at): 3 epochs of warm-up.
     distiller.steps_per_epoch.assign(1.0)
-    distiller.planned_epochs.assign(24.0)
-    assert [factor_at(distiller, epoch, batch) for epoch in (1, 2, 3)] == pytest.approx(
-        [0.5, 1.0, 1.0]
+    distiller.planned_epochs.assign(12.0)
+    assert [factor_at(distiller, epoch, batch) for epoch in (1, 2, 3, 4)] == pytest.approx(
+        [1 / 3, 2 / 3, 1.0, 1.0]
     )
 
 
