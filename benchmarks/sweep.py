@@ -181,9 +181,11 @@ def defaults_settings():
     The keyword form's defaults for what it builds (`Distiller(teacher,
     student, **keywords)`: KD, DKD, MLKD, UniKD with automatic taps, UniMLKD),
     the method table's for the rest (FitNet on the middle stage, which it
-    needs named; AT), and the student alone.
+    needs named; AT), and the student alone; then the settings that the
+    construction warnings of FitNet's and AT's defaults name.
     """
     keyword = recipe_lib.KEYWORD_FORM
+    fitnet_taps = {"teacher_feature": "stage2", "student_feature": "stage2"}
     return {
         "student": ("student", {}),
         "kd": (keyword, {"logits_loss": "kd", "distribution_loss": None}),
@@ -191,8 +193,12 @@ def defaults_settings():
         "mlkd": (keyword, {"logits_loss": "mlkd", "distribution_loss": None}),
         "unikd": (keyword, {}),
         "unimlkd": (keyword, {"logits_loss": "mlkd"}),
-        "fitnet": ("fitnet", {"teacher_feature": "stage2", "student_feature": "stage2"}),
+        "fitnet": ("fitnet", fitnet_taps),
         "at": ("at", {}),
+        # The settings that the warnings of FitNet's and AT's defaults name.
+        "fitnet+kd (hint_weight=1)": ("fitnet+kd", dict(fitnet_taps, hint_weight=1.0)),
+        "at (feature_weight=100)": ("at", {"feature_weight": 100.0}),
+        "at (feature_weight=10)": ("at", {"feature_weight": 10.0}),
     }
 
 

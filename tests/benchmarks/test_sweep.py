@@ -90,7 +90,7 @@ def test_warmup_settings_list_each_behaviour_once():
 
 def test_defaults_settings_are_the_first_calls():
     table = sweep.defaults_settings()
-    assert set(table) == set(keras_unikd.methods.METHODS)
+    assert set(keras_unikd.methods.METHODS) <= set(table)
     kinds = {name: [type(term).__name__ for term in experiment.method_model_terms(setting)]
              for name, setting in table.items() if name != "student"}
     assert kinds["unikd"] == ["CrossEntropy", "DKD", "UniKDFeatures"]
@@ -102,7 +102,10 @@ def test_defaults_settings_are_the_first_calls():
     args = sweep.parse_args(["--study", "defaults"])
     _, pairs, _ = sweep.plan(args)
     assert ("mlkd", "student") in pairs and ("mlkd", "kd") in pairs
-    assert ("kd", "kd") not in pairs and len(pairs) == 7 + 6
+    assert ("kd", "kd") not in pairs and len(pairs) == (len(table) - 1) + (len(table) - 2)
+    fix = experiment.method_model_terms(table["fitnet+kd (hint_weight=1)"])
+    assert [type(term).__name__ for term in fix] == ["CrossEntropy", "KD", "FitNetHint"]
+    assert fix[2].weight == 1.0
 
 
 def test_best_logits_reads_the_accuracy_results(tmp_path):
