@@ -1,5 +1,7 @@
 """The method table: methods, variants, settings, and the keyword form over it."""
 
+import warnings
+
 import pytest
 
 from keras_unikd import methods
@@ -72,3 +74,31 @@ def test_the_keyword_form_is_the_table(keywords, method, settings):
     assert configs(terms_from_keywords(**keywords)) == configs(
         methods.method_terms(method, **settings)
     )
+
+
+FEATURE_DEFAULTS = [
+    # (method, taps, the weight's name, the reference's value, the fix the warning names)
+    ("fitnet", dict(teacher_feature="t2", student_feature="s2"), "hint_weight", 100.0,
+     "'fitnet+kd' with hint_weight=1"),
+    ("at", {}, "feature_weight", 1000.0, "feature_weight="),
+]
+
+
+@pytest.mark.parametrize("method, taps, name, reference, fix", FEATURE_DEFAULTS)
+def test_feature_weights_left_to_the_reference_warn_and_name_the_fix(
+    method, taps, name, reference, fix
+):
+    with pytest.warns(UserWarning, match="worse than no teacher") as caught:
+        built = methods.method_terms(method, **taps)
+    message = str(caught[0].message).splitlines()[0]
+    assert f"{name}={reference:g}" in message and fix in message
+    assert built[1].weight == reference
+
+
+@pytest.mark.parametrize("method, taps, name, reference, fix", FEATURE_DEFAULTS)
+def test_feature_weights_given_do_not_warn(method, taps, name, reference, fix):
+    for weight in (reference, 1.0):
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            built = methods.method_terms(method, **taps, **{name: weight})
+        assert built[1].weight == weight

@@ -84,18 +84,21 @@ _MLKD = dict(
 # instead of the paper's 20 of 240). MLKD keeps its temperatures (4, 3, 5,
 # 2, 6), with the level weights above, so that UniMLKD is MLKD plus UniKD's
 # feature terms, as in the authors' recipe (distribution temperature 4, no
-# warm-up). Each method is followed by its variants (the FitNet + KD foil,
-# UniKD's ablations and logit standardization, `keras_unikd.methods.VARIANTS`).
+# warm-up). FitNet and AT keep the reference's feature weights, given so
+# that they do not warn as defaults. Each method is followed by its variants
+# (the FitNet + KD foil, UniKD's ablations and logit standardization,
+# `keras_unikd.methods.VARIANTS`).
 _SETTINGS = {
     "student": {},
     "kd": dict(ce_weight=1.0, logits_weight=1.0),
     "dkd": dict(warmup_epochs=2),
     "mlkd": _MLKD,
-    "fitnet": dict(teacher_feature="stage2", student_feature="stage2"),
+    "fitnet": dict(teacher_feature="stage2", student_feature="stage2", hint_weight=100.0),
     "unikd": dict(warmup_epochs=2, **UNIKD_TAPS),
     "unimlkd": dict(
         mlkd_level_weights=MLKD_LEVEL_WEIGHTS, mlkd_level_scaling="reference", **UNIKD_TAPS
     ),
+    "at": dict(feature_weight=1000.0),
 }
 
 
@@ -270,6 +273,7 @@ def fit(model, train, test, epochs, verbose=2, steps_per_epoch=None):
         train,
         epochs=epochs,
         steps_per_epoch=steps_per_epoch,
+        shuffle=False,  # The tf.data pipeline shuffles (Keras warns about its default).
         callbacks=[TestAccuracy(network, test), EpochTimer()],
         verbose=verbose,
     )

@@ -327,7 +327,11 @@ def pair_methods(
         "fitnet": {
             "teacher_feature": layer_names(teacher, FITNET_FEATURE),
             "student_feature": layer_names(student, FITNET_FEATURE),
+            "hint_weight": 100.0,
         },
+        # The reference's weights (keras_unikd.methods' FITNET_HINT_WEIGHT and
+        # AT_FEATURE_WEIGHT), given so that they do not warn as defaults.
+        "at": {"feature_weight": 1000.0},
         "student": {},
     }
     return types.MappingProxyType(

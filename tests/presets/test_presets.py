@@ -2,12 +2,14 @@
 
 import dataclasses
 import math
+import warnings
 
 import keras
 import numpy as np
 import pytest
 
 import keras_unikd
+from keras_unikd import methods
 from keras_unikd import presets
 from keras_unikd.models import imagenet_resnet
 from keras_unikd.models import layers_util
@@ -239,8 +241,12 @@ def test_method_hyperparameters():
     assert features.teacher_features == ("stage1_preact",)
     ce, kd = presets.build_terms(preset, "kd")
     assert (ce.weight, kd.weight, kd.warmup_epochs, kd.temperature) == (0.1, 0.9, 0, 4.0)
-    ce, hint = presets.build_terms(preset, "fitnet")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the reference's weights, given: no warning
+        ce, hint = presets.build_terms(preset, "fitnet")
+        at = presets.build_terms(preset, "at")[1]
     assert (ce.weight, hint.teacher_features, hint.weight) == (1.0, ("stage2",), 100.0)
+    assert hint.weight == methods.FITNET_HINT_WEIGHT and at.weight == methods.AT_FEATURE_WEIGHT
 
 
 def test_variants_change_their_method():
