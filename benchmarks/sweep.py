@@ -367,6 +367,7 @@ def markdown(results):
         + ("" if results["complete"] else " (incomplete)")
         + "."
     ]
+    parts += results.get("notes", [])  # How the file's runs relate to this script.
     for width, block in results["widths"].items():
         lines = [
             "| setting | teacher agreement (%) | KL(teacher, student) |",
