@@ -199,6 +199,8 @@ def defaults_settings():
         "fitnet+kd (hint_weight=1)": ("fitnet+kd", dict(fitnet_taps, hint_weight=1.0)),
         "at (feature_weight=100)": ("at", {"feature_weight": 100.0}),
         "at (feature_weight=10)": ("at", {"feature_weight": 10.0}),
+        "at+kd": ("at+kd", {"feature_weight": 1000.0}),
+        "at+kd (feature_weight=10)": ("at+kd", {"feature_weight": 10.0}),
     }
 
 

@@ -503,8 +503,8 @@ def without_logits_loss(terms):
 
 
 def with_kd(terms, temperature=4.0, weight=1.0):
-    """The terms plus Hinton's KD after the cross-entropy: FitNet + KD, the
-    "direct combination" the paper argues against."""
+    """The terms plus Hinton's KD after the cross-entropy: FitNet + KD (the
+    "direct combination" the paper argues against), AT + KD."""
     kd = t.KD(temperature=temperature, weight=weight)
     ce = [term for term in terms if isinstance(term, t.CrossEntropy)]
     return [*ce, kd, *(term for term in terms if term not in ce)]
@@ -536,6 +536,7 @@ VARIANTS = types.MappingProxyType(
         variant.name: variant
         for variant in (
             Variant("fitnet+kd", "fitnet", with_kd, "FitNet's hint plus KD: the paper's foil"),
+            Variant("at+kd", "at", with_kd, "attention transfer plus KD"),
             Variant(
                 "unikd-gaussian",
                 "unikd",

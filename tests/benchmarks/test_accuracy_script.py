@@ -93,7 +93,7 @@ def test_accuracy_default_protocol():
         "kd+ls", "dkd+ls", "mlkd+ls", "unikd+ls", "unimlkd+ls",
     }
     assert set(accuracy.ABLATIONS) == {
-        "fitnet", "fitnet+kd", "unikd-gaussian", "fdp-only", "aff+fdp-no-logits", "at",
+        "fitnet", "fitnet+kd", "unikd-gaussian", "fdp-only", "aff+fdp-no-logits", "at", "at+kd",
     }
     assert args.methods == list(accuracy.MAIN_METHODS + accuracy.ABLATIONS)
     pairs = set(accuracy.PAIRS)
