@@ -80,7 +80,7 @@ FEATURE_DEFAULTS = [
     # (method, taps, the weight's name, the reference's value, the fix the warning names)
     ("fitnet", dict(teacher_feature="t2", student_feature="s2"), "hint_weight", 100.0,
      "'fitnet+kd' with hint_weight=1"),
-    ("at", {}, "feature_weight", 1000.0, "feature_weight="),
+    ("at", {}, "feature_weight", 1000.0, "'at+kd' with feature_weight=10"),
 ]
 
 
