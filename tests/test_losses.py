@@ -47,7 +47,10 @@ def np_dkd(student, teacher, labels, alpha, beta, temperature):
     return temperature**2 * (alpha * tckd + beta * nckd).mean()
 
 
-def np_gaussian_kl(mu_s, lv_s, mu_t, lv_t):
+def np_gaussian_kl(mu_s, lv_s, mu_t, lv_t, log_var_range=(-10.0, 10.0)):
+    """The closed form, log-variances clipped to the documented default range first
+    (draws of `logits()` at scale 3 pass 10 now and then)."""
+    lv_s, lv_t = (np.clip(lv, *log_var_range) for lv in (lv_s, lv_t))
     terms = lv_s - lv_t + (np.exp(lv_t) + (mu_t - mu_s) ** 2) / np.exp(lv_s) - 1
     return (0.5 * terms.sum(axis=1)).mean()
 
