@@ -1,8 +1,9 @@
 """Distillation terms: Keras layers that a `keras_unikd.Distiller` sums.
 
 `DistillationTerm` is the interface; the built-in terms are `CrossEntropy`,
-`KD`, `DKD`, `MLKD`, `UniKDFeatures`, `FitNetHint` and `AttentionTransfer`. Each name is
-imported on first use.
+`KD`, `DKD`, `MLKD`, `UniKDFeatures`, `FitNetHint`, `AttentionTransfer` and
+the relational `SimilarityPreserving`, `ProbabilisticTransfer` and
+`RelationalKD`. Each name is imported on first use.
 """
 
 from keras_unikd.lazy import lazy_attributes
@@ -16,6 +17,10 @@ _NAMES = {
     "UniKDFeatures": "keras_unikd.terms.unikd",
     "FitNetHint": "keras_unikd.terms.fitnet",
     "AttentionTransfer": "keras_unikd.terms.attention",
+    **dict.fromkeys(
+        ("SimilarityPreserving", "ProbabilisticTransfer", "RelationalKD"),
+        "keras_unikd.terms.relational",
+    ),
 }
 __all__ = sorted(_NAMES)
 __getattr__, __dir__ = lazy_attributes(__name__, _NAMES)
