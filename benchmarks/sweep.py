@@ -181,7 +181,7 @@ def defaults_settings():
     The keyword form's defaults for what it builds (`Distiller(teacher,
     student, **keywords)`: KD, DKD, MLKD, UniKD with automatic taps, UniMLKD),
     the method table's for the rest (FitNet on the middle stage, which it
-    needs named; AT), and the student alone; then the settings that the
+    needs named; AT, DIST), and the student alone; then the settings that the
     construction warnings of FitNet's and AT's defaults name.
     """
     keyword = recipe_lib.KEYWORD_FORM
@@ -195,6 +195,7 @@ def defaults_settings():
         "unimlkd": (keyword, {"logits_loss": "mlkd"}),
         "fitnet": ("fitnet", fitnet_taps),
         "at": ("at", {}),
+        "dist": ("dist", {}),
         # The settings that the warnings of FitNet's and AT's defaults name.
         "fitnet+kd (hint_weight=1)": ("fitnet+kd", dict(fitnet_taps, hint_weight=1.0)),
         "at (feature_weight=100)": ("at", {"feature_weight": 100.0}),

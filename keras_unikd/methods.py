@@ -224,6 +224,14 @@ def at_terms(
     ]
 
 
+def dist_terms(*, ce_weight=1.0, logits_weight=1.0, beta=1.0, gamma=1.0, temperature=1.0, views=1):
+    """DIST (the authors' code, hunto/image_classification_sota: beta = gamma = 1, tau = 1)."""
+    return [
+        t.CrossEntropy(weight=ce_weight, views=views),
+        t.DIST(beta=beta, gamma=gamma, temperature=temperature, weight=logits_weight, views=views),
+    ]
+
+
 # The logits methods UniKD's feature terms can sit on (`logits_loss`).
 LOGITS_METHODS = types.MappingProxyType({"dkd": dkd_terms, "kd": kd_terms, "mlkd": mlkd_terms})
 
@@ -413,6 +421,13 @@ METHODS = types.MappingProxyType(
                 1,
                 "Hinton's KD on temperature-softened logits",
                 "Hinton et al., 2015 (megvii-research/mdistiller, KD.py)",
+            ),
+            Method(
+                "dist",
+                dist_terms,
+                1,
+                "Pearson correlations of the predictions, per example and per class",
+                "Huang et al., NeurIPS 2022 (hunto/image_classification_sota, dist_kd.py)",
             ),
             Method(
                 "fitnet",

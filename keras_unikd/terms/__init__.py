@@ -3,7 +3,7 @@
 `DistillationTerm` is the interface; the built-in terms are `CrossEntropy`,
 `KD`, `DKD`, `MLKD`, `UniKDFeatures`, `FitNetHint`, `AttentionTransfer` and
 the relational `SimilarityPreserving`, `ProbabilisticTransfer` and
-`RelationalKD`. Each name is imported on first use.
+`RelationalKD`, and `DIST`. Each name is imported on first use.
 """
 
 from keras_unikd.lazy import lazy_attributes
@@ -17,6 +17,7 @@ _NAMES = {
     "UniKDFeatures": "keras_unikd.terms.unikd",
     "FitNetHint": "keras_unikd.terms.fitnet",
     "AttentionTransfer": "keras_unikd.terms.attention",
+    "DIST": "keras_unikd.terms.dist",
     **dict.fromkeys(
         ("SimilarityPreserving", "ProbabilisticTransfer", "RelationalKD"),
         "keras_unikd.terms.relational",

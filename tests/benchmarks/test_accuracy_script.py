@@ -94,6 +94,7 @@ def test_accuracy_default_protocol():
     }
     assert set(accuracy.ABLATIONS) == {
         "fitnet", "fitnet+kd", "unikd-gaussian", "fdp-only", "aff+fdp-no-logits", "at", "at+kd",
+        "dist",
     }
     assert args.methods == list(accuracy.MAIN_METHODS + accuracy.ABLATIONS)
     pairs = set(accuracy.PAIRS)

@@ -483,6 +483,7 @@ EXPECTED_TERMS = {
     "kd": {"ce_loss", "kd_loss"},
     "fitnet": {"ce_loss", "hint_loss"},
     "at": {"ce_loss", "at_loss"},
+    "dist": {"ce_loss", "dist_inter_loss", "dist_intra_loss"},
     "student": set(),
 }
 
