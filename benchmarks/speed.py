@@ -51,7 +51,7 @@ from keras_unikd.methods import TWO_VIEW_METHODS
 
 RESULTS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 # The method table's methods but FitNet, as the Fashion-MNIST experiment builds
-# them (student, kd, dkd, mlkd, unikd, unimlkd, at), and extras: `keras_kd`, Keras's own
+# them (student, kd, dkd, mlkd, unikd, unimlkd, at, dist), and extras: `keras_kd`, Keras's own
 # `keras.distillation.Distiller` with `LogitsDistillation(temperature=4)`, and
 # `<method>@cache`: the same Distiller trained from a teacher-output cache
 # (`keras_unikd.cache`), whose steps skip the teacher's forward pass.

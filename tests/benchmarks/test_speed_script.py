@@ -16,7 +16,7 @@ pytestmark = tensorflow_pass_only
 def test_speed_methods_come_from_the_presets():
     speed = load_script("speed")
     assert speed.METHODS == (
-        "student", "kd", "dkd", "mlkd", "unikd", "unimlkd", "at", "keras_kd",
+        "student", "kd", "dkd", "mlkd", "unikd", "unimlkd", "at", "dist", "keras_kd",
         "kd@cache", "dkd@cache", "mlkd@cache", "unikd@cache",
     )
     assert set(speed.METHODS) - set(presets.METHODS) == {"keras_kd", *speed.CACHED_METHODS}
