@@ -51,6 +51,18 @@ def as_layer_paths(value, argument, allow_auto=False):
     return paths
 
 
+def one_layer_path(value, argument, term):
+    """`(path,)` for a term that reads one layer per network; else a `ValueError`
+    naming `term` and `argument`."""
+    paths = as_layer_paths(value, argument)
+    if len(paths) != 1:
+        raise ValueError(
+            f"{term} reads one layer per network: {argument} must be one layer name; "
+            f"got {value!r}."
+        )
+    return paths
+
+
 def paths_config(paths):
     """Paths from `as_layer_paths` as a config value: a list, or `"auto"`."""
     return paths if paths == AUTO_FEATURES else list(paths)

@@ -7,14 +7,7 @@ from keras_unikd import losses
 from keras_unikd.layers.resize import resize_nearest
 from keras_unikd.terms.base import DistillationTerm
 from keras_unikd.terms.base import TeacherNeeds
-from keras_unikd.terms.base import as_layer_paths
-
-
-def _single_path(value, argument):
-    paths = as_layer_paths(value, argument)
-    if len(paths) != 1:
-        raise ValueError(f"{argument} must be one layer name; got {value!r}.")
-    return paths[0]
+from keras_unikd.terms.base import one_layer_path
 
 
 @keras.saving.register_keras_serializable(package="keras_unikd")
@@ -45,8 +38,8 @@ class FitNetHint(DistillationTerm):
 
     def __init__(self, teacher_feature, student_feature, weight=100.0, name="hint", **kwargs):
         super().__init__(weight=weight, name=name, **kwargs)
-        self.teacher_features = (_single_path(teacher_feature, "teacher_feature"),)
-        self.student_features = (_single_path(student_feature, "student_feature"),)
+        self.teacher_features = one_layer_path(teacher_feature, "teacher_feature", "FitNetHint")
+        self.student_features = one_layer_path(student_feature, "student_feature", "FitNetHint")
 
     def teacher_needs(self):
         """Not cacheable: the hint is the teacher's whole feature map."""

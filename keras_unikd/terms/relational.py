@@ -21,21 +21,11 @@ from keras import ops
 from keras_unikd.layers.pooling import global_pool
 from keras_unikd.terms.base import DistillationTerm
 from keras_unikd.terms.base import TeacherNeeds
-from keras_unikd.terms.base import as_layer_paths
+from keras_unikd.terms.base import one_layer_path
 from keras_unikd.validation import check_non_negative
 
 # torch.nn.functional.normalize: x / max(||x||, 1e-12).
 NORMALIZE_EPSILON = 1e-12
-
-
-def _one_path(value, argument, term):
-    paths = as_layer_paths(value, argument)
-    if len(paths) != 1:
-        raise ValueError(
-            f"{term} reads one layer per network: {argument} must be one layer name; "
-            f"got {value!r}."
-        )
-    return paths
 
 
 def _flat(feature):
@@ -82,8 +72,8 @@ class _RelationalTerm(DistillationTerm):
     def __init__(self, teacher_feature, student_feature, weight, name, **kwargs):
         super().__init__(weight=weight, name=name, **kwargs)
         kind = type(self).__name__
-        self.teacher_features = _one_path(teacher_feature, "teacher_feature", kind)
-        self.student_features = _one_path(student_feature, "student_feature", kind)
+        self.teacher_features = one_layer_path(teacher_feature, "teacher_feature", kind)
+        self.student_features = one_layer_path(student_feature, "student_feature", kind)
 
     def teacher_needs(self):
         if self.reads == "pooled":
@@ -104,7 +94,15 @@ class _RelationalTerm(DistillationTerm):
         if self.reads == "pooled":
             student, teacher = global_pool(student), global_pool(teacher)
         _check_pairs(student, type(self).__name__)
-        return _flat(student), _flat(teacher)
+        return _flat(student), ops.stop_gradient(_flat(teacher))
+
+    def relation(self, student, teacher, sample_weight=None):
+        """The unweighted losses, in `loss_names` order, of two `(B, D)` matrices."""
+        raise NotImplementedError
+
+    def call(self, record):
+        student, teacher = self.features(record)
+        return dict(zip(self.loss_names, self.relation(student, teacher, record.sample_weight)))
 
     def get_config(self):
         return {
@@ -143,8 +141,8 @@ class SimilarityPreserving(_RelationalTerm):
     >>> sp.loss_names, sp.weight
     (('sp_loss',), 3000.0)
     >>> student, teacher = np.eye(3, 4, dtype="float32"), 2 * np.eye(3, 5, dtype="float32")
-    >>> float(sp.similarity_loss(student, teacher))  # the same similarities
-    0.0
+    >>> [float(loss) for loss in sp.relation(student, teacher)]  # the same similarities
+    [0.0]
     """
 
     reads = "whole"
@@ -152,19 +150,12 @@ class SimilarityPreserving(_RelationalTerm):
     def __init__(self, teacher_feature, student_feature, weight=3000.0, name="sp", **kwargs):
         super().__init__(teacher_feature, student_feature, weight, name, **kwargs)
 
-    @staticmethod
-    def similarity_loss(student, teacher, sample_weight=None):
-        """The unweighted loss of two `(B, D)` feature matrices."""
+    def relation(self, student, teacher, sample_weight=None):
         def gram(f):
             f = _flat(f)
             return _normalize_rows(ops.matmul(f, ops.transpose(f)))
 
-        return pair_mean(ops.square(gram(teacher) - gram(student)), sample_weight)
-
-    def call(self, record):
-        student, teacher = self.features(record)
-        loss = self.similarity_loss(student, teacher, record.sample_weight)
-        return {self.loss_names[0]: loss}
+        return (pair_mean(ops.square(gram(teacher) - gram(student)), sample_weight),)
 
 
 @keras.saving.register_keras_serializable(package="keras_unikd")
@@ -201,8 +192,8 @@ class ProbabilisticTransfer(_RelationalTerm):
     >>> pkt.loss_names, pkt.weight
     (('pkt_loss',), 30000.0)
     >>> f = np.array([[1.0, 0.0], [0.0, 1.0]], "float32")
-    >>> round(float(pkt.transfer_loss(f, f)), 6)  # the same probabilities
-    0.0
+    >>> [round(float(loss), 6) for loss in pkt.relation(f, f)]  # the same probabilities
+    [0.0]
     """
 
     def __init__(
@@ -212,8 +203,7 @@ class ProbabilisticTransfer(_RelationalTerm):
         check_non_negative("ProbabilisticTransfer eps", eps)
         self.eps = eps
 
-    def transfer_loss(self, student, teacher, sample_weight=None):
-        """The unweighted loss of two `(B, D)` feature matrices."""
+    def relation(self, student, teacher, sample_weight=None):
         def probabilities(f):
             f = _flat(f)
             f = f / (ops.sqrt(ops.sum(ops.square(f), axis=-1, keepdims=True)) + self.eps)
@@ -222,11 +212,7 @@ class ProbabilisticTransfer(_RelationalTerm):
 
         p_t, p_s = probabilities(teacher), probabilities(student)
         divergence = p_t * ops.log((p_t + self.eps) / (p_s + self.eps))
-        return pair_mean(divergence, sample_weight)
-
-    def call(self, record):
-        student, teacher = self.features(record)
-        return {self.loss_names[0]: self.transfer_loss(student, teacher, record.sample_weight)}
+        return (pair_mean(divergence, sample_weight),)
 
     def get_config(self):
         return {**super().get_config(), "eps": self.eps}
@@ -328,20 +314,17 @@ class RelationalKD(_RelationalTerm):
         )
         return ops.matmul(edges, ops.transpose(edges, (0, 2, 1)))
 
-    def call(self, record):
-        student, teacher = self.features(record)
-        teacher = ops.stop_gradient(teacher)
+    def relation(self, student, teacher, sample_weight=None):
         distance = pair_mean(
-            _smooth_l1(self.distances(student) - self.distances(teacher)), record.sample_weight
+            _smooth_l1(self.distances(student) - self.distances(teacher)), sample_weight
         )
         angle_terms = _smooth_l1(self.angles(student) - self.angles(teacher))
-        w = _weights(record.sample_weight, ops.shape(student)[0])
+        w = _weights(sample_weight, ops.shape(student)[0])
         triples = w[:, None, None] * w[None, :, None] * w[None, None, :]
-        names = self.loss_names
-        return {
-            names[0]: self.distance_weight * distance,
-            names[1]: self.angle_weight * ops.mean(angle_terms * triples),
-        }
+        return (
+            self.distance_weight * distance,
+            self.angle_weight * ops.mean(angle_terms * triples),
+        )
 
     def get_config(self):
         return {
