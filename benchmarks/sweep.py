@@ -180,9 +180,10 @@ def defaults_settings():
 
     The keyword form's defaults for what it builds (`Distiller(teacher,
     student, **keywords)`: KD, DKD, MLKD, UniKD with automatic taps, UniMLKD),
-    the method table's for the rest (FitNet on the middle stage, which it
-    needs named; AT, DIST), and the student alone; then the settings that the
-    construction warnings of FitNet's and AT's defaults name.
+    the method table's for the rest (FitNet on the middle stage; AT, DIST and
+    the feature baselines with their automatic taps), and the student alone;
+    then the settings that the construction warnings of FitNet's and AT's
+    defaults name.
     """
     keyword = recipe_lib.KEYWORD_FORM
     fitnet_taps = {"teacher_feature": "stage2", "student_feature": "stage2"}
@@ -196,6 +197,7 @@ def defaults_settings():
         "fitnet": ("fitnet", fitnet_taps),
         "at": ("at", {}),
         "dist": ("dist", {}),
+        **{name: (name, {}) for name in ("sp", "pkt", "rkd")},
         # The settings that the warnings of FitNet's and AT's defaults name.
         "fitnet+kd (hint_weight=1)": ("fitnet+kd", dict(fitnet_taps, hint_weight=1.0)),
         "at (feature_weight=100)": ("at", {"feature_weight": 100.0}),
@@ -343,6 +345,7 @@ def plan(args):
         table = study_table(args.study, None, args.student_epochs)
         pairs = [(name, "student") for name in table if name != "student"]
         pairs += [(name, "kd") for name in table if name not in ("student", "kd")]
+        pairs += [(name, "unikd") for name in table if name not in ("student", "kd", "unikd")]
     else:
         table = study_table(args.study, None, args.student_epochs)
         pairs = [

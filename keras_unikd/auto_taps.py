@@ -28,6 +28,7 @@ its pyramid levels' layers as its stages.
 
 import collections
 import dataclasses
+import typing
 
 import keras
 
@@ -206,6 +207,75 @@ def _candidates(model, prefix, size, overrides, has_logits, outputs=None):
     return candidates
 
 
+@dataclasses.dataclass(frozen=True)
+class AutoTaps:
+    """What `"auto"` taps of one model: its stage ends and its pooled vector.
+
+    The `Distiller` gives each term whose features are `"auto"` one per
+    network (`DistillationTerm.choose_auto_features`), and the term keeps
+    the layers its method reads: every stage and the pooled vector (UniKD),
+    the stages (AT), the last stage (SP), the pooled vector (PKT, RKD).
+
+    Attributes:
+        stages: Layer paths of the stage ends, shallow to deep.
+        pooled: The pooled vector's layer path, or `None` when the model
+            has none.
+        model: The model the paths are in (`None` when not given), for
+            terms that read its graph to choose (OFD: the input of each
+            stage end's ReLU); not shown, not compared.
+
+    Example:
+
+    >>> taps = AutoTaps(stages=("stage1", "stage2"), pooled="pool")
+    >>> taps.paths, taps.deepest(1)
+    (('stage1', 'stage2', 'pool'), ('stage2',))
+    """
+
+    stages: typing.Tuple[str, ...]
+    pooled: typing.Optional[str] = None
+    model: typing.Any = dataclasses.field(default=None, repr=False, compare=False)
+
+    @property
+    def paths(self):
+        """Every layer: the stages, then the pooled vector."""
+        return self.stages + ((self.pooled,) if self.pooled else ())
+
+    def deepest(self, count):
+        """The `count` deepest stage ends (fewer when the model has fewer)."""
+        return self.stages[-count:] if count else ()
+
+    def pooled_or_deepest(self):
+        """`(pooled vector,)`, or the deepest stage end when there is none
+        (a term that reads pooled features averages its map)."""
+        return (self.pooled,) if self.pooled else self.deepest(1)
+
+    def require(self, what, term):
+        """`self`, or a `ValueError` when the model has no `what` ("stages"/"pooled")."""
+        if not getattr(self, what):
+            raise ValueError(
+                f"{term} reads the {'pooled vector' if what == 'pooled' else 'stage maps'} "
+                f"of each network, but automatic taps found none (they found "
+                f"{list(self.paths)}). Give the layer names instead of 'auto'."
+            )
+        return self
+
+
+def auto_taps(model, max_stages=MAX_STAGES, token_layouts=None):
+    """`auto_feature_paths`'s choice as an `AutoTaps`: stage ends and pooled vector.
+
+    Example:
+
+    >>> import keras
+    >>> inputs = keras.Input((16, 16, 3))
+    >>> x = keras.layers.Conv2D(8, 3, padding="same", name="stage1")(inputs)
+    >>> x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
+    >>> auto_taps(keras.Model(inputs, keras.layers.Dense(10)(x)))
+    AutoTaps(stages=('stage1',), pooled='pool')
+    """
+    stages, pooled = _choose(model, max_stages, token_layouts)
+    return AutoTaps(stages=tuple(stages), pooled=pooled, model=model)
+
+
 def auto_feature_paths(model, max_stages=MAX_STAGES, token_layouts=None):
     """The layers `"auto"` taps: the ends of the deepest stages, the pooled vector.
 
@@ -236,6 +306,12 @@ def auto_feature_paths(model, max_stages=MAX_STAGES, token_layouts=None):
     >>> auto_feature_paths(model)
     ['stage1', 'stage2', 'pool']
     """
+    stages, pooled = _choose(model, max_stages, token_layouts)
+    return stages + ([pooled] if pooled else [])
+
+
+def _choose(model, max_stages, token_layouts):
+    """`(stage end paths, pooled path or None)`; a `ValueError` when there are none."""
     check_positive_int("max_stages", max_stages)
     overrides = check_token_layouts(token_layouts)
     candidates = _candidates(model, "", image_size(model), overrides, has_logits=True)
@@ -247,15 +323,13 @@ def auto_feature_paths(model, max_stages=MAX_STAGES, token_layouts=None):
             stage_ends[-1] = candidate
         else:
             stage_ends.append(candidate)
-    paths = [candidate.path for candidate in stage_ends[-max_stages:]]
+    stages = [candidate.path for candidate in stage_ends[-max_stages:]]
     vectors = [candidate.path for candidate in candidates if candidate.size is None]
-    if vectors:
-        paths.append(vectors[-1])
-    if not paths:
+    if not stages and not vectors:
         raise ValueError(
             f"Found no layer of model {model.name!r} to tap automatically: no "
             "map, token feature or pooled vector that every path to the "
             "logits passes through and that is called once. Give layer "
             "names (teacher_features=[...], student_features=[...])."
         )
-    return paths
+    return stages, (vectors[-1] if vectors else None)

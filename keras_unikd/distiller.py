@@ -9,7 +9,7 @@ import numpy as np
 from keras import ops
 
 from keras_unikd import losses as unikd_losses
-from keras_unikd.auto_taps import auto_feature_paths
+from keras_unikd.auto_taps import auto_taps
 from keras_unikd.callbacks import DistillationWatch
 from keras_unikd.callbacks import NonFiniteLossGuard
 from keras_unikd.callbacks import TrainingPlan
@@ -181,8 +181,10 @@ class Distiller(KerasInternals, keras.Model):
     takes it too) are chosen from the model's graph by
     `keras_unikd.auto_taps.auto_feature_paths`: the end of each of the
     deepest 4 spatial resolutions and the pooled vector. The choice is
-    printed once, at construction, as `teacher_features=[...]` to copy, and
-    the terms then hold the layer names.
+    printed once, at construction; each term keeps the layers its method
+    reads (`DistillationTerm.choose_auto_features`: UniKD all of them, AT
+    the stages, SP the last stage, PKT and RKD the pooled vector) and then
+    holds their names.
 
     Raises:
         ValueError: for unknown layer names (the message lists the layers
@@ -262,16 +264,13 @@ class Distiller(KerasInternals, keras.Model):
         # Softmax heads are set aside: the terms and metrics read logits.
         self._student_logits = ModelLogits(student, "student")
         self._auto_teacher_terms = self._choose_auto_features(
-            "teacher", self.teacher_source.logits_model, teacher_token_layouts
+            {"teacher": teacher_token_layouts, "student": student_token_layouts}
         )
         with self._naming_terms("teacher"):
             self.teacher_source.prepare(self.teacher_needs, teacher_token_layouts)
         self.teacher_token_layouts = self.teacher_source.token_layouts
         for line in self.teacher_source.token_report:
             print(f"keras_unikd: teacher {line}")
-        self._choose_auto_features(
-            "student", self._student_logits.logits_model, student_token_layouts
-        )
         self._student_tap = self._tap_student(student_token_layouts)
         self._validate_models()
         if self.teacher is not None:
@@ -307,27 +306,43 @@ class Distiller(KerasInternals, keras.Model):
             name=name,
         )
 
-    def _choose_auto_features(self, side, model, token_layouts):
-        """Sets the layers of the terms whose `side` features are `"auto"`.
+    def _choose_auto_features(self, token_layouts):
+        """Sets the layers of the terms whose features are `"auto"`.
 
-        The choice (`keras_unikd.auto_taps.auto_feature_paths` on `model`) is
-        printed once. Returns the names of the terms it was made for.
+        Each network's choice (`keras_unikd.auto_taps.auto_taps`) is
+        printed once and handed to each such term's `choose_auto_features`,
+        which keeps what its method reads. Returns the names of the terms
+        whose teacher features were chosen.
         """
-        argument = f"{side}_features"
-        auto_terms = [term for term in self.terms if getattr(term, argument) == AUTO_FEATURES]
-        if not auto_terms:
-            return []
-        if model is None:
+        models = {
+            "teacher": self.teacher_source.logits_model,
+            "student": self._student_logits.logits_model,
+        }
+        wanted = {
+            side: [
+                term for term in self.terms if getattr(term, f"{side}_features") == AUTO_FEATURES
+            ]
+            for side in models
+        }
+        if wanted["teacher"] and models["teacher"] is None:
             raise ValueError(
-                f"Term(s) {[term.name for term in auto_terms]} choose their {argument} "
-                "automatically ('auto'), which needs the teacher model, but the teacher "
-                "is a cache's. Give the layer names instead."
+                f"Term(s) {[term.name for term in wanted['teacher']]} choose their "
+                "teacher_features automatically ('auto'), which needs the teacher model, but "
+                "the teacher is a cache's. Give the layer names instead."
             )
-        chosen = auto_feature_paths(model, token_layouts=token_layouts)
-        print(f"keras_unikd: automatic taps of {side} {model.name!r}: {argument}={chosen!r}")
-        for term in auto_terms:
-            setattr(term, argument, tuple(chosen))
-        return [term.name for term in auto_terms]
+        chosen = {}
+        for side, model in models.items():
+            if wanted[side]:
+                chosen[side] = auto_taps(model, token_layouts=token_layouts[side])
+                print(
+                    f"keras_unikd: automatic taps of {side} {model.name!r}: "
+                    f"{side}_features={list(chosen[side].paths)!r}"
+                )
+        for term in self.terms:
+            sides = {side: chosen[side] if term in wanted[side] else None for side in models}
+            if any(sides.values()):
+                term.choose_auto_features(sides["teacher"], sides["student"])
+        return [term.name for term in wanted["teacher"]]
 
     @contextlib.contextmanager
     def _naming_terms(self, side):

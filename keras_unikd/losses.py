@@ -29,6 +29,27 @@ def _float32(x):
     return ops.cast(x, "float32")
 
 
+# torch.nn.functional.normalize's default epsilon, which the reference codes use.
+NORMALIZE_EPSILON = 1e-12
+
+
+def l2_normalize(x, axis=-1, epsilon=NORMALIZE_EPSILON):
+    """`x / max(||x||_2, epsilon)` along `axis`, in float32 (PyTorch's `F.normalize`).
+
+    The norm is taken as `sqrt(max(sum(x^2), epsilon^2))`, the same value,
+    so that a zero vector has a finite gradient (`1 / epsilon`, as in
+    PyTorch) rather than the NaN of the square root's slope at 0.
+
+    Example:
+
+    >>> [round(float(v), 6) for v in ops.convert_to_numpy(l2_normalize([3.0, 4.0]))]
+    [0.6, 0.8]
+    """
+    x = _float32(x)
+    squared = ops.sum(ops.square(x), axis=axis, keepdims=True)
+    return x / ops.sqrt(ops.maximum(squared, epsilon * epsilon))
+
+
 def batch_mean(per_example, sample_weight=None):
     """Mean over the batch of a `(batch,)` tensor, optionally weighted.
 

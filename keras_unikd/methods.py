@@ -20,7 +20,10 @@ UniKD's `teacher_features`, `student_features`, `distribution_loss`,
 `feature_weight`, `consistency_weight`, `distribution_temperature`,
 `fuse_teacher_features`, `fuse_student_features`, `aggregator_mid_channels`,
 `log_var_range`, `seed` and `logits_loss` (the logits method under it);
-FitNet's `teacher_feature`, `student_feature`, `hint_weight`.
+FitNet's `teacher_feature`, `student_feature`, `hint_weight`; the feature
+methods' `feature_weight` (AT, SP, PKT, RKD, ...) and their taps, `"auto"`
+by default (`keras_unikd.auto_taps`: each term keeps the layers its method
+reads).
 
 Example:
 
@@ -174,8 +177,17 @@ def _reference_weight(value, method, name, reference, fix):
     return reference
 
 
-def fitnet_terms(*, teacher_feature, student_feature, hint_weight=None, ce_weight=1.0, views=1):
+def fitnet_terms(
+    *,
+    teacher_feature="auto",
+    student_feature="auto",
+    hint_weight=None,
+    ce_weight=1.0,
+    views=1,
+):
     """FitNet's hint on one stage (mdistiller: hint weight 100, the middle stage).
+
+    `"auto"` taps (`keras_unikd.auto_taps`) hint each network's middle stage.
 
     `hint_weight=None` means the reference's 100, with a warning: on a short
     10-class run it takes the student below training alone (and at 0.1 to 10
@@ -196,14 +208,16 @@ def fitnet_terms(*, teacher_feature, student_feature, hint_weight=None, ce_weigh
 
 def at_terms(
     *,
-    teacher_features=("stage1", "stage2", "stage3"),
-    student_features=("stage1", "stage2", "stage3"),
+    teacher_features="auto",
+    student_features="auto",
     p=2.0,
     feature_weight=None,
     ce_weight=1.0,
     views=1,
 ):
     """Attention transfer (mdistiller: p = 2, weight 1000, the stages after the stem).
+
+    `"auto"` taps pair the stage ends of both networks, deepest first.
 
     `feature_weight=None` means the reference's 1000, with a warning: on a
     short 10-class run it takes the student below training alone, and at 10
@@ -220,6 +234,63 @@ def at_terms(
         t.CrossEntropy(weight=ce_weight, views=views),
         t.AttentionTransfer(
             teacher_features, student_features, p=p, weight=feature_weight, views=views
+        ),
+    ]
+
+
+def sp_terms(
+    *, teacher_feature="auto", student_feature="auto", feature_weight=3000.0, ce_weight=1.0, views=1
+):
+    """Similarity-preserving KD (mdistiller: weight 3000, the last stage's map;
+    `"auto"` taps read each network's last stage end)."""
+    return [
+        t.CrossEntropy(weight=ce_weight, views=views),
+        t.SimilarityPreserving(
+            teacher_feature, student_feature, weight=feature_weight, views=views
+        ),
+    ]
+
+
+def pkt_terms(
+    *,
+    teacher_feature="auto",
+    student_feature="auto",
+    feature_weight=30000.0,
+    pkt_eps=1e-7,
+    ce_weight=1.0,
+    views=1,
+):
+    """Probabilistic knowledge transfer (mdistiller: weight 30000, eps 1e-7, the
+    pooled features; `"auto"` taps read each network's pooled vector)."""
+    return [
+        t.CrossEntropy(weight=ce_weight, views=views),
+        t.ProbabilisticTransfer(
+            teacher_feature, student_feature, weight=feature_weight, eps=pkt_eps, views=views
+        ),
+    ]
+
+
+def rkd_terms(
+    *,
+    teacher_feature="auto",
+    student_feature="auto",
+    feature_weight=1.0,
+    rkd_distance_weight=25.0,
+    rkd_angle_weight=50.0,
+    ce_weight=1.0,
+    views=1,
+):
+    """Relational KD (mdistiller: distance 25, angle 50, the pooled features;
+    `"auto"` taps read each network's pooled vector)."""
+    return [
+        t.CrossEntropy(weight=ce_weight, views=views),
+        t.RelationalKD(
+            teacher_feature,
+            student_feature,
+            distance_weight=rkd_distance_weight,
+            angle_weight=rkd_angle_weight,
+            weight=feature_weight,
+            views=views,
         ),
     ]
 
@@ -442,6 +513,27 @@ METHODS = types.MappingProxyType(
                 1,
                 "attention maps (channel means of f^p) of several stages",
                 "Zagoruyko & Komodakis, ICLR 2017 (megvii-research/mdistiller, AT.py)",
+            ),
+            Method(
+                "sp",
+                sp_terms,
+                1,
+                "the batch's example-similarity matrix of the last stage",
+                "Tung & Mori, ICCV 2019 (megvii-research/mdistiller, SP.py)",
+            ),
+            Method(
+                "pkt",
+                pkt_terms,
+                1,
+                "the batch's cosine-similarity distributions of the pooled features",
+                "Passalis & Tefas, ECCV 2018 (megvii-research/mdistiller, PKT.py)",
+            ),
+            Method(
+                "rkd",
+                rkd_terms,
+                1,
+                "distances and angles between the batch's pooled features",
+                "Park et al., CVPR 2019 (megvii-research/mdistiller, RKD.py)",
             ),
             Method(
                 "student",

@@ -4,13 +4,13 @@ import keras
 from keras import ops
 
 from keras_unikd import losses
+from keras_unikd.terms.base import AUTO_FEATURES
 from keras_unikd.terms.base import DistillationTerm
-from keras_unikd.terms.base import TeacherNeeds
 from keras_unikd.terms.base import as_layer_paths
+from keras_unikd.terms.base import choose_paired_stages
+from keras_unikd.terms.base import feature_needs
+from keras_unikd.terms.base import paths_config
 from keras_unikd.validation import check_positive
-
-# The reference normalises with torch.nn.functional.normalize: x / max(||x||, eps).
-NORM_EPSILON = 1e-12
 
 
 def attention_map(feature, p):
@@ -22,8 +22,7 @@ def attention_map(feature, p):
     feature = ops.cast(feature, "float32")
     attention = ops.mean(ops.power(feature, p), axis=-1)
     attention = ops.reshape(attention, (ops.shape(attention)[0], -1))
-    norm = ops.sqrt(ops.sum(ops.square(attention), axis=-1, keepdims=True))
-    return attention / ops.maximum(norm, NORM_EPSILON)
+    return losses.l2_normalize(attention)
 
 
 @keras.saving.register_keras_serializable(package="keras_unikd")
@@ -52,8 +51,11 @@ class AttentionTransfer(DistillationTerm):
     teacher-output cache cannot serve this term.
 
     Args:
-        teacher_features: Teacher layer paths, one per pair.
-        student_features: Student layer paths, as many, in the same order.
+        teacher_features: Teacher layer paths, one per pair, or `"auto"`:
+            the stage ends that a `Distiller` finds (`keras_unikd.auto_taps`),
+            the deepest of each network paired.
+        student_features: Student layer paths, as many, in the same order,
+            or `"auto"`.
         p: The power of the activations (2 in the reference).
         weight: Weight of the loss (1000 in the reference).
         **kwargs: `DistillationTerm` arguments (`warmup_epochs`, `name`).
@@ -81,9 +83,17 @@ class AttentionTransfer(DistillationTerm):
     ):
         super().__init__(weight=weight, name=name, **kwargs)
         check_positive("AttentionTransfer p", p)
-        self.teacher_features = as_layer_paths(teacher_features, "teacher_features")
-        self.student_features = as_layer_paths(student_features, "student_features")
-        if not self.teacher_features or len(self.teacher_features) != len(self.student_features):
+        self.teacher_features = as_layer_paths(
+            teacher_features, "teacher_features", allow_auto=True
+        )
+        self.student_features = as_layer_paths(
+            student_features, "student_features", allow_auto=True
+        )
+        if AUTO_FEATURES in (self.teacher_features, self.student_features):
+            pass  # the Distiller chooses them (choose_auto_features)
+        elif not self.teacher_features or len(self.teacher_features) != len(
+            self.student_features
+        ):
             raise ValueError(
                 "AttentionTransfer pairs teacher and student stages: give as many "
                 f"teacher_features as student_features (at least one); got "
@@ -93,14 +103,15 @@ class AttentionTransfer(DistillationTerm):
 
     def teacher_needs(self):
         """Not cacheable: the teacher's whole maps (their attention maps, per position)."""
-        return TeacherNeeds(
-            feature_maps=self.teacher_features,
-            views=self.views,
-            reason=(
-                f"term {self.name!r} (AttentionTransfer) reads the teacher's full feature "
-                f"maps {list(self.teacher_features)!r} (their attention at every position)"
-            ),
+        return feature_needs(
+            self,
+            f"reads the teacher's full feature maps {paths_config(self.teacher_features)!r} "
+            "(their attention at every position)",
         )
+
+    def choose_auto_features(self, teacher, student):
+        """`"auto"`: the stage ends, the deepest of each network paired."""
+        choose_paired_stages(self, teacher, student)
 
     def build(self, shapes):
         self._pools = []
@@ -129,18 +140,21 @@ class AttentionTransfer(DistillationTerm):
     def get_config(self):
         return {
             **super().get_config(),
-            "teacher_features": list(self.teacher_features),
-            "student_features": list(self.student_features),
+            "teacher_features": paths_config(self.teacher_features),
+            "student_features": paths_config(self.student_features),
             "p": self.p,
         }
 
 
-def _pool_factors(teacher_path, teacher, student_path, student):
-    """`(teacher factor, student factor)`: the larger map's pooling window, `None` for 1."""
+def _pool_factors(teacher_path, teacher, student_path, student, term="AttentionTransfer"):
+    """`(teacher factor, student factor)`: the larger map's pooling window, `None` for 1.
+
+    `term` names the term in the errors (NeuronSelectivityTransfer pools alike).
+    """
     sizes = {"teacher": tuple(teacher[1:3]), "student": tuple(student[1:3])}
     if None in sizes["teacher"] + sizes["student"]:
         raise ValueError(
-            f"AttentionTransfer needs maps of known size; got {teacher_path!r} "
+            f"{term} needs maps of known size; got {teacher_path!r} "
             f"{tuple(teacher)} and {student_path!r} {tuple(student)}."
         )
     small = tuple(min(t, s) for t, s in zip(sizes["teacher"], sizes["student"]))
@@ -149,7 +163,7 @@ def _pool_factors(teacher_path, teacher, student_path, student):
         size = sizes[side]
         if any(dim % target for dim, target in zip(size, small)):
             raise ValueError(
-                f"AttentionTransfer pools the larger map to the smaller's size by an integer "
+                f"{term} pools the larger map to the smaller's size by an integer "
                 f"factor, but {teacher_path!r} is {sizes['teacher']} and {student_path!r} "
                 f"{sizes['student']}. Tap stages whose sizes divide each other."
             )

@@ -51,10 +51,12 @@ def as_layer_paths(value, argument, allow_auto=False):
     return paths
 
 
-def one_layer_path(value, argument, term):
+def one_layer_path(value, argument, term, allow_auto=False):
     """`(path,)` for a term that reads one layer per network; else a `ValueError`
-    naming `term` and `argument`."""
-    paths = as_layer_paths(value, argument)
+    naming `term` and `argument`. With `allow_auto`, `"auto"` is returned as is."""
+    paths = as_layer_paths(value, argument, allow_auto=allow_auto)
+    if paths == AUTO_FEATURES:
+        return paths
     if len(paths) != 1:
         raise ValueError(
             f"{term} reads one layer per network: {argument} must be one layer name; "
@@ -63,9 +65,72 @@ def one_layer_path(value, argument, term):
     return paths
 
 
+def choose_paired_stages(term, teacher, student):
+    """Sets a stage-pairing term's `"auto"` sides to their deepest stage ends.
+
+    For terms that pair teacher and student stages in order (AT, NST, VID,
+    OFD, ReviewKD): each automatic side keeps as many of its deepest
+    stages as the other side has (the other side's count when it is given
+    by name), so the pairs line up from the deepest stage back.
+
+    Args:
+        term: The `DistillationTerm`, with `teacher_features` /
+            `student_features`.
+        teacher: The teacher's `keras_unikd.auto_taps.AutoTaps`, or `None`
+            when its features are given by name; `student` likewise.
+    """
+    kind = type(term).__name__
+    counts = [
+        len(taps.require("stages", kind).stages) if taps is not None else len(paths)
+        for taps, paths in ((teacher, term.teacher_features), (student, term.student_features))
+    ]
+    if teacher is not None:
+        term.teacher_features = teacher.deepest(min(counts))
+    if student is not None:
+        term.student_features = student.deepest(min(counts))
+
+
 def paths_config(paths):
     """Paths from `as_layer_paths` as a config value: a list, or `"auto"`."""
     return paths if paths == AUTO_FEATURES else list(paths)
+
+
+def one_path_config(paths):
+    """Paths from `one_layer_path` as a config value: the one path, or `"auto"`."""
+    return paths if paths == AUTO_FEATURES else paths[0]
+
+
+def feature_needs(term, why, pooled=False, logits=False):
+    """The `TeacherNeeds` of a term that reads its `teacher_features`.
+
+    Args:
+        term: The `DistillationTerm`.
+        why: What the term does with the whole maps (`"matches the
+            teacher's full feature map ... point by point"`), for the reason
+            a cache cannot serve it; unused when `pooled`.
+        pooled: Whether the term reads the features only through their
+            spatial mean (then a cache can serve it).
+        logits: Whether the term also reads the teacher's logits.
+
+    Features still `"auto"` (chosen later by a `Distiller`, from the teacher
+    model) cannot be cached.
+    """
+    kind = f"term {term.name!r} ({type(term).__name__})"
+    paths = term.teacher_features
+    if paths == AUTO_FEATURES:
+        return TeacherNeeds(
+            logits=logits,
+            views=term.views,
+            reason=(
+                f"{kind} has teacher_features='auto', chosen by the Distiller from the "
+                "teacher model; give layer names to cache it"
+            ),
+        )
+    if pooled:
+        return TeacherNeeds(logits=logits, pooled_features=paths, views=term.views)
+    return TeacherNeeds(
+        logits=logits, feature_maps=paths, views=term.views, reason=f"{kind} {why}"
+    )
 
 
 # `warmup_epochs="auto"`: a quarter of the planned run, at most the 20 epochs
@@ -352,6 +417,26 @@ class DistillationTerm(keras.layers.Layer):
     def loss_names(self):
         """Names of the losses `call` returns (metric names in the logs)."""
         return (f"{self.name}_loss",)
+
+    def choose_auto_features(self, teacher, student):
+        """Sets the features given as `"auto"` from the models' automatic taps.
+
+        The `Distiller` calls it once, before it taps the teacher, with a
+        `keras_unikd.auto_taps.AutoTaps` per network whose features the term
+        left to `"auto"` (`None` for a side given by name). By default the
+        term reads every stage end and then the pooled vector (UniKD's AFF
+        fuses them all); a term that reads some of them (one stage, the
+        pooled vector) overrides this, and stage-pairing terms use
+        `choose_paired_stages`.
+
+        Args:
+            teacher: The teacher's `AutoTaps`, or `None`.
+            student: The student's `AutoTaps`, or `None`.
+        """
+        if teacher is not None:
+            self.teacher_features = teacher.paths
+        if student is not None:
+            self.student_features = student.paths
 
     def teacher_needs(self):
         """What the term reads of the teacher, as a `TeacherNeeds`.

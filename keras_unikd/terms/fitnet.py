@@ -6,8 +6,9 @@ from keras import ops
 from keras_unikd import losses
 from keras_unikd.layers.resize import resize_nearest
 from keras_unikd.terms.base import DistillationTerm
-from keras_unikd.terms.base import TeacherNeeds
+from keras_unikd.terms.base import feature_needs
 from keras_unikd.terms.base import one_layer_path
+from keras_unikd.terms.base import one_path_config
 
 
 @keras.saving.register_keras_serializable(package="keras_unikd")
@@ -21,8 +22,9 @@ class FitNetHint(DistillationTerm):
 
     Args:
         teacher_feature: Teacher layer path of the hint, a `(batch, H, W, C)`
-            map.
-        student_feature: Student layer path of the guided layer.
+            map, or `"auto"`: the middle stage end that a `Distiller` finds
+            (`keras_unikd.auto_taps`).
+        student_feature: Student layer path of the guided layer, or `"auto"`.
         weight: Weight of the hint (100 in mdistiller's CIFAR recipe).
         **kwargs: `DistillationTerm` arguments (`warmup_epochs`, `name`).
 
@@ -38,19 +40,28 @@ class FitNetHint(DistillationTerm):
 
     def __init__(self, teacher_feature, student_feature, weight=100.0, name="hint", **kwargs):
         super().__init__(weight=weight, name=name, **kwargs)
-        self.teacher_features = one_layer_path(teacher_feature, "teacher_feature", "FitNetHint")
-        self.student_features = one_layer_path(student_feature, "student_feature", "FitNetHint")
+        self.teacher_features = one_layer_path(
+            teacher_feature, "teacher_feature", "FitNetHint", allow_auto=True
+        )
+        self.student_features = one_layer_path(
+            student_feature, "student_feature", "FitNetHint", allow_auto=True
+        )
 
     def teacher_needs(self):
         """Not cacheable: the hint is the teacher's whole feature map."""
-        return TeacherNeeds(
-            feature_maps=self.teacher_features,
-            views=self.views,
-            reason=(
-                f"term {self.name!r} (FitNetHint) matches the teacher's full feature "
-                f"map {self.teacher_features[0]!r} point by point"
-            ),
+        return feature_needs(
+            self,
+            f"matches the teacher's full feature map "
+            f"{one_path_config(self.teacher_features)!r} point by point",
         )
+
+    def choose_auto_features(self, teacher, student):
+        """`"auto"`: each network's middle stage (the second of three, the
+        reference's hint layer 2 of the CIFAR ResNets)."""
+        for side, taps in (("teacher", teacher), ("student", student)):
+            if taps is not None:
+                stages = taps.require("stages", "FitNetHint").stages
+                setattr(self, f"{side}_features", (stages[len(stages) // 2],))
 
     def build(self, shapes):
         teacher_shape = shapes.teacher[self.teacher_features[0]]
@@ -82,6 +93,6 @@ class FitNetHint(DistillationTerm):
     def get_config(self):
         return {
             **super().get_config(),
-            "teacher_feature": self.teacher_features[0],
-            "student_feature": self.student_features[0],
+            "teacher_feature": one_path_config(self.teacher_features),
+            "student_feature": one_path_config(self.student_features),
         }

@@ -19,13 +19,12 @@ import keras
 from keras import ops
 
 from keras_unikd.layers.pooling import global_pool
+from keras_unikd.losses import l2_normalize
 from keras_unikd.terms.base import DistillationTerm
-from keras_unikd.terms.base import TeacherNeeds
+from keras_unikd.terms.base import feature_needs
 from keras_unikd.terms.base import one_layer_path
+from keras_unikd.terms.base import one_path_config
 from keras_unikd.validation import check_non_negative
-
-# torch.nn.functional.normalize: x / max(||x||, 1e-12).
-NORMALIZE_EPSILON = 1e-12
 
 
 def _flat(feature):
@@ -34,9 +33,6 @@ def _flat(feature):
     return ops.reshape(feature, (ops.shape(feature)[0], -1))
 
 
-def _normalize_rows(x):
-    norm = ops.sqrt(ops.sum(ops.square(x), axis=-1, keepdims=True))
-    return x / ops.maximum(norm, NORMALIZE_EPSILON)
 
 
 def _weights(sample_weight, batch):
@@ -72,20 +68,34 @@ class _RelationalTerm(DistillationTerm):
     def __init__(self, teacher_feature, student_feature, weight, name, **kwargs):
         super().__init__(weight=weight, name=name, **kwargs)
         kind = type(self).__name__
-        self.teacher_features = one_layer_path(teacher_feature, "teacher_feature", kind)
-        self.student_features = one_layer_path(student_feature, "student_feature", kind)
+        self.teacher_features = one_layer_path(
+            teacher_feature, "teacher_feature", kind, allow_auto=True
+        )
+        self.student_features = one_layer_path(
+            student_feature, "student_feature", kind, allow_auto=True
+        )
 
     def teacher_needs(self):
-        if self.reads == "pooled":
-            return TeacherNeeds(pooled_features=self.teacher_features, views=self.views)
-        return TeacherNeeds(
-            feature_maps=self.teacher_features,
-            views=self.views,
-            reason=(
-                f"term {self.name!r} ({type(self).__name__}) compares the teacher's whole "
-                f"feature {self.teacher_features[0]!r} between examples"
-            ),
+        return feature_needs(
+            self,
+            f"compares the teacher's whole feature {one_path_config(self.teacher_features)!r} "
+            "between examples",
+            pooled=self.reads == "pooled",
         )
+
+    def choose_auto_features(self, teacher, student):
+        """`"auto"`: the pooled vector (the deepest stage, pooled, for a model
+        without one), or for a term that reads the whole feature (SP), the
+        last stage's map, as the reference reads them."""
+        kind = type(self).__name__
+        for side, taps in (("teacher", teacher), ("student", student)):
+            if taps is None:
+                continue
+            if self.reads == "pooled":
+                chosen = taps.pooled_or_deepest()
+            else:
+                chosen = taps.require("stages", kind).deepest(1)
+            setattr(self, f"{side}_features", chosen)
 
     def features(self, record):
         """`(student, teacher)` features as `(batch, features)` float32 matrices."""
@@ -107,8 +117,8 @@ class _RelationalTerm(DistillationTerm):
     def get_config(self):
         return {
             **super().get_config(),
-            "teacher_feature": self.teacher_features[0],
-            "student_feature": self.student_features[0],
+            "teacher_feature": one_path_config(self.teacher_features),
+            "student_feature": one_path_config(self.student_features),
         }
 
 
@@ -128,8 +138,10 @@ class SimilarityPreserving(_RelationalTerm):
     cannot serve this term.
 
     Args:
-        teacher_feature: The teacher layer path (the last stage's map).
-        student_feature: The student layer path; any width and size.
+        teacher_feature: The teacher layer path (the last stage's map), or
+            `"auto"`: the last stage end that a `Distiller` finds.
+        student_feature: The student layer path; any width and size; or
+            `"auto"`.
         weight: Weight of the loss (3000 in the reference).
         **kwargs: `DistillationTerm` arguments (`warmup_epochs`, `name`).
 
@@ -153,7 +165,7 @@ class SimilarityPreserving(_RelationalTerm):
     def relation(self, student, teacher, sample_weight=None):
         def gram(f):
             f = _flat(f)
-            return _normalize_rows(ops.matmul(f, ops.transpose(f)))
+            return l2_normalize(ops.matmul(f, ops.transpose(f)))
 
         return (pair_mean(ops.square(gram(teacher) - gram(student)), sample_weight),)
 
@@ -178,8 +190,10 @@ class ProbabilisticTransfer(_RelationalTerm):
     this term.
 
     Args:
-        teacher_feature: The teacher layer path (pooled if it is a map).
-        student_feature: The student layer path; any width.
+        teacher_feature: The teacher layer path (pooled if it is a map), or
+            `"auto"`: the pooled vector that a `Distiller` finds (the
+            deepest stage when the model has none).
+        student_feature: The student layer path; any width; or `"auto"`.
         weight: Weight of the loss (30000 in the reference).
         eps: The reference's `eps`, 1e-7.
         **kwargs: `DistillationTerm` arguments (`warmup_epochs`, `name`).
@@ -247,8 +261,10 @@ class RelationalKD(_RelationalTerm):
     holds `B^3` entries: memory grows with the cube of the batch.
 
     Args:
-        teacher_feature: The teacher layer path (pooled if it is a map).
-        student_feature: The student layer path; any width.
+        teacher_feature: The teacher layer path (pooled if it is a map), or
+            `"auto"`: the pooled vector that a `Distiller` finds (the
+            deepest stage when the model has none).
+        student_feature: The student layer path; any width; or `"auto"`.
         distance_weight: Weight of the distance loss (25).
         angle_weight: Weight of the angle loss (50).
         squared: Whether distances are squared (False in the reference).
@@ -309,9 +325,7 @@ class RelationalKD(_RelationalTerm):
         """`(B, B, B)` cosines of the angles at each example `i` between `j` and `k`."""
         f = _flat(f)
         edges = f[None, :, :] - f[:, None, :]  # edges[i, j] = f_j - f_i
-        edges = edges / ops.maximum(
-            ops.sqrt(ops.sum(ops.square(edges), axis=-1, keepdims=True)), NORMALIZE_EPSILON
-        )
+        edges = l2_normalize(edges)  # the zero edges j = i stay zero
         return ops.matmul(edges, ops.transpose(edges, (0, 2, 1)))
 
     def relation(self, student, teacher, sample_weight=None):

@@ -14,6 +14,7 @@ import tensorflow_datasets as tfds
 from keras_unikd import cli
 from keras_unikd import presets
 from keras_unikd.callbacks import StudentCheckpoint
+from keras_unikd.methods import METHODS
 
 BACKEND = keras.backend.backend()
 OTHER_BACKEND = "jax" if BACKEND == "tensorflow" else "tensorflow"
@@ -322,6 +323,32 @@ def test_logit_standardization_runs_the_ls_variant(trained_teacher, eager_steps)
         "mlkd+ls", 2, True,
     )
     assert results["published_top1"] == 75.22  # MLKD+LS, VGG13 -> VGG8.
+
+
+# The feature methods of the table that no test above runs from the command line.
+FEATURE_BASELINES = [
+    name
+    for name, method in METHODS.items()
+    if {"teacher_feature", "teacher_features"} & method.setting_names
+    and name not in ("unikd", "unimlkd", "fitnet")
+]
+
+
+@pytest.mark.skipif(
+    BACKEND != "tensorflow",
+    reason="the command line is the same under every backend; each term trains under every "
+    "backend in tests/terms and tests/distiller/test_auto_feature_methods.py",
+)
+@pytest.mark.parametrize("method", FEATURE_BASELINES)
+def test_distill_a_feature_baseline(trained_teacher, eager_steps, method):
+    teacher = os.path.join(trained_teacher, "teacher", "best_teacher.keras")
+    out = os.path.join(trained_teacher, f"baseline_{method}")
+    argv = ["distill", "--preset", PRESET, *TINY, "--method", method, "--teacher", teacher,
+            "--output-dir", out]  # fmt: skip
+    assert run(argv) == 0
+    expected = [name for term in presets.build_terms(PRESET, method) for name in term.loss_names]
+    results = check_run_dir(os.path.join(out, method), "student", expected)
+    assert results["method"] == method
 
 
 def test_run_method():

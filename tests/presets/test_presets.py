@@ -484,6 +484,9 @@ EXPECTED_TERMS = {
     "fitnet": {"ce_loss", "hint_loss"},
     "at": {"ce_loss", "at_loss"},
     "dist": {"ce_loss", "dist_inter_loss", "dist_intra_loss"},
+    "sp": {"ce_loss", "sp_loss"},
+    "pkt": {"ce_loss", "pkt_loss"},
+    "rkd": {"ce_loss", "rkd_distance_loss", "rkd_angle_loss"},
     "student": set(),
 }
 
