@@ -295,6 +295,32 @@ def rkd_terms(
     ]
 
 
+def reviewkd_terms(
+    *,
+    teacher_features="auto",
+    student_features="auto",
+    feature_weight=1.0,
+    warmup_epochs=20,
+    max_mid_channels=512,
+    ce_weight=1.0,
+    views=1,
+):
+    """ReviewKD (mdistiller: weight 1, 20 warm-up epochs, mid width at most
+    512; its ResNet32x4 -> ResNet8x4 config weighs 5, which that preset
+    gives). `"auto"` taps: each network's stage ends and pooled vector."""
+    return [
+        t.CrossEntropy(weight=ce_weight, views=views),
+        t.ReviewKD(
+            teacher_features,
+            student_features,
+            weight=feature_weight,
+            warmup_epochs=warmup_epochs,
+            max_mid_channels=max_mid_channels,
+            views=views,
+        ),
+    ]
+
+
 def dist_terms(*, ce_weight=1.0, logits_weight=1.0, beta=1.0, gamma=1.0, temperature=1.0, views=1):
     """DIST (the authors' code, hunto/image_classification_sota: beta = gamma = 1, tau = 1)."""
     return [
@@ -534,6 +560,13 @@ METHODS = types.MappingProxyType(
                 1,
                 "distances and angles between the batch's pooled features",
                 "Park et al., CVPR 2019 (megvii-research/mdistiller, RKD.py)",
+            ),
+            Method(
+                "reviewkd",
+                reviewkd_terms,
+                1,
+                "student stages fused deepest first (ABF), matched stage by stage (HCL)",
+                "Chen et al., CVPR 2021 (megvii-research/mdistiller, ReviewKD.py)",
             ),
             Method(
                 "student",

@@ -1,10 +1,14 @@
-"""UniKD's Adaptive Features Fusion (AFF) as a Keras layer."""
+"""Deepest-first fusion of network stages: UniKD's Adaptive Features Fusion
+(AFF, `MultiStageAggregator`) and ReviewKD's attention-based fusion block
+(ABF, `FusionBlock`), one fusion step (`fuse_stage`) for both."""
 
 import keras
 from keras import ops
 
 from keras_unikd.initializers import TorchDefaultUniform
 from keras_unikd.layers.resize import resize_nearest
+from keras_unikd.models.layers_util import BN_EPSILON
+from keras_unikd.models.layers_util import BN_MOMENTUM
 
 DEFAULT_MAX_MID_CHANNELS = 512
 
@@ -16,6 +20,20 @@ def _kaiming_uniform():
     )
 
 
+def _kaiming_conv(filters, kernel_size, dtype, name):
+    """A bias-free `Conv2D` with the reference's Kaiming-uniform (a=1) kernel;
+    a 3x3 one pads to keep the size."""
+    return keras.layers.Conv2D(
+        filters,
+        kernel_size,
+        padding="same" if kernel_size > 1 else "valid",
+        use_bias=False,
+        kernel_initializer=_kaiming_uniform(),
+        dtype=dtype,
+        name=name,
+    )
+
+
 def as_map_shape(shape):
     """Shape of a feature seen as a channels-last map: vectors are 1x1 maps."""
     if len(shape) == 2:
@@ -23,7 +41,8 @@ def as_map_shape(shape):
     return tuple(shape)
 
 
-def _as_map(feature):
+def as_map(feature):
+    """A feature as a channels-last map: a vector `(batch, C)` is `(batch, 1, 1, C)`."""
     if len(feature.shape) == 2:
         return ops.expand_dims(ops.expand_dims(feature, 1), 1)
     return feature
@@ -71,6 +90,34 @@ class FusionGate(keras.layers.Layer):
         )
         logits = _pixelwise_matmul(fused, self.kernel[:mid]) + residual_logits
         return ops.sigmoid(logits + self.bias)
+
+
+def fuse_stage(stage, residual, projection, gate, normalize=ops.relu):
+    """One step of the deepest-first fusion: a stage, gated against the deeper ones.
+
+    `h = normalize(projection(x))` (a 1x1 convolution to the mid width; a
+    vector `x` is a 1x1 map); with the `residual` `r` of the deeper stages,
+    `r` is nearest-resized to `h`'s size, `[a, b] = gate(h, r)` and
+    `h = a * h + b * r`. `normalize` is ReLU in UniKD's AFF and batch
+    normalization in ReviewKD's ABF.
+
+    Args:
+        stage: The stage's map `(batch, H, W, C)` or vector `(batch, C)`.
+        residual: The fused deeper stages `(batch, H', W', M)`, or `None`
+            for the deepest stage (then `gate` is unused).
+        projection: The 1x1 convolution `C -> M`.
+        gate: A `FusionGate` built for `M`.
+        normalize: What follows the projection.
+
+    Returns:
+        The fused map `(batch, H, W, M)`, the residual of the next stage.
+    """
+    fused = normalize(projection(as_map(stage)))
+    if residual is None:
+        return fused
+    weights = gate(fused, residual)
+    residual = resize_nearest(residual, fused.shape[1:3])
+    return weights[..., 0:1] * fused + weights[..., 1:2] * residual
 
 
 @keras.saving.register_keras_serializable(package="keras_unikd")
@@ -167,14 +214,7 @@ class MultiStageAggregator(keras.layers.Layer):
         self.projections = []
         self.gates = []
         for index, shape in enumerate(map_shapes):
-            projection = keras.layers.Conv2D(
-                self._mid,
-                1,
-                use_bias=False,
-                kernel_initializer=_kaiming_uniform(),
-                dtype=self.dtype_policy,
-                name=f"projection_{index}",
-            )
+            projection = _kaiming_conv(self._mid, 1, self.dtype_policy, f"projection_{index}")
             projection.build(shape)
             self.projections.append(projection)
         # The deepest stage has nothing deeper to be gated against.
@@ -182,15 +222,7 @@ class MultiStageAggregator(keras.layers.Layer):
             gate = FusionGate(dtype=self.dtype_policy, name=f"gate_{index}")
             gate.build(self._mid)
             self.gates.append(gate)
-        self.output_conv = keras.layers.Conv2D(
-            self._out_channels,
-            3,
-            padding="same",
-            use_bias=False,
-            kernel_initializer=_kaiming_uniform(),
-            dtype=self.dtype_policy,
-            name="output_conv",
-        )
+        self.output_conv = _kaiming_conv(self._out_channels, 3, self.dtype_policy, "output_conv")
         self.output_conv.build((None, *self._out_size, self._mid))
         self.built = True
 
@@ -199,12 +231,8 @@ class MultiStageAggregator(keras.layers.Layer):
             inputs = [inputs]
         residual = None
         for index in reversed(range(len(inputs))):
-            fused = ops.relu(self.projections[index](_as_map(inputs[index])))
-            if residual is not None:
-                weights = self.gates[index](fused, residual)
-                residual = resize_nearest(residual, fused.shape[1:3])
-                fused = weights[..., 0:1] * fused + weights[..., 1:2] * residual
-            residual = fused
+            gate = self.gates[index] if residual is not None else None
+            residual = fuse_stage(inputs[index], residual, self.projections[index], gate)
         residual = resize_nearest(residual, self._out_size)
         return ops.relu(self.output_conv(residual))
 
@@ -221,6 +249,130 @@ class MultiStageAggregator(keras.layers.Layer):
                 "output_channels": self.output_channels,
                 "output_size": self.output_size,
                 "mid_channels": self.mid_channels,
+            }
+        )
+        return config
+
+
+@keras.saving.register_keras_serializable(package="keras_unikd")
+class FusionBlock(keras.layers.Layer):
+    """One stage of the deepest-first fusion with an output of its own (ReviewKD's ABF).
+
+    The block fuses its stage `x` with the `residual` of the deeper blocks
+    (`fuse_stage`: `h = norm(Conv1x1(x))`, gated against the residual when
+    `fuse`), nearest-resizes `h` to `output_size` when it differs, and
+    returns `(norm(Conv3x3(h)), h)`: its output and the residual of the next
+    (shallower) block, at `output_size`. `norm` is batch normalization with
+    `batch_norm` (ReviewKD's ABF; PyTorch's momentum 0.1 and epsilon 1e-5,
+    default initialisation), else ReLU (one stage of UniKD's AFF, whose
+    `MultiStageAggregator` keeps only the shallowest output). The
+    convolutions have no bias and the reference's Kaiming-uniform `a=1`
+    kernels; the gate is a `FusionGate` (PyTorch's default init).
+
+    Args:
+        output_channels: Channels of the output.
+        mid_channels: Width of the fusion, `M`.
+        output_size: `(height, width)` of the output and of the residual
+            passed on. Defaults to the stage's size.
+        fuse: Whether the block gates its stage against a deeper residual
+            (every block but the deepest).
+        batch_norm: Batch normalization (ABF) or ReLU (AFF) after each
+            convolution.
+        **kwargs: Base `Layer` arguments (`name`, `dtype`, ...).
+
+    Call arguments:
+        stage: The stage `(batch, H, W, C)`, or a vector `(batch, C)` (a 1x1
+            map).
+        residual: The deeper block's residual `(batch, H', W', M)`; `None`
+            for a block that does not fuse.
+        training: Whether batch normalization uses the batch's statistics.
+
+    Example:
+
+    >>> import numpy as np
+    >>> deepest = FusionBlock(output_channels=6, mid_channels=4, fuse=False)
+    >>> block = FusionBlock(output_channels=3, mid_channels=4, output_size=(8, 8))
+    >>> pooled = np.random.rand(2, 16).astype("float32")
+    >>> stage = np.random.rand(2, 4, 4, 5).astype("float32")
+    >>> out, residual = deepest(pooled)
+    >>> out, residual = block(stage, residual)
+    >>> tuple(out.shape), tuple(residual.shape)
+    ((2, 8, 8, 3), (2, 8, 8, 4))
+    """
+
+    def __init__(
+        self,
+        output_channels,
+        mid_channels,
+        output_size=None,
+        fuse=True,
+        batch_norm=True,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        self.output_channels = output_channels
+        self.mid_channels = mid_channels
+        self.output_size = tuple(output_size) if output_size is not None else None
+        self.fuse = fuse
+        self.batch_norm = batch_norm
+
+    def _norm(self, name):
+        if not self.batch_norm:
+            return None
+        return keras.layers.BatchNormalization(
+            momentum=BN_MOMENTUM, epsilon=BN_EPSILON, dtype=self.dtype_policy, name=name
+        )
+
+    def build(self, stage_shape, residual_shape=None):
+        del residual_shape  # the gate's width is the block's own
+        shape = as_map_shape(tuple(stage_shape))
+        self._out_size = self.output_size or tuple(shape[1:3])
+        self.projection = _kaiming_conv(self.mid_channels, 1, self.dtype_policy, "projection")
+        self.projection.build(shape)
+        self.projection_norm = self._norm("projection_norm")
+        self.gate = FusionGate(dtype=self.dtype_policy, name="gate") if self.fuse else None
+        self.output_conv = _kaiming_conv(self.output_channels, 3, self.dtype_policy, "output_conv")
+        self.output_norm = self._norm("output_norm")
+        mid_shape = (shape[0], *self._out_size, self.mid_channels)
+        self.output_conv.build(mid_shape)
+        if self.batch_norm:
+            self.projection_norm.build((*shape[:3], self.mid_channels))
+            self.output_norm.build((*mid_shape[:3], self.output_channels))
+        if self.fuse:
+            self.gate.build(self.mid_channels)
+        self.built = True
+
+    def _normalize(self, norm, training):
+        if norm is None:
+            return ops.relu
+        return lambda x: norm(x, training=training)
+
+    def call(self, stage, residual=None, training=None):
+        if self.fuse and residual is None:
+            raise ValueError(
+                f"{self.name} fuses its stage with the deeper blocks' residual "
+                "(fuse=True); pass residual=, or build the deepest block with fuse=False."
+            )
+        norm = self._normalize(self.projection_norm, training)
+        fused = fuse_stage(stage, residual if self.fuse else None, self.projection, self.gate, norm)
+        fused = resize_nearest(fused, self._out_size)
+        output = self._normalize(self.output_norm, training)(self.output_conv(fused))
+        return output, fused
+
+    def compute_output_shape(self, stage_shape, residual_shape=None):
+        shape = as_map_shape(tuple(stage_shape))
+        size = self.output_size or tuple(shape[1:3])
+        return (shape[0], *size, self.output_channels), (shape[0], *size, self.mid_channels)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            {
+                "output_channels": self.output_channels,
+                "mid_channels": self.mid_channels,
+                "output_size": self.output_size,
+                "fuse": self.fuse,
+                "batch_norm": self.batch_norm,
             }
         )
         return config

@@ -220,6 +220,9 @@ CIFAR_STUDENT_FEATURES = ("stage1", "stage2", "stage3", "pool")
 CIFAR_STUDENT_FEATURES_4 = ("stage1", "stage2", "stage3", "stage4", "pool")
 TEACHER_FEATURES = ("stage1_preact",)
 FITNET_FEATURE = "stage2"
+# ReviewKD's weight where mdistiller has a CIFAR-100 config for the pair
+# (configs/cifar100/reviewkd.yaml); elsewhere its cfg.py default, 1.
+REVIEWKD_WEIGHTS = types.MappingProxyType({("resnet32x4", "resnet8x4"): 5.0})
 
 
 # ----------------------------------------------------------------------
@@ -292,6 +295,7 @@ def pair_methods(
     temperature=None,
     dkd_warmup_epochs=None,
     kd=None,
+    reviewkd_weight=None,
 ):
     """Each method's settings for one teacher/student pair (over the table's
     reference defaults): the values the pair's configs change.
@@ -304,6 +308,7 @@ def pair_methods(
         temperature: DKD's (and UniKD's logits) temperature, if not 4.
         dkd_warmup_epochs: DKD's warm-up, if not 20 epochs.
         kd: KD's settings, if not CE 0.1, KD 0.9 at T = 4.
+        reviewkd_weight: ReviewKD's weight, where the pair's config sets one.
 
     Returns:
         A mapping `{method: settings}` for `Preset.methods`.
@@ -332,6 +337,7 @@ def pair_methods(
         # The reference's weights (keras_unikd.methods' FITNET_HINT_WEIGHT and
         # AT_FEATURE_WEIGHT), given so that they do not warn as defaults.
         "at": {"feature_weight": 1000.0},
+        **({"reviewkd": {"feature_weight": reviewkd_weight}} if reviewkd_weight else {}),
         "student": {},
     }
     return types.MappingProxyType(
@@ -361,7 +367,13 @@ def _cifar(
         teacher_recipe=CIFAR_RECIPE,
         published=published,
         config_source=f"mdistiller configs/cifar100/dkd/{config}.yaml",
-        methods=pair_methods(teacher, student, dkd_beta, student_features),
+        methods=pair_methods(
+            teacher,
+            student,
+            dkd_beta,
+            student_features,
+            reviewkd_weight=REVIEWKD_WEIGHTS.get((teacher, student)),
+        ),
     )
 
 

@@ -3,7 +3,8 @@
 `DistillationTerm` is the interface; the built-in terms are `CrossEntropy`,
 `KD`, `DKD`, `MLKD`, `UniKDFeatures`, `FitNetHint`, `AttentionTransfer` and
 the relational `SimilarityPreserving`, `ProbabilisticTransfer` and
-`RelationalKD`, and `DIST`. Each name is imported on first use.
+`RelationalKD`, `ReviewKD`, and `DIST`. Each name is imported on first
+use.
 """
 
 from keras_unikd.lazy import lazy_attributes
@@ -18,6 +19,7 @@ _NAMES = {
     "FitNetHint": "keras_unikd.terms.fitnet",
     "AttentionTransfer": "keras_unikd.terms.attention",
     "DIST": "keras_unikd.terms.dist",
+    "ReviewKD": "keras_unikd.terms.reviewkd",
     **dict.fromkeys(
         ("SimilarityPreserving", "ProbabilisticTransfer", "RelationalKD"),
         "keras_unikd.terms.relational",

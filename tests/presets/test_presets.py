@@ -487,6 +487,7 @@ EXPECTED_TERMS = {
     "sp": {"ce_loss", "sp_loss"},
     "pkt": {"ce_loss", "pkt_loss"},
     "rkd": {"ce_loss", "rkd_distance_loss", "rkd_angle_loss"},
+    "reviewkd": {"ce_loss", "reviewkd_loss"},
     "student": set(),
 }
 
