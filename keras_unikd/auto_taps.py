@@ -62,8 +62,12 @@ class _Candidate:
     size: tuple  # the map's (height, width); None for a vector
 
 
-def _trace(model):
-    """The model's input tensors, calls in topological order, output tensors."""
+def trace_calls(model):
+    """`(input tensors, calls, output tensors)` of a replay of `model`.
+
+    The calls are in topological order, each with its operation, its
+    input and output tensors (`keras_unikd.pre_activation` reads them too).
+    """
     calls = []
 
     def record(operation, *args, **kwargs):
@@ -97,7 +101,7 @@ def cut_points(model, outputs=None):
         topological order, the last one producing the output; and a
         `collections.Counter` of the calls of each operation, by `id`.
     """
-    inputs, calls, model_outputs = _trace(model)
+    inputs, calls, model_outputs = trace_calls(model)
     if outputs is not None:
         model_outputs = [model_outputs[index] for index in outputs]
     reached = {id(tensor) for tensor in inputs}

@@ -13,12 +13,14 @@ from keras_unikd.auto_taps import auto_taps
 from keras_unikd.callbacks import DistillationWatch
 from keras_unikd.callbacks import NonFiniteLossGuard
 from keras_unikd.callbacks import TrainingPlan
+from keras_unikd.distiller_checks import check_example_indices
 from keras_unikd.distiller_checks import check_input_scale
 from keras_unikd.distiller_checks import check_integral_labels
 from keras_unikd.distiller_checks import check_no_shared_weights
 from keras_unikd.distiller_checks import check_not_empty
 from keras_unikd.distiller_checks import first_batch
 from keras_unikd.distiller_checks import load_model_argument
+from keras_unikd.distiller_checks import require_example_index
 from keras_unikd.heads import ModelLogits
 from keras_unikd.heads import check_logits
 from keras_unikd.keras_internals import KerasInternals
@@ -26,6 +28,7 @@ from keras_unikd.keras_internals import reducible_logs
 from keras_unikd.keyword_form import KEYWORD_OPTIONS
 from keras_unikd.keyword_form import terms_from_keywords
 from keras_unikd.taps import FeatureTap
+from keras_unikd.teacher_source import carried_example_index
 from keras_unikd.teacher_source import check_student_inputs
 from keras_unikd.teacher_source import teacher_source
 from keras_unikd.terms import DistillationTerm
@@ -410,6 +413,7 @@ class Distiller(KerasInternals, keras.Model):
             teacher=self.teacher_source.feature_shapes,
             student=dict(zip(self._student_tap.feature_paths, self._student_tap.feature_shapes)),
             num_classes=self.num_classes,
+            teacher_model=self.teacher,
         )
         for term in self.terms:
             if term.built:
@@ -620,6 +624,7 @@ class Distiller(KerasInternals, keras.Model):
         check_not_empty(x, "x")
         check_not_empty(validation_data, "validation_data")
         batch = first_batch(x, y, batch_size)
+        check_example_indices(self.terms, x, batch)
         if batch is not None:
             student_logits = self._check_first_batch(*batch)
             self._build_training_state(batch[1], student_logits)
@@ -774,6 +779,9 @@ class Distiller(KerasInternals, keras.Model):
         # only what the student and the terms add is counted.
         additional = list(self.losses) if self._reports_additional_losses else []
         inputs, carried = self.teacher_source.split(x)
+        example_index = require_example_index(self.terms, carried_example_index(x))
+        if example_index is not None:
+            example_index = ops.cast(ops.reshape(example_index, (-1,)), "int32")
         weak, strong = self._views(inputs)
         if (strong is None) != ("strong" not in student_outputs):
             raise ValueError(
@@ -799,6 +807,7 @@ class Distiller(KerasInternals, keras.Model):
                 epoch=self._epoch(),
                 strong=record,
                 planned_epochs=ops.convert_to_tensor(self.planned_epochs),
+                example_index=example_index,
             )
         terms = {}
         for term in self.terms:

@@ -289,3 +289,55 @@ def check_input_scale(x, teacher_logits, teacher):
             f"mean little. {_RESCALE_FIX}",
             stacklevel=4,
         )
+
+
+def require_example_index(terms, example_index):
+    """`example_index`, or a `ValueError` when a term needs it and the batch has none.
+
+    Args:
+        terms: The Distiller's terms (`needs_example_index` says which read it).
+        example_index: The batch's indices (`teacher_source.carried_example_index`)
+            or `None`.
+    """
+    needing = [term.name for term in terms if term.needs_example_index]
+    if example_index is None and needing:
+        raise ValueError(
+            f"Term(s) {needing} read each example's row in the training set, but the "
+            "batch carries none: feed ({'inputs': x, 'example_index': index}, labels) "
+            "batches, with with_example_index=True in make_keyed_image_pipeline, "
+            "make_image_pipeline, cifar100_datasets or cached_teacher_pipeline, or "
+            "keras_unikd.data.with_example_index(x, y) for arrays and unbatched datasets."
+        )
+    return example_index
+
+
+def check_example_indices(terms, x, batch):
+    """Before `fit`: the example indices of its data, for the terms that read them.
+
+    Array data is checked whole (every index), other data on its first
+    batch (see `first_batch`); data that cannot be read ahead (generators)
+    is left to the training step.
+
+    Args:
+        terms: The Distiller's terms.
+        x: `fit`'s `x`.
+        batch: `first_batch(x, ...)`, or `None`.
+
+    Raises:
+        ValueError: when the data carries no indices, or a term rejects them
+            (`DistillationTerm.check_example_index`: an index beyond its
+            memory bank, say).
+    """
+    from keras_unikd.teacher_source import carried_example_index
+
+    terms = [term for term in terms if term.needs_example_index]
+    if not terms:
+        return
+    index = carried_example_index(x)
+    if index is None or not _is_array(index):
+        if batch is None:
+            return
+        index = require_example_index(terms, carried_example_index(batch[0]))
+    index = np.asarray(_to_numpy(index))
+    for term in terms:
+        term.check_example_index(index)

@@ -49,27 +49,59 @@ from keras_unikd.taps import FeatureTap
 #: views, CACHED_TEACHER: {view: outputs}}`.
 INPUTS = "inputs"
 CACHED_TEACHER = "cached_teacher"
+#: The key of each example's row in the training set, for terms that read it
+#: (`x = {INPUTS: the views, EXAMPLE_INDEX: int32 (batch,)}`, with or
+#: without CACHED_TEACHER).
+EXAMPLE_INDEX = "example_index"
+_CARRIED = frozenset({CACHED_TEACHER, EXAMPLE_INDEX})
 #: The views of an example, in the order of a two-view batch `(weak, strong)`.
 VIEWS = ("weak", "strong")
+
+
+def _carries(x):
+    """Whether `x` is `{"inputs": ...}` with `"cached_teacher"` and/or `"example_index"`."""
+    return isinstance(x, dict) and INPUTS in x and len(x) > 1 and set(x) <= {INPUTS} | _CARRIED
 
 
 def carried_outputs(x):
     """`(inputs, the teacher outputs it carries)` of a batch's `x`, or `(x, None)`.
 
-    A batch carries the teacher's outputs when `x` is a dict with exactly
-    the keys `"inputs"` and `"cached_teacher"`; any other `x` (a tensor, a
-    pair of views, a multi-input model's dict) is returned as is.
+    A batch carries the teacher's outputs when `x` is a dict with the keys
+    `"inputs"` and `"cached_teacher"` (and maybe `"example_index"`, see
+    `carried_example_index`); any other `x` (a tensor, a pair of views, a
+    multi-input model's dict) is returned as is. A dict of `"inputs"` and
+    `"example_index"` gives its inputs and `None`.
 
     Example:
 
     >>> carried_outputs({"inputs": "views", "cached_teacher": "outputs"})
     ('views', 'outputs')
+    >>> carried_outputs({"inputs": "views", "example_index": "rows"})
+    ('views', None)
     >>> carried_outputs({"image": "pixels", "text": "tokens"})
     ({'image': 'pixels', 'text': 'tokens'}, None)
     """
-    if isinstance(x, dict) and set(x) == {INPUTS, CACHED_TEACHER}:
-        return x[INPUTS], x[CACHED_TEACHER]
+    if _carries(x):
+        return x[INPUTS], x.get(CACHED_TEACHER)
     return x, None
+
+
+def carried_example_index(x):
+    """The example indices a batch's `x` carries (`x["example_index"]`), or `None`.
+
+    A batch carries them as `({"inputs": views, "example_index": index},
+    labels)`, or with the teacher's cached outputs too, `({"inputs": views,
+    "cached_teacher": outputs, "example_index": index}, labels)`: `index`
+    holds each example's row in the training set, integers `(batch,)`.
+
+    Example:
+
+    >>> carried_example_index({"inputs": "views", "example_index": "rows"})
+    'rows'
+    >>> carried_example_index({"inputs": "views", "cached_teacher": "outputs"}) is None
+    True
+    """
+    return x[EXAMPLE_INDEX] if _carries(x) and EXAMPLE_INDEX in x else None
 
 
 class TeacherOutputs:
@@ -378,12 +410,14 @@ def check_student_inputs(student):
     """Rejects a student whose inputs are named like a batch that carries outputs.
 
     Raises:
-        ValueError: for inputs named exactly `"inputs"` and `"cached_teacher"`.
+        ValueError: for inputs named exactly `"inputs"` and `"cached_teacher"`
+            and/or `"example_index"`.
     """
-    if {tensor.name for tensor in student.inputs} == {INPUTS, CACHED_TEACHER}:
+    if _carries({tensor.name: None for tensor in student.inputs}):
+        names = sorted(tensor.name for tensor in student.inputs)
         raise ValueError(
-            f"The student's inputs are named {INPUTS!r} and {CACHED_TEACHER!r}, the "
-            "keys of a batch that carries cached teacher outputs "
+            f"The student's inputs are named {names}, the keys of a batch that "
+            "carries cached teacher outputs or example indices "
             "(keras_unikd.teacher_source.carried_outputs). Rename either input."
         )
 

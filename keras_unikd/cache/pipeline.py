@@ -5,6 +5,7 @@ import numpy as np
 from keras_unikd.cache import manifest as mf
 from keras_unikd.cache.store import TeacherCache
 from keras_unikd.teacher_source import CACHED_TEACHER
+from keras_unikd.teacher_source import EXAMPLE_INDEX
 from keras_unikd.teacher_source import INPUTS
 from keras_unikd.teacher_source import VIEWS
 from keras_unikd.validation import check_bool
@@ -19,6 +20,7 @@ def cached_teacher_pipeline(
     two_views=None,
     drop_remainder=False,
     num_parallel_calls=None,
+    with_example_index=False,
 ):
     """The keyed training batches with the teacher's cached outputs attached.
 
@@ -56,10 +58,14 @@ def cached_teacher_pipeline(
             on `two_views`).
         drop_remainder: As in `make_keyed_image_pipeline`.
         num_parallel_calls: As in `make_keyed_image_pipeline`.
+        with_example_index: Whether the inputs also carry each example's
+            row in `images`, `"example_index"` (int32 `(batch,)`), for
+            terms that read it (CRD): `({"inputs": x, "cached_teacher":
+            outputs, "example_index": index}, labels)`.
 
     Returns:
         A `tf.data.Dataset` of `({"inputs": x, "cached_teacher": outputs},
-        labels)`.
+        labels)` (with `"example_index"` too when asked for).
 
     Raises:
         ValueError: If `cache` is not a `TeacherCache`, `images` or
@@ -96,6 +102,7 @@ def cached_teacher_pipeline(
             f"build_teacher_cache); got {type(cache).__name__}."
         )
     views = _views(cache, two_views, fn)
+    check_bool("with_example_index", with_example_index, fn=fn)
     images, labels = mf.training_arrays(images, labels, fn)
     if mf.dataset_fingerprint(images, labels) != cache.manifest["dataset"]:
         raise ValueError(
@@ -120,7 +127,10 @@ def cached_teacher_pipeline(
                 outputs[spec.view]["logits"] = array
             else:
                 outputs[spec.view]["features"][spec.path] = array
-        return {INPUTS: x, CACHED_TEACHER: outputs}, y
+        inputs = {INPUTS: x, CACHED_TEACHER: outputs}
+        if with_example_index:
+            inputs[EXAMPLE_INDEX] = keys["index"]
+        return inputs, y
 
     dataset = make_keyed_image_pipeline(
         images,

@@ -9,6 +9,7 @@ from keras_unikd.data.cifar100 import cifar100_strong_view
 from keras_unikd.data.dataset import ImageDataset
 from keras_unikd.data.digits import load_digits_dataset
 from keras_unikd.data.digits import stratified_split
+from keras_unikd.data.example_index import with_example_index
 from keras_unikd.data.fashion_mnist import FASHION_MNIST_CLASSES
 from keras_unikd.data.fashion_mnist import fashion_mnist_search_paths
 from keras_unikd.data.fashion_mnist import load_fashion_mnist
@@ -56,4 +57,5 @@ __all__ = [
     "read_idx",
     "stratified_split",
     "take_subset",
+    "with_example_index",
 ]

@@ -191,10 +191,13 @@ def cifar100_normalize(images):
     return aug.normalize(images, CIFAR100_MEAN, CIFAR100_STD)
 
 
-def _normalize_batch(images, labels):
+def _normalize_batch(images, labels, *row):
     import tensorflow as tf
 
-    return tf.nest.map_structure(cifar100_normalize, images), labels
+    from keras_unikd.data.example_index import indexed
+
+    images = tf.nest.map_structure(cifar100_normalize, images)
+    return (indexed(images, row[0]) if row else images), labels
 
 
 def cifar100_datasets(
@@ -207,6 +210,7 @@ def cifar100_datasets(
     drop_remainder=False,
     download=True,
     two_views=False,
+    with_example_index=False,
 ):
     """Builds the CIFAR-100 training and test `tf.data` pipelines.
 
@@ -231,6 +235,11 @@ def cifar100_datasets(
       way, `float32` batches shaped `(batch, 32, 32, 3)`.
     - Test pipeline: normalisation only, in the dataset order, always
       single view: `(images, labels)`.
+    - With `with_example_index=True`, the training inputs carry each
+      example's row in the training split (its TFDS order, the rows of
+      `cifar100_train_arrays`), for terms that read it (CRD):
+      `({"inputs": x, "example_index": index}, labels)` (see
+      `keras_unikd.data.example_index`).
 
     Augmentation is stateless (per-example seeds), runs in parallel maps
     (`num_parallel_calls=tf.data.AUTOTUNE`) and works with every Keras
@@ -260,6 +269,8 @@ def cifar100_datasets(
             is not in `data_dir`.
         two_views: Whether the training pipeline yields
             `((weak, strong), labels)` (see above).
+        with_example_index: Whether the training inputs carry the
+            examples' rows (see above).
 
     Returns:
         A tuple `(train_ds, test_ds)` of `tf.data.Dataset`s.
@@ -286,6 +297,7 @@ def cifar100_datasets(
     check_positive_int("eval_batch_size", eval_batch_size, fn=_FN, allow_none=True)
     check_positive_int("take", take, fn=_FN, allow_none=True)
     check_bool("two_views", two_views, fn=_FN)
+    check_bool("with_example_index", with_example_index, fn=_FN)
     if strong_augment is True:
         two_views, strong_augmenter = True, None
     elif strong_augment is False or strong_augment is None:
@@ -317,13 +329,22 @@ def cifar100_datasets(
     train = load("train")
     test = load("test")
 
+    train_map = cifar100_train_map(strong_augmenter, two_views=two_views)
+    if with_example_index:
+        # Each example carries its row after the label until the batch is
+        # normalised: (image, label, index).
+        train = train.enumerate().map(lambda row, ex: (*ex, tf.cast(row, tf.int32)))
+        plain_map = train_map
+
+        def train_map(example, seed):
+            return (*plain_map(example[:2], seed), example[2])
+
     buffer = take or CIFAR100_TRAIN_SIZE
     train = train.shuffle(
         buffer, seed=shuffle_seed, reshuffle_each_iteration=True
     )
     train = aug.with_example_seeds(train, shuffle_seed).map(
-        cifar100_train_map(strong_augmenter, two_views=two_views),
-        num_parallel_calls=autotune,
+        train_map, num_parallel_calls=autotune
     )
     train = train.batch(batch_size, drop_remainder=drop_remainder)
     train = train.map(_normalize_batch, num_parallel_calls=autotune)

@@ -34,6 +34,7 @@ import numpy as np
 
 from keras_unikd.data import augment as aug
 from keras_unikd.data.cifar100 import CIFAR100_KEYED_OPTIONS  # noqa: F401 (its old home)
+from keras_unikd.data.example_index import indexed
 from keras_unikd.validation import check_bool
 from keras_unikd.validation import check_int
 from keras_unikd.validation import check_normalization
@@ -524,6 +525,7 @@ def make_keyed_image_pipeline(
     two_views=False,
     drop_remainder=False,
     with_keys=False,
+    with_example_index=False,
     num_parallel_calls=None,
     **options,
 ):
@@ -569,6 +571,12 @@ def make_keyed_image_pipeline(
     that unpacks the keys itself (a cache builder, a `train_step` that
     looks the teacher's outputs up).
 
+    With `with_example_index=True` the inputs carry each example's row, as
+    terms that keep a memory row per example (CRD) read it:
+    `({"inputs": x, "example_index": index}, labels)` (`index` int32
+    `(batch,)`, the rows of `images`; see `keras_unikd.data.example_index`),
+    which `Distiller.fit` takes as is.
+
     For CIFAR-100, `make_keyed_image_pipeline(x, y, 64, seed, 240,
     cifar100_keyed_augmentation(), two_views=True)` gives the recipe of
     `cifar100_datasets` keyed: each view is `cifar100_weak_view` /
@@ -593,6 +601,8 @@ def make_keyed_image_pipeline(
         two_views: Whether to yield `((weak, strong), labels)`.
         drop_remainder: Whether to drop each epoch's last incomplete batch.
         with_keys: Whether to add the `keys` dict (see above).
+        with_example_index: Whether the inputs carry the examples' rows
+            (see above).
         num_parallel_calls: Parallelism of the per-example map (None:
             `tf.data.AUTOTUNE`); it never changes the batches.
         **options: The fields of a `KeyedAugmentation` as keyword
@@ -649,6 +659,7 @@ def make_keyed_image_pipeline(
     )
     check_bool("drop_remainder", drop_remainder, fn=fn)
     check_bool("with_keys", with_keys, fn=fn)
+    check_bool("with_example_index", with_example_index, fn=fn)
     try:
         steps = keyed_steps_per_epoch(len(images), batch_size, drop_remainder)
     except ValueError as err:
@@ -670,7 +681,10 @@ def make_keyed_image_pipeline(
 
     def finish(views, epoch, index):
         # Normalising whole batches is vectorised and cheaper than per example.
-        element = (spec.normalize(views), tf.gather(labels_t, index))
+        views = spec.normalize(views)
+        if with_example_index:
+            views = indexed(views, index)
+        element = (views, tf.gather(labels_t, index))
         if with_keys:
             element += ({"epoch": tf.cast(epoch, tf.int32), "index": index},)
         return element

@@ -10,6 +10,7 @@ PyTorch backends all accept `tf.data.Dataset` objects).
 import numpy as np
 
 from keras_unikd.data import augment as aug
+from keras_unikd.data.example_index import indexed
 from keras_unikd.validation import check_bool
 from keras_unikd.validation import check_int
 from keras_unikd.validation import check_normalization
@@ -91,6 +92,7 @@ def make_image_pipeline(
     drop_remainder=False,
     crop_padding=None,
     two_views=False,
+    with_example_index=False,
 ):
     """Builds a batched, prefetched `tf.data.Dataset` for image classification.
 
@@ -114,6 +116,11 @@ def make_image_pipeline(
     shorter image side (14 pixels at 28 x 28), filled with the mean colour
     (`mean`, or the mean of `images` when `mean` is None).
 
+    With `with_example_index=True` the inputs carry each example's row in
+    `images`, for terms that read it (CRD): `({"inputs": x,
+    "example_index": index}, labels)`, `index` int32 `(batch,)` (see
+    `keras_unikd.data.example_index`); the batches are otherwise the same.
+
     Args:
         images: Array shaped `(N, H, W, C)` with pixel values in [0, 255]
             (typically `uint8`).
@@ -134,6 +141,8 @@ def make_image_pipeline(
             for 28x28 images or 4 for 32x32 images. None disables cropping.
         two_views: Whether to yield `((weak, strong), labels)` (see above).
             Needs `training=True`; evaluation pipelines are single view.
+        with_example_index: Whether the inputs carry the examples' rows
+            (see above).
 
     Returns:
         A `tf.data.Dataset` of `(images, labels)` or
@@ -163,6 +172,7 @@ def make_image_pipeline(
     check_int("crop_padding", crop_padding, fn=fn, allow_none=True)
     check_normalization(mean, std, fn=fn)
     check_bool("two_views", two_views, fn=fn)
+    check_bool("with_example_index", with_example_index, fn=fn)
     if two_views and not training:
         raise ValueError(
             "make_image_pipeline: `two_views=True` needs `training=True`; "
@@ -186,9 +196,10 @@ def make_image_pipeline(
     scale_t = tf.constant(scale)
     shift_t = tf.constant(shift)
 
-    ds = tf.data.Dataset.from_tensor_slices(
-        (images, labels.astype("int32"))
-    )
+    # With indices, each element carries its row after the label: (image,
+    # label, index) until the final map.
+    rows = (np.arange(len(images), dtype="int32"),) if with_example_index else ()
+    ds = tf.data.Dataset.from_tensor_slices((images, labels.astype("int32"), *rows))
     if training:
         ds = ds.shuffle(
             buffer_size=max(len(images), 1),
@@ -218,13 +229,13 @@ def make_image_pipeline(
             return image
 
         def augment_fn(example, seed):
-            image, label = example
+            image, label, *row = example
             weak = weak_view(image, seed)
             if not two_views:
-                return weak, label
+                return (weak, label, *row)
             strong = weak_view(image, aug.fold_seed(seed, 1))
             strong = aug.strong_augment(strong, aug.fold_seed(seed, 2), fill=fill)
-            return (weak, strong), label
+            return ((weak, strong), label, *row)
 
         # Per-example stateless seeds keep the parallel map reproducible
         # for a given `shuffle_seed` while still changing every epoch.
@@ -235,11 +246,11 @@ def make_image_pipeline(
             augment_fn, num_parallel_calls=tf.data.AUTOTUNE
         )
 
-    def normalize(image, label):
+    def normalize(image, label, *row):
         image = tf.nest.map_structure(
             lambda x: tf.cast(x, tf.float32) * scale_t + shift_t, image
         )
-        return image, label
+        return (indexed(image, row[0]) if row else image), label
 
     ds = ds.batch(batch_size, drop_remainder=drop_remainder)
     # Normalizing whole batches is vectorized and much cheaper than per

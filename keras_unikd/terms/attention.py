@@ -4,12 +4,9 @@ import keras
 from keras import ops
 
 from keras_unikd import losses
-from keras_unikd.terms.base import AUTO_FEATURES
-from keras_unikd.terms.base import DistillationTerm
-from keras_unikd.terms.base import as_layer_paths
-from keras_unikd.terms.base import choose_paired_stages
-from keras_unikd.terms.base import feature_needs
-from keras_unikd.terms.base import paths_config
+from keras_unikd.terms.stages import StagePairTerm
+from keras_unikd.terms.stages import pool_factors
+from keras_unikd.terms.stages import pooled_pairs
 from keras_unikd.validation import check_positive
 
 
@@ -26,7 +23,7 @@ def attention_map(feature, p):
 
 
 @keras.saving.register_keras_serializable(package="keras_unikd")
-class AttentionTransfer(DistillationTerm):
+class AttentionTransfer(StagePairTerm):
     """Attention transfer over pairs of stages (`at_loss`).
 
     For each pair `(teacher layer, student layer)` of tapped
@@ -78,101 +75,36 @@ class AttentionTransfer(DistillationTerm):
     ['ce_loss', 'at_loss']
     """
 
+    teacher_maps_reason = (
+        "reads the teacher's full feature maps {paths} (their attention at every position)"
+    )
+
     def __init__(
         self, teacher_features, student_features, p=2.0, weight=1000.0, name="at", **kwargs
     ):
-        super().__init__(weight=weight, name=name, **kwargs)
+        super().__init__(teacher_features, student_features, weight=weight, name=name, **kwargs)
         check_positive("AttentionTransfer p", p)
-        self.teacher_features = as_layer_paths(
-            teacher_features, "teacher_features", allow_auto=True
-        )
-        self.student_features = as_layer_paths(
-            student_features, "student_features", allow_auto=True
-        )
-        if AUTO_FEATURES in (self.teacher_features, self.student_features):
-            pass  # the Distiller chooses them (choose_auto_features)
-        elif not self.teacher_features or len(self.teacher_features) != len(
-            self.student_features
-        ):
-            raise ValueError(
-                "AttentionTransfer pairs teacher and student stages: give as many "
-                f"teacher_features as student_features (at least one); got "
-                f"{list(self.teacher_features)} and {list(self.student_features)}."
-            )
         self.p = p
 
-    def teacher_needs(self):
-        """Not cacheable: the teacher's whole maps (their attention maps, per position)."""
-        return feature_needs(
-            self,
-            f"reads the teacher's full feature maps {paths_config(self.teacher_features)!r} "
-            "(their attention at every position)",
-        )
-
-    def choose_auto_features(self, teacher, student):
-        """`"auto"`: the stage ends, the deepest of each network paired."""
-        choose_paired_stages(self, teacher, student)
+    def check_stage_map(self, path, shape):
+        if len(shape) != 4:
+            raise ValueError(
+                f"AttentionTransfer reads feature maps; layer {path!r} outputs "
+                f"shape {tuple(shape)}. Tap a convolutional stage."
+            )
 
     def build(self, shapes):
-        self._pools = []
-        for teacher_path, student_path in zip(self.teacher_features, self.student_features):
-            teacher, student = shapes.teacher[teacher_path], shapes.student[student_path]
-            for path, shape in ((teacher_path, teacher), (student_path, student)):
-                if len(shape) != 4:
-                    raise ValueError(
-                        f"AttentionTransfer reads feature maps; layer {path!r} outputs "
-                        f"shape {tuple(shape)}. Tap a convolutional stage."
-                    )
-            self._pools.append(_pool_factors(teacher_path, teacher, student_path, student))
+        self._pools = [
+            pool_factors(*pair, term="AttentionTransfer") for pair in self.paired_shapes(shapes)
+        ]
 
     def call(self, record):
         total = 0.0
-        for (teacher_path, student_path), (teacher_pool, student_pool) in zip(
-            zip(self.teacher_features, self.student_features), self._pools
-        ):
-            teacher = _average_pool(record.teacher_features[teacher_path], teacher_pool)
-            student = _average_pool(record.student_features[student_path], student_pool)
+        for teacher, student in pooled_pairs(self, record, self._pools):
             difference = attention_map(student, self.p) - attention_map(teacher, self.p)
             per_example = ops.mean(ops.square(difference), axis=-1)
             total = total + losses.batch_mean(per_example, record.sample_weight)
         return {self.loss_names[0]: total}
 
     def get_config(self):
-        return {
-            **super().get_config(),
-            "teacher_features": paths_config(self.teacher_features),
-            "student_features": paths_config(self.student_features),
-            "p": self.p,
-        }
-
-
-def _pool_factors(teacher_path, teacher, student_path, student, term="AttentionTransfer"):
-    """`(teacher factor, student factor)`: the larger map's pooling window, `None` for 1.
-
-    `term` names the term in the errors (NeuronSelectivityTransfer pools alike).
-    """
-    sizes = {"teacher": tuple(teacher[1:3]), "student": tuple(student[1:3])}
-    if None in sizes["teacher"] + sizes["student"]:
-        raise ValueError(
-            f"{term} needs maps of known size; got {teacher_path!r} "
-            f"{tuple(teacher)} and {student_path!r} {tuple(student)}."
-        )
-    small = tuple(min(t, s) for t, s in zip(sizes["teacher"], sizes["student"]))
-    factors = []
-    for side in ("teacher", "student"):
-        size = sizes[side]
-        if any(dim % target for dim, target in zip(size, small)):
-            raise ValueError(
-                f"{term} pools the larger map to the smaller's size by an integer "
-                f"factor, but {teacher_path!r} is {sizes['teacher']} and {student_path!r} "
-                f"{sizes['student']}. Tap stages whose sizes divide each other."
-            )
-        window = tuple(dim // target for dim, target in zip(size, small))
-        factors.append(None if window == (1, 1) else window)
-    return tuple(factors)
-
-
-def _average_pool(feature, window):
-    if window is None:
-        return feature
-    return ops.average_pool(feature, pool_size=window, strides=window, padding="valid")
+        return {**super().get_config(), "p": self.p}

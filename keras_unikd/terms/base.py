@@ -176,11 +176,15 @@ class ForwardShapes:
         teacher: `{layer path: shape}` of the teacher's tapped features.
         student: `{layer path: shape}` of the student's tapped features.
         num_classes: Number of classes of both networks' logits.
+        teacher_model: The teacher `keras.Model`, for terms that read its
+            weights at build (OFD's margins from its batch normalisation);
+            `None` when the teacher is a cache's.
     """
 
     teacher: typing.Mapping[str, tuple]
     student: typing.Mapping[str, tuple]
     num_classes: int
+    teacher_model: typing.Any = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -206,6 +210,10 @@ class ForwardRecord:
         planned_epochs: float32 scalar, the number of epochs the run is
             planned for (`fit`'s `epochs`), 0 or `None` when unknown; the
             length of `warmup_epochs="auto"` warm-ups.
+        example_index: int32 `(batch,)`, each example's row in the training
+            set, when the batch carries it (`({"inputs": x, "example_index":
+            index}, labels)`, see `keras_unikd.teacher_source`); else `None`.
+            The same for both views of a two-view batch.
     """
 
     teacher_logits: typing.Any
@@ -219,6 +227,7 @@ class ForwardRecord:
     epoch: typing.Any
     strong: typing.Optional["ForwardRecord"] = None
     planned_epochs: typing.Any = None
+    example_index: typing.Any = None
 
     @property
     def num_views(self):
@@ -388,6 +397,9 @@ class DistillationTerm(keras.layers.Layer):
     # Whether `call` reads both views of a two-view record itself; if not,
     # it runs once per view and the views' losses are summed.
     combines_views = False
+    # Whether `call` reads `record.example_index` (each example's row in the
+    # training set); a Distiller then requires batches that carry it.
+    needs_example_index = False
 
     def __init__(self, weight=1.0, warmup_epochs=0, views=1, **kwargs):
         super().__init__(**kwargs)
@@ -467,6 +479,17 @@ class DistillationTerm(keras.layers.Layer):
     def build(self, shapes):
         """Creates the term's layers from a `ForwardShapes`; none by default."""
         del shapes
+
+    def check_example_index(self, example_index):
+        """Checks the example indices of `fit`'s data before training (terms
+        with `needs_example_index`); raises `ValueError` for indices the term
+        cannot read. Nothing by default.
+
+        Args:
+            example_index: A NumPy integer array: every index of array data,
+                or those of the first batch of a dataset.
+        """
+        del example_index
 
     def call(self, record):
         """Maps a `ForwardRecord` to `{loss name: unweighted float32 scalar}`."""

@@ -172,18 +172,20 @@ class ReviewKD(DistillationTerm):
         )
 
     def choose_auto_features(self, teacher, student):
-        """`"auto"`: each network's stage ends and pooled vector, as many stages on
-        both sides (the deepest ones)."""
+        """`"auto"`: each network's stage ends and pooled vector (the stage ends
+        alone when a network has no pooled vector, as a ViT whose class token
+        is read inside its head), as many stages on both sides (the deepest)."""
+        pooled = all(taps.pooled for taps in (teacher, student) if taps is not None)
         counts = []
         for taps, paths in ((teacher, self.teacher_features), (student, self.student_features)):
             if taps is None:
-                counts.append(len(paths) - 1)  # Named: its last layer pairs with a pooled one.
+                counts.append(len(paths) - pooled)  # Named: its last may pair with a pooled one.
             else:
-                taps.require("pooled", "ReviewKD")
                 counts.append(len(taps.require("stages", "ReviewKD").stages))
         for side, taps in (("teacher", teacher), ("student", student)):
             if taps is not None:
-                setattr(self, f"{side}_features", taps.deepest(min(counts)) + (taps.pooled,))
+                last = (taps.pooled,) if pooled else ()
+                setattr(self, f"{side}_features", taps.deepest(min(counts)) + last)
         self._check_pairs()
 
     def build(self, shapes):

@@ -255,8 +255,14 @@ def test_bad_input_is_named():
         ReviewKD(TEACHER, "auto").choose_auto_features(
             None, AutoTaps(stages=("s_stage3",), pooled="s_pool")
         )
-    with pytest.raises(ValueError, match="ReviewKD reads the pooled vector"):
-        ReviewKD(TEACHER, "auto").choose_auto_features(None, AutoTaps(stages=("s_stage3",)))
+    # Without a pooled vector on one side, both read their deepest stage ends only.
+    stages_only = ReviewKD("auto", "auto")
+    stages_only.choose_auto_features(
+        AutoTaps(stages=("t_a", "t_b")), AutoTaps(stages=("s_a", "s_b", "s_c"), pooled="s_pool")
+    )
+    assert (stages_only.teacher_features, stages_only.student_features) == (
+        ("t_a", "t_b"), ("s_b", "s_c"),
+    )
     term = ReviewKD(["t_stage1", "t_tokens"], ["s_stage1", "s_pool"])
     shapes = ForwardShapes(
         teacher={"t_stage1": (None, 8, 8, 4), "t_tokens": (None, 16, 4)},
