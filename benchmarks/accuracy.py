@@ -77,6 +77,7 @@ import keras
 
 from keras_unikd.experiments import fashion_mnist as recipe_lib
 from keras_unikd.experiments import results as results_lib
+from keras_unikd.methods import METHODS as METHOD_TABLE
 from keras_unikd.methods import VARIANTS
 from keras_unikd.methods import with_logit_standardization
 
@@ -92,14 +93,19 @@ MAIN_METHODS = tuple(
     if method in ("student", "kd", "dkd", "mlkd", "unikd", "unimlkd") + LOGIT_STANDARDIZED
 )
 ABLATIONS = tuple(method for method in recipe_lib.METHODS if method not in MAIN_METHODS)
+# The paper's baselines: the methods of the table (not variants) outside the
+# main ones, each compared with KD and with UniKD.
+BASELINES = tuple(method for method in ABLATIONS if method in METHOD_TABLE)
 # (a, b): the paired differences a - b reported. The first shows the regime
 # (what distillation adds), the next two what UniKD's terms add to their
-# logit loss, the rest what logit standardization adds.
+# logit loss, then what logit standardization adds, then each baseline
+# against KD and against UniKD.
 PAIRS = (
     ("kd", "student"),
     ("unikd", "dkd"),
     ("unimlkd", "mlkd"),
     *((variant, VARIANTS[variant].method) for variant in LOGIT_STANDARDIZED),
+    *((baseline, other) for baseline in BASELINES for other in ("kd", "unikd")),
 )
 
 

@@ -4,9 +4,12 @@ Reads `benchmarks/results/accuracy.json` and the seed-0 students saved next
 to it by `benchmarks/accuracy.py`, evaluates them against the cached teacher
 on the test set, and writes PNGs to `benchmarks/results/`: the paired
 differences with their 95% intervals, the seed-0 training curves, the CDF
-of the teacher-student softmax gap and the logit correlation gaps.
+of the teacher-student softmax gap, the logit correlation gaps, and each
+method's accuracy against its training cost per step (`--cost-only`: that
+plot alone, for results files without saved students).
 
     python benchmarks/plots.py
+    python benchmarks/plots.py --results benchmarks/results/accuracy_baselines.json --cost-only
 """
 
 import argparse
@@ -31,7 +34,43 @@ def parse_args(argv=None):
     parser.add_argument(
         "--correlation-methods", nargs="+", default=["kd", "unikd"], help="Fig. 5 panels"
     )
+    parser.add_argument(
+        "--cost-only",
+        action="store_true",
+        help="write only accuracy_vs_cost.png (results without saved students)",
+    )
     return parser.parse_args(argv)
+
+
+def cpu_seconds_per_step(run, recipe):
+    """A run's CPU-seconds per training step: its process CPU time over its
+    steps (it includes the per-epoch evaluation, the same for every method)."""
+    steps = -(-recipe["subset"] // recipe["batch_size"]) * len(run["history"]["loss"])
+    return run["cpu_seconds"] / steps
+
+
+def plot_accuracy_vs_cost(methods, recipe, path):
+    """Final test top-1 (mean and std over seeds) against CPU-seconds per step,
+    one point per method, the cost on a log axis."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    figure, axis = plt.subplots(figsize=(7.0, 4.8))
+    for name, entry in methods.items():
+        accuracy = [100 * run["last_accuracy"] for run in entry["runs"]]
+        cost = np.mean([cpu_seconds_per_step(run, recipe) for run in entry["runs"]])
+        axis.errorbar(cost, np.mean(accuracy), yerr=np.std(accuracy), fmt="o", capsize=3)
+        axis.annotate(name, (cost, np.mean(accuracy)), textcoords="offset points", xytext=(5, 4))
+    axis.set_xscale("log")
+    axis.set_xlabel("CPU-seconds per training step (log scale)")
+    axis.set_ylabel("final test top-1 (%): mean and std over seeds")
+    axis.grid(alpha=0.3)
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
 
 
 def plot_paired_differences(comparisons, path):
@@ -65,7 +104,10 @@ def main(argv=None):
     output_dir = args.output_dir or os.path.dirname(args.results)
     os.makedirs(output_dir, exist_ok=True)
     methods = results["methods"]
-
+    cost_plot = os.path.join(output_dir, "accuracy_vs_cost.png")
+    plot_accuracy_vs_cost(methods, results["recipe"], cost_plot)
+    if args.cost_only:
+        return
     if results.get("comparisons"):
         plot_paired_differences(
             results["comparisons"], os.path.join(output_dir, "paired_differences.png")

@@ -175,6 +175,10 @@ def paper_warmup(table, name):
     return paper if paper in table else f"{method}, warm-up none"
 
 
+# The paper's feature baselines, with their automatic taps.
+BASELINES = ("nst", "kdsvd", "vid", "ofd", "reviewkd", "sp", "pkt", "rkd", "crd")
+
+
 def defaults_settings():
     """`{name: (method, settings)}`: every method as a user first calls it.
 
@@ -197,7 +201,7 @@ def defaults_settings():
         "fitnet": ("fitnet", fitnet_taps),
         "at": ("at", {}),
         "dist": ("dist", {}),
-        **{name: (name, {}) for name in ("sp", "pkt", "rkd")},
+        **{name: (name, {}) for name in BASELINES},
         # The settings that the warnings of FitNet's and AT's defaults name.
         "fitnet+kd (hint_weight=1)": ("fitnet+kd", dict(fitnet_taps, hint_weight=1.0)),
         "at (feature_weight=100)": ("at", {"feature_weight": 100.0}),

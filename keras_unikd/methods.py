@@ -20,7 +20,8 @@ UniKD's `teacher_features`, `student_features`, `distribution_loss`,
 `feature_weight`, `consistency_weight`, `distribution_temperature`,
 `fuse_teacher_features`, `fuse_student_features`, `aggregator_mid_channels`,
 `log_var_range`, `seed` and `logits_loss` (the logits method under it);
-FitNet's `teacher_feature`, `student_feature`, `hint_weight`; the feature
+FitNet's `teacher_feature`, `student_feature`, `hint_weight`; CRD's
+`train_labels` (the training set's labels, from the data); the feature
 methods' `feature_weight` (AT, SP, PKT, RKD, ...) and their taps, `"auto"`
 by default (`keras_unikd.auto_taps`: each term keeps the layers its method
 reads).
@@ -295,6 +296,119 @@ def rkd_terms(
     ]
 
 
+def nst_terms(
+    *, teacher_features="auto", student_features="auto", feature_weight=50.0, ce_weight=1.0, views=1
+):
+    """Neuron selectivity transfer (mdistiller: weight 50, the stages after the
+    stem; `"auto"` taps pair the stage ends, deepest first)."""
+    return [
+        t.CrossEntropy(weight=ce_weight, views=views),
+        t.NeuronSelectivityTransfer(
+            teacher_features, student_features, weight=feature_weight, views=views
+        ),
+    ]
+
+
+def kdsvd_terms(
+    *,
+    teacher_features="auto",
+    student_features="auto",
+    kdsvd_k=1,
+    feature_weight=1.0,
+    ce_weight=1.0,
+    views=1,
+):
+    """KDSVD (mdistiller: k = 1, weight 1, the stages after the stem; `"auto"`
+    taps pair the stage ends, deepest first)."""
+    return [
+        t.CrossEntropy(weight=ce_weight, views=views),
+        t.KDSVD(teacher_features, student_features, k=kdsvd_k, weight=feature_weight, views=views),
+    ]
+
+
+def vid_terms(
+    *,
+    teacher_features="auto",
+    student_features="auto",
+    feature_weight=1.0,
+    vid_eps=1e-5,
+    vid_init_pred_var=5.0,
+    ce_weight=1.0,
+    views=1,
+):
+    """Variational information distillation (mdistiller: weight 1, eps 1e-5,
+    initial variance 5, a regressor per stage after the stem; `"auto"` taps
+    pair the stage ends, deepest first)."""
+    return [
+        t.CrossEntropy(weight=ce_weight, views=views),
+        t.VariationalInformation(
+            teacher_features,
+            student_features,
+            weight=feature_weight,
+            eps=vid_eps,
+            init_pred_var=vid_init_pred_var,
+            views=views,
+        ),
+    ]
+
+
+def ofd_terms(
+    *,
+    teacher_features="auto",
+    student_features="auto",
+    feature_weight=0.001,
+    ce_weight=1.0,
+    views=1,
+):
+    """Overhaul of feature distillation (mdistiller: weight 0.001, 1x1
+    connectors, the pre-ReLU maps; `"auto"` taps read what each stage end's
+    ReLU reads)."""
+    return [
+        t.CrossEntropy(weight=ce_weight, views=views),
+        t.OverhaulFeatureDistillation(
+            teacher_features, student_features, weight=feature_weight, views=views
+        ),
+    ]
+
+
+def crd_terms(
+    *,
+    teacher_feature="auto",
+    student_feature="auto",
+    train_labels=None,
+    crd_embedding_dim=128,
+    crd_negatives=16384,
+    crd_momentum=0.5,
+    crd_temperature=0.07,
+    feature_weight=0.8,
+    seed=None,
+    ce_weight=1.0,
+    views=1,
+):
+    """Contrastive representation distillation (mdistiller: embedding 128,
+    16384 negatives from other classes, momentum 0.5, NCE temperature 0.07,
+    weight 0.8, the pooled features). Its memory banks need the training
+    set's labels (`train_labels`, one per example index, which the presets'
+    `build_terms`, the command line and the benchmarks give: see
+    `reads_train_labels`) and batches that carry each example's index
+    (`keras_unikd.data.with_example_index`)."""
+    return [
+        t.CrossEntropy(weight=ce_weight, views=views),
+        t.ContrastiveRepresentation(
+            teacher_feature,
+            student_feature,
+            labels=train_labels,
+            embedding_dim=crd_embedding_dim,
+            num_negatives=crd_negatives,
+            momentum=crd_momentum,
+            temperature=crd_temperature,
+            seed=seed,
+            weight=feature_weight,
+            views=views,
+        ),
+    ]
+
+
 def reviewkd_terms(
     *,
     teacher_features="auto",
@@ -562,6 +676,41 @@ METHODS = types.MappingProxyType(
                 "Park et al., CVPR 2019 (megvii-research/mdistiller, RKD.py)",
             ),
             Method(
+                "nst",
+                nst_terms,
+                1,
+                "distributions of each channel's activations (polynomial-kernel MMD)",
+                "Huang & Wang, 2017 (megvii-research/mdistiller, NST.py)",
+            ),
+            Method(
+                "kdsvd",
+                kdsvd_terms,
+                1,
+                "leading singular vectors of each stage, related between stages",
+                "Lee et al., ECCV 2018 (megvii-research/mdistiller, KDSVD.py)",
+            ),
+            Method(
+                "vid",
+                vid_terms,
+                1,
+                "each stage's teacher map as a Gaussian predicted from the student's",
+                "Ahn et al., CVPR 2019 (megvii-research/mdistiller, VID.py)",
+            ),
+            Method(
+                "ofd",
+                ofd_terms,
+                1,
+                "pre-ReLU maps through a connector, with margins from the teacher's BN",
+                "Heo et al., ICCV 2019 (megvii-research/mdistiller, OFD.py)",
+            ),
+            Method(
+                "crd",
+                crd_terms,
+                1,
+                "contrastive embeddings of the pooled features, memory banks of the data",
+                "Tian et al., ICLR 2020 (megvii-research/mdistiller, CRD.py)",
+            ),
+            Method(
                 "reviewkd",
                 reviewkd_terms,
                 1,
@@ -753,6 +902,18 @@ def with_seed(name, settings, seed):
     if seed is not None and "seed" in get_method(method_base(name)).setting_names:
         settings["seed"] = seed
     return settings
+
+
+def reads_train_labels(name):
+    """Whether method (or variant) `name` needs the training set's labels
+    (`train_labels`) and batches that carry each example's index (CRD).
+
+    Example:
+
+    >>> reads_train_labels("crd"), reads_train_labels("kd")
+    (True, False)
+    """
+    return "train_labels" in get_method(method_base(name)).setting_names
 
 
 def method_base(name):

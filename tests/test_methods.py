@@ -31,8 +31,8 @@ def test_settings_are_checked_and_resolved():
     with pytest.raises(ValueError, match=r"'mlkd_temperatures'\] are not settings of logits_loss"):
         methods.method_terms("unikd", teacher_features="t", student_features="s",
                              mlkd_temperatures=(4.0,))
-    with pytest.raises(ValueError, match="Unknown method 'crd'"):
-        methods.method_terms("crd")
+    with pytest.raises(ValueError, match="Unknown method 'no-such-method'"):
+        methods.method_terms("no-such-method")
     resolved = methods.METHODS["unimlkd"].resolve(dkd_beta=1.0)
     assert (resolved["logits_loss"], resolved["distribution_temperature"]) == ("mlkd", 4.0)
     assert resolved["mlkd_temperatures"] is None and resolved["ce_weight"] == 1.0

@@ -71,7 +71,9 @@ def run(args):
             f"--method {method} trains the student alone and reads nothing of the "
             "teacher, so there is nothing to cache. Pick a distillation method."
         )
-    terms = presets.build_terms(preset, method)
+    terms = presets.build_terms(
+        preset, method, train_labels=common.train_labels(args, preset, method)
+    )
     needs = TeacherNeeds.combine(term.teacher_needs() for term in terms)
     if not needs.cacheable:
         raise common.CLIError(

@@ -233,7 +233,9 @@ def strategy(args):
 # ----------------------------------------------------------------------
 
 
-def load_datasets(preset, batch_size, data_dir=None, take=None, seed=None, views=1):
+def load_datasets(
+    preset, batch_size, data_dir=None, take=None, seed=None, views=1, with_example_index=False
+):
     """The preset's `(train_ds, val_ds)` pipelines (tf.data, via TFDS).
 
     Args:
@@ -244,6 +246,8 @@ def load_datasets(preset, batch_size, data_dir=None, take=None, seed=None, views
         seed: Optional shuffle/augmentation seed.
         views: 2 for `((weak, strong), labels)` training batches (CIFAR-100
             only); the validation pipeline is single view either way.
+        with_example_index: Whether the training batches carry each
+            example's index (CRD; CIFAR-100 only).
 
     Returns:
         `(train_ds, val_ds)`.
@@ -260,6 +264,12 @@ def load_datasets(preset, batch_size, data_dir=None, take=None, seed=None, views
             shuffle_seed=seed,
             take=take,
             two_views=views == 2,
+            with_example_index=with_example_index,
+        )
+    if with_example_index:
+        raise CLIError(
+            f"The {preset.dataset} pipeline does not carry example indices, which the "
+            "method's memory banks (CRD) read. Use a CIFAR-100 preset."
         )
     if views != 1:
         raise CLIError(
@@ -275,6 +285,17 @@ def load_datasets(preset, batch_size, data_dir=None, take=None, seed=None, views
         take=take,
         shuffle_seed=seed,
     )
+
+
+def train_labels(args, preset, method):
+    """The training set's labels for a method that reads them (CRD), else `None`."""
+    from keras_unikd.methods import reads_train_labels
+
+    if not reads_train_labels(method) or preset.dataset != "cifar100":
+        return None  # load_datasets names the missing indices for other datasets
+    from keras_unikd.data.cifar100 import cifar100_train_arrays
+
+    return cifar100_train_arrays(data_dir=args.data_dir, take=args.take)[1]
 
 
 def steps_per_epoch(dataset, preset, batch_size, take):

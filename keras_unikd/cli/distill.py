@@ -52,6 +52,7 @@ def run(args):
     import keras
 
     from keras_unikd import presets
+    from keras_unikd.methods import reads_train_labels
 
     preset = common.get_preset(args.preset)
     method, views = common.run_method(preset, args.method, args.logit_standardization)
@@ -76,14 +77,16 @@ def run(args):
     strategy = common.strategy(args)
     if args.seed is not None:
         keras.utils.set_random_seed(args.seed)
+    labels = common.train_labels(args, preset, method)
     train_ds, val_ds = common.load_datasets(
-        preset, batch_size, data_dir=args.data_dir, take=args.take, seed=args.seed, views=views
+        preset, batch_size, data_dir=args.data_dir, take=args.take, seed=args.seed, views=views,
+        with_example_index=reads_train_labels(method),
     )
     training.steps_per_epoch = common.steps_per_epoch(train_ds, preset, batch_size, args.take)
     callbacks, fit_steps, source = [], None, None
     if args.teacher_cache:
         source, train_ds, training.steps_per_epoch, start_epoch = _cached_batches(
-            args, preset, training
+            args, preset, training, labels
         )
         callbacks.append(_keyed_start_check(start_epoch))
         fit_steps = training.steps_per_epoch
@@ -97,7 +100,9 @@ def run(args):
         if source is None and teacher_path is not None:
             teacher = common.load_teacher(teacher_path)
         student = presets.build_model(preset, "student")
-        return presets.build_distiller(preset, teacher, student, method, seed=args.seed)
+        return presets.build_distiller(
+            preset, teacher, student, method, seed=args.seed, train_labels=labels
+        )
 
     fit_run(
         training,
@@ -141,11 +146,12 @@ def _check_cached_run(args, preset, method):
         common.check_teacher_file(args.teacher, args, preset)
 
 
-def _cached_batches(args, preset, training):
+def _cached_batches(args, preset, training, train_labels=None):
     """`(teacher source, training batches, steps per epoch, first epoch)` of a cached run.
 
     The cache is opened (and checked) for this run's terms, data, seed and
-    epochs; the keyed batches start at the epoch `backup/` resumes at.
+    epochs; the keyed batches start at the epoch `backup/` resumes at and
+    carry each example's index for a method that reads `train_labels`.
     """
     from keras_unikd import presets
     from keras_unikd.cache import cached_teacher_pipeline
@@ -162,7 +168,7 @@ def _cached_batches(args, preset, training):
         cache = open_teacher_cache(
             args.teacher_cache,
             teacher,
-            presets.build_terms(preset, training.name),
+            presets.build_terms(preset, training.name, train_labels=train_labels),
             images,
             labels,
             seed,
@@ -181,7 +187,8 @@ def _cached_batches(args, preset, training):
         flush=True,
     )
     batches = cached_teacher_pipeline(
-        cache, images, labels, training.batch_size, start_epoch=start_epoch
+        cache, images, labels, training.batch_size, start_epoch=start_epoch,
+        with_example_index=train_labels is not None,
     )
     steps = keyed_steps_per_epoch(len(images), training.batch_size)
     return cache.teacher_source(), batches, steps, start_epoch

@@ -36,6 +36,7 @@ from keras_unikd.methods import METHODS as METHOD_TABLE
 from keras_unikd.methods import VARIANTS
 from keras_unikd.methods import method_base
 from keras_unikd.methods import method_terms
+from keras_unikd.methods import reads_train_labels
 from keras_unikd.methods import with_seed
 from keras_unikd.models import fashion_student
 from keras_unikd.models import fashion_teacher
@@ -106,7 +107,7 @@ def _with_variants(settings):
     """Each method's settings followed by those of its `VARIANTS`; the MLKD-based
     `+ls` variants keep plain MLKD's Gram weights (see above). The methods of the
     table that `settings` does not name follow with their own defaults (their
-    taps are the models' canonical stage names)."""
+    taps `"auto"`: each keeps the stages its method reads)."""
     table = {}
     for method in [*settings, *(m for m in METHOD_TABLE if m not in settings)]:
         setting = settings.get(method, {})
@@ -128,15 +129,24 @@ METHODS = _with_variants(_SETTINGS)
 KEYWORD_FORM = "keyword form"
 
 
-def method_model_terms(setting, seed=None):
-    """The terms of a `(method, settings)` entry, with UniKD's noise seeded by `seed`."""
+def method_model_terms(setting, seed=None, train_labels=None):
+    """The terms of a `(method, settings)` entry, with UniKD's noise seeded by
+    `seed` and, for a method that reads them (CRD), the training labels."""
     method, settings = setting
     if method == KEYWORD_FORM:
         keywords = dict(settings)
         if seed is not None and keywords.get("distribution_loss", "sampled") is not None:
             keywords["seed"] = seed
         return terms_from_keywords(**keywords)
+    if reads_indices(setting):
+        settings = dict(settings, train_labels=train_labels)
     return method_terms(method, **with_seed(method, settings, seed))
+
+
+def reads_indices(setting):
+    """Whether a `(method, settings)` entry reads the training labels and each
+    batch's example indices (CRD's memory banks)."""
+    return setting[0] != KEYWORD_FORM and reads_train_labels(setting[0])
 
 
 def reads_the_teacher(setting):
@@ -177,16 +187,21 @@ def augmentation(dataset):
     return dict(augment=True, crop_padding=padding, mean=mean, std=std)
 
 
-def make_pipelines(dataset, recipe, seed, two_views=False):
+def make_pipelines(dataset, recipe, seed, two_views=False, with_example_index=False):
     """`(teacher_train, student_train, test)` tf.data pipelines.
 
-    With `two_views`, `student_train` yields `((weak, strong), labels)`.
+    With `two_views`, `student_train` yields `((weak, strong), labels)`;
+    with `with_example_index`, its inputs carry each example's row in the
+    student's subset (`keras_unikd.data.with_example_index`).
     """
     options = augmentation(dataset)
     augmented = dict(training=True, shuffle_seed=seed, batch_size=recipe.batch_size, **options)
     teacher_train = make_image_pipeline(dataset.x_train, dataset.y_train, **augmented)
     x_subset, y_subset = student_subset(dataset, recipe, seed)
-    student_train = make_image_pipeline(x_subset, y_subset, two_views=two_views, **augmented)
+    student_train = make_image_pipeline(
+        x_subset, y_subset, two_views=two_views, with_example_index=with_example_index,
+        **augmented,
+    )
     test = evaluation_pipeline(dataset, recipe, options["mean"], options["std"])
     return teacher_train, student_train, test
 
@@ -454,7 +469,8 @@ def build_student_model(method, teacher, dataset, recipe, steps_per_epoch, seed,
             jit_compile=recipe.jit_compile,
         )
         return student, student
-    model = Distiller(teacher, student, terms=method_model_terms(table[method], seed))
+    labels = student_subset(dataset, recipe, seed)[1] if reads_indices(table[method]) else None
+    model = Distiller(teacher, student, terms=method_model_terms(table[method], seed, labels))
     model.compile(optimizer=optimizer, metrics=["accuracy"], jit_compile=recipe.jit_compile)
     return model, student
 
@@ -485,12 +501,15 @@ def train_student(
     steps = math.ceil(student_examples(dataset, recipe) / recipe.batch_size)
     model, student = build_student_model(method, teacher, dataset, recipe, steps, seed, table)
     views = training_views(model)
+    indexed = reads_indices((METHODS if table is None else table)[method])
     if teacher_cache is None:
-        _, train, test = make_pipelines(dataset, recipe, seed, two_views=views == 2)
+        _, train, test = make_pipelines(
+            dataset, recipe, seed, two_views=views == 2, with_example_index=indexed
+        )
         steps_per_epoch = None
     else:
         train, steps_per_epoch = keyed_student_pipeline(
-            model, dataset, recipe, seed, views, teacher_cache
+            model, dataset, recipe, seed, views, teacher_cache, with_example_index=indexed
         )
         test = evaluation_pipeline(dataset, recipe, *channel_stats(dataset.x_train))
     cached = teacher_cache is not None and reads_cached_teacher(model)
@@ -558,9 +577,12 @@ def build_seed_cache(directory, teacher, dataset, recipe, seed, table=None, verb
     )
 
 
-def keyed_student_pipeline(model, dataset, recipe, seed, views, teacher_cache):
+def keyed_student_pipeline(
+    model, dataset, recipe, seed, views, teacher_cache, with_example_index=False
+):
     """The student's training batches keyed by `(seed, epoch, index)`, and
-    the steps per epoch to give `fit`.
+    the steps per epoch to give `fit` (the inputs carry each example's index
+    with `with_example_index`).
 
     For a model that can read `teacher_cache` (`reads_cached_teacher`) the
     batches carry the teacher's cached outputs (`cached_teacher_pipeline`);
@@ -570,12 +592,13 @@ def keyed_student_pipeline(model, dataset, recipe, seed, views, teacher_cache):
     two_views = views == 2
     if reads_cached_teacher(model):
         train = cached_teacher_pipeline(
-            teacher_cache, images, labels, recipe.batch_size, two_views=two_views
+            teacher_cache, images, labels, recipe.batch_size, two_views=two_views,
+            with_example_index=with_example_index,
         )
     else:
         train = make_keyed_image_pipeline(
             images, labels, recipe.batch_size, seed, recipe.student_epochs,
-            two_views=two_views, **augmentation(dataset),
+            two_views=two_views, with_example_index=with_example_index, **augmentation(dataset),
         )
     return train, keyed_steps_per_epoch(len(images), recipe.batch_size)
 

@@ -14,6 +14,7 @@ import keras
 from keras_unikd.methods import METHODS
 from keras_unikd.methods import method_base
 from keras_unikd.methods import method_terms
+from keras_unikd.methods import reads_train_labels
 from keras_unikd.methods import with_seed
 from keras_unikd.optimizers import TorchSGD
 from keras_unikd.presets.recipes import IMAGENET
@@ -216,7 +217,7 @@ def build_optimizer(preset, steps_per_epoch, role="student", epochs=None):
     )
 
 
-def build_terms(preset, method, seed=None):
+def build_terms(preset, method, seed=None, train_labels=None):
     """The terms of `method` (a method or a variant) with the preset's settings.
 
     The preset's settings override the method's defaults; layer names, the
@@ -228,6 +229,10 @@ def build_terms(preset, method, seed=None):
         method: A key of `keras_unikd.methods.METHODS` or `VARIANTS`.
         seed: Optional seed of UniKD's sampling noise (the methods with
             UniKD's distribution terms).
+        train_labels: The training set's labels, one per example index,
+            for the methods that read them (CRD's memory banks:
+            `keras_unikd.methods.reads_train_labels`); ignored by the
+            others.
 
     Returns:
         A list of `keras_unikd.terms.DistillationTerm`s.
@@ -245,10 +250,12 @@ def build_terms(preset, method, seed=None):
     for name, role in TAP_SETTINGS.items():
         if settings.get(name) not in (None, AUTO_FEATURES):
             settings[name] = layer_names(getattr(preset, role), settings[name])
+    if train_labels is not None and reads_train_labels(method):
+        settings["train_labels"] = train_labels
     return method_terms(method, **with_seed(method, settings, seed))
 
 
-def build_distiller(preset, teacher, student, method="unikd", seed=None):
+def build_distiller(preset, teacher, student, method="unikd", seed=None, train_labels=None):
     """The model that `fit` trains for `method`.
 
     Args:
@@ -262,6 +269,7 @@ def build_distiller(preset, teacher, student, method="unikd", seed=None):
             The two-view methods (`TWO_VIEW_METHODS`) and their variants
             train on `((weak, strong), labels)` batches.
         seed: Optional seed of UniKD's sampling noise.
+        train_labels: The training set's labels, for CRD (`build_terms`).
 
     Returns:
         A `keras_unikd.Distiller` with `build_terms(preset, method, seed)`,
@@ -272,7 +280,7 @@ def build_distiller(preset, teacher, student, method="unikd", seed=None):
     """
     from keras_unikd.distiller import Distiller
 
-    terms = build_terms(preset, method, seed)
+    terms = build_terms(preset, method, seed, train_labels)
     if not METHODS[method_base(method)].teacher:
         return student
     return Distiller(teacher, student, terms=terms)

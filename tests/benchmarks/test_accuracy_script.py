@@ -76,12 +76,18 @@ def test_accuracy_and_plots_quick(tmp_path, quick_teachers):
     run_script("plots.py", "--results", str(output), cwd=tmp_path)
     for name in (
         "training_curves.png", "softmax_gap_cdf.png", "correlation_gap.png",
-        "paired_differences.png",
+        "paired_differences.png", "accuracy_vs_cost.png",
     ):
         assert (tmp_path / "results" / name).stat().st_size > 1000
     analysis = json.loads((tmp_path / "results" / "analysis.json").read_text())
     assert set(analysis["mean_softmax_gap"]) == {"student", "kd"}
     assert set(analysis["mean_correlation_gap"]) == {"kd"}
+
+
+# The paper's baselines in the method table, each compared with KD and UniKD.
+BASELINES = {
+    "fitnet", "at", "dist", "sp", "pkt", "rkd", "nst", "kdsvd", "vid", "ofd", "crd", "reviewkd",
+}  # fmt: skip
 
 
 def test_accuracy_default_protocol():
@@ -93,18 +99,19 @@ def test_accuracy_default_protocol():
         "kd+ls", "dkd+ls", "mlkd+ls", "unikd+ls", "unimlkd+ls",
     }
     assert set(accuracy.ABLATIONS) == {
-        "fitnet", "fitnet+kd", "unikd-gaussian", "fdp-only", "aff+fdp-no-logits", "at", "at+kd",
-        "dist",
+        "fitnet+kd", "unikd-gaussian", "fdp-only", "aff+fdp-no-logits", "at+kd", *BASELINES,
     }
+    assert set(accuracy.BASELINES) == BASELINES
     assert args.methods == list(accuracy.MAIN_METHODS + accuracy.ABLATIONS)
     pairs = set(accuracy.PAIRS)
     assert {("unikd", "dkd"), ("unimlkd", "mlkd"), ("kd+ls", "kd"), ("unimlkd+ls", "unimlkd")} <= (
         pairs
     )
+    assert {(m, other) for m in accuracy.BASELINES for other in ("kd", "unikd")} <= pairs
     quick = accuracy.parse_args(["--quick"])
     assert (quick.seeds, quick.ablation_seeds, quick.student_epochs) == (1, 1, 1)
     with pytest.raises(SystemExit):
-        accuracy.parse_args(["--methods", "crd"])
+        accuracy.parse_args(["--methods", "no-such-method"])
 
 
 def test_resume_keeps_the_finished_runs_and_does_the_rest(tmp_path):

@@ -117,8 +117,8 @@ def test_same_seed_same_student_initialisation(small):
     for student in students[1:]:
         for a, b in zip(students[0].weights, student.weights):
             np.testing.assert_array_equal(*map(keras.ops.convert_to_numpy, (a, b)))
-    with pytest.raises(ValueError, match="Unknown method 'crd'"):
-        experiment.build_student_model("crd", teacher, small, RECIPE, 2, seed=0)
+    with pytest.raises(ValueError, match="Unknown method 'no-such-method'"):
+        experiment.build_student_model("no-such-method", teacher, small, RECIPE, 2, seed=0)
 
 
 def test_cached_teacher_runs(small, tmp_path, monkeypatch):

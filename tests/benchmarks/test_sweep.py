@@ -102,7 +102,8 @@ def test_defaults_settings_are_the_first_calls():
     args = sweep.parse_args(["--study", "defaults"])
     _, pairs, _ = sweep.plan(args)
     assert ("mlkd", "student") in pairs and ("mlkd", "kd") in pairs
-    assert ("kd", "kd") not in pairs and len(pairs) == (len(table) - 1) + (len(table) - 2)
+    assert ("kd", "kd") not in pairs and ("sp", "unikd") in pairs
+    assert len(pairs) == (len(table) - 1) + (len(table) - 2) + (len(table) - 3)
     fix = experiment.method_model_terms(table["fitnet+kd (hint_weight=1)"])
     assert [type(term).__name__ for term in fix] == ["CrossEntropy", "KD", "FitNetHint"]
     assert fix[2].weight == 1.0

@@ -11,6 +11,7 @@ import pytest
 import keras_unikd
 from keras_unikd import methods
 from keras_unikd import presets
+from keras_unikd.methods import reads_train_labels
 from keras_unikd.models import imagenet_resnet
 from keras_unikd.models import layers_util
 
@@ -215,10 +216,11 @@ def test_unknown_preset_lists_the_presets():
 
 
 def test_unknown_method():
-    with pytest.raises(ValueError, match="Unknown method 'crd'.*or a variant: .*mlkd\\+ls"):
-        presets.build_terms(METHOD_PRESET, "crd")
-    with pytest.raises(ValueError, match="Unknown method 'crd'"):
-        presets.build_distiller(METHOD_PRESET, None, None, "crd")
+    match = "Unknown method 'no-such-method'.*or a variant: .*mlkd\\+ls"
+    with pytest.raises(ValueError, match=match):
+        presets.build_terms(METHOD_PRESET, "no-such-method")
+    with pytest.raises(ValueError, match="Unknown method 'no-such-method'"):
+        presets.build_distiller(METHOD_PRESET, None, None, "no-such-method")
 
 
 def test_keras_applications_taps_are_mapped():
@@ -488,6 +490,11 @@ EXPECTED_TERMS = {
     "pkt": {"ce_loss", "pkt_loss"},
     "rkd": {"ce_loss", "rkd_distance_loss", "rkd_angle_loss"},
     "reviewkd": {"ce_loss", "reviewkd_loss"},
+    "nst": {"ce_loss", "nst_loss"},
+    "kdsvd": {"ce_loss", "kdsvd_loss"},
+    "vid": {"ce_loss", "vid_loss"},
+    "ofd": {"ce_loss", "ofd_loss"},
+    "crd": {"ce_loss", "crd_loss"},
     "student": set(),
 }
 
@@ -498,7 +505,10 @@ def test_every_method_builds_and_steps(method):
     preset = presets.get_preset(METHOD_PRESET)
     teacher, student = presets.build_models(preset)
     calibrate_batch_norm(teacher, random_batch(preset, 4, seed=1)[0])
-    model = presets.build_distiller(preset, teacher, student, method, seed=0)
+    # CRD's memory banks: a training set of 8 examples of 8 classes.
+    indexed = reads_train_labels(method)
+    labels = np.arange(8) if indexed else None
+    model = presets.build_distiller(preset, teacher, student, method, seed=0, train_labels=labels)
     base = method.split("+")[0]
     expected_terms = EXPECTED_TERMS[base]
     if method == "student":
@@ -509,6 +519,8 @@ def test_every_method_builds_and_steps(method):
         preset, model, presets.build_optimizer(preset, 10), run_eagerly=True
     )
     x, y = random_batch(preset, 2)
+    if indexed:
+        x = {"inputs": x, "example_index": np.array([3, 5])}
     if base in presets.TWO_VIEW_METHODS:
         x = (x, random_batch(preset, 2, seed=2)[0])  # (weak, strong)
         standardized = [t for t in model.terms if getattr(t, "logit_standardization", False)]
