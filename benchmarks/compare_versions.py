@@ -17,7 +17,7 @@ the start and after every round.
 
 The workers use only what both trees have (`get_model` and the Fashion-MNIST
 experiment's `METHODS`), so they do not import `speed.py`, whose method list
-comes from `keras_unikd.methods.METHODS`.
+is its own.
 
     git worktree add /tmp/kunikd-before eb27076
     git worktree add /tmp/kunikd-after HEAD

@@ -5,8 +5,9 @@ to it by `benchmarks/accuracy.py`, evaluates them against the cached teacher
 on the test set, and writes PNGs to `benchmarks/results/`: the paired
 differences with their 95% intervals, the seed-0 training curves, the CDF
 of the teacher-student softmax gap, the logit correlation gaps, and each
-method's accuracy against its training cost per step (`--cost-only`: that
-plot alone, for results files without saved students).
+method's accuracy against its training cost per step
+(`<results name>_vs_cost.png`; `--cost-only`: that plot alone, for results
+files without saved students).
 
     python benchmarks/plots.py
     python benchmarks/plots.py --results benchmarks/results/accuracy_baselines.json --cost-only
@@ -37,7 +38,7 @@ def parse_args(argv=None):
     parser.add_argument(
         "--cost-only",
         action="store_true",
-        help="write only accuracy_vs_cost.png (results without saved students)",
+        help="write only <results name>_vs_cost.png (results without saved students)",
     )
     return parser.parse_args(argv)
 
@@ -104,7 +105,8 @@ def main(argv=None):
     output_dir = args.output_dir or os.path.dirname(args.results)
     os.makedirs(output_dir, exist_ok=True)
     methods = results["methods"]
-    cost_plot = os.path.join(output_dir, "accuracy_vs_cost.png")
+    stem = os.path.splitext(os.path.basename(args.results))[0]
+    cost_plot = os.path.join(output_dir, f"{stem}_vs_cost.png")
     plot_accuracy_vs_cost(methods, results["recipe"], cost_plot)
     if args.cost_only:
         return
