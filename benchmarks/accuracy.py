@@ -94,18 +94,18 @@ MAIN_METHODS = tuple(
 )
 ABLATIONS = tuple(method for method in recipe_lib.METHODS if method not in MAIN_METHODS)
 # The paper's baselines: the methods of the table (not variants) outside the
-# main ones, each compared with KD and with UniKD.
+# main ones, each compared with the student alone, KD and UniKD.
 BASELINES = tuple(method for method in ABLATIONS if method in METHOD_TABLE)
 # (a, b): the paired differences a - b reported. The first shows the regime
 # (what distillation adds), the next two what UniKD's terms add to their
 # logit loss, then what logit standardization adds, then each baseline
-# against KD and against UniKD.
+# against the student alone, KD and UniKD.
 PAIRS = (
     ("kd", "student"),
     ("unikd", "dkd"),
     ("unimlkd", "mlkd"),
     *((variant, VARIANTS[variant].method) for variant in LOGIT_STANDARDIZED),
-    *((baseline, other) for baseline in BASELINES for other in ("kd", "unikd")),
+    *((baseline, other) for baseline in BASELINES for other in ("student", "kd", "unikd")),
 )
 
 
@@ -237,12 +237,21 @@ def merged(paths, output):
         complete=all(part["complete"] for _, part in parts),
         run_seconds=sum(part["run_seconds"] for _, part in parts),
         run_cpu_seconds=sum(part["run_cpu_seconds"] for _, part in parts),
-        teacher_cache_builds=[
-            build for _, part in parts for build in part.get("teacher_cache_builds", [])
-        ],
+        teacher_cache_builds=cache_builds(parts),
         students_dir=os.path.basename(students_dir_of(output)),
         merged_from=[os.path.basename(path) for path, _ in parts],
     )
+
+
+def cache_builds(parts):
+    """The per-seed cache builds of merged parts, one per seed: parts that
+    reopened a seed's cache (a build of no time) count the build once."""
+    builds = {}
+    for _, part in parts:
+        for build in part.get("teacher_cache_builds", []):
+            if build["seconds"] > builds.get(build["seed"], {"seconds": -1.0})["seconds"]:
+                builds[build["seed"]] = build
+    return [builds[seed] for seed in sorted(builds)]
 
 
 def students_dir_of(output):

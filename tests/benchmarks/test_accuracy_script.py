@@ -84,7 +84,7 @@ def test_accuracy_and_plots_quick(tmp_path, quick_teachers):
     assert set(analysis["mean_correlation_gap"]) == {"kd"}
 
 
-# The paper's baselines in the method table, each compared with KD and UniKD.
+# The paper's baselines in the method table, each compared with the student, KD and UniKD.
 BASELINES = {
     "fitnet", "at", "dist", "sp", "pkt", "rkd", "nst", "kdsvd", "vid", "ofd", "crd", "reviewkd",
 }  # fmt: skip
@@ -107,7 +107,8 @@ def test_accuracy_default_protocol():
     assert {("unikd", "dkd"), ("unimlkd", "mlkd"), ("kd+ls", "kd"), ("unimlkd+ls", "unimlkd")} <= (
         pairs
     )
-    assert {(m, other) for m in accuracy.BASELINES for other in ("kd", "unikd")} <= pairs
+    others = ("student", "kd", "unikd")
+    assert {(m, other) for m in accuracy.BASELINES for other in others} <= pairs
     quick = accuracy.parse_args(["--quick"])
     assert (quick.seeds, quick.ablation_seeds, quick.student_epochs) == (1, 1, 1)
     with pytest.raises(SystemExit):
