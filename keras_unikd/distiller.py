@@ -13,14 +13,17 @@ from keras_unikd.auto_taps import auto_taps
 from keras_unikd.callbacks import DistillationWatch
 from keras_unikd.callbacks import NonFiniteLossGuard
 from keras_unikd.callbacks import TrainingPlan
+from keras_unikd.distiller_checks import check_evaluation_labels
 from keras_unikd.distiller_checks import check_example_indices
 from keras_unikd.distiller_checks import check_input_scale
 from keras_unikd.distiller_checks import check_integral_labels
 from keras_unikd.distiller_checks import check_no_shared_weights
 from keras_unikd.distiller_checks import check_not_empty
+from keras_unikd.distiller_checks import deserialize_term
 from keras_unikd.distiller_checks import first_batch
 from keras_unikd.distiller_checks import load_model_argument
 from keras_unikd.distiller_checks import require_example_index
+from keras_unikd.distiller_checks import warn_about_a_nan_evaluation
 from keras_unikd.heads import ModelLogits
 from keras_unikd.heads import check_logits
 from keras_unikd.keras_internals import KerasInternals
@@ -646,7 +649,7 @@ class Distiller(KerasInternals, keras.Model):
     def _check_first_batch(self, x, y, examples=8):
         """The checks of `fit`'s first batch (see `fit`); the networks see `examples` of it."""
         if y is not None:
-            check_integral_labels(y)
+            check_integral_labels(y, self.num_classes)
         inputs, carried = self.teacher_source.split(x)
         weak = self._views(inputs)[0]
         sample = keras.tree.map_structure(lambda array: array[:examples], weak)
@@ -683,6 +686,50 @@ class Distiller(KerasInternals, keras.Model):
         self.reset_metrics()
         if not self.optimizer.built:
             self.optimizer.build(self.trainable_variables)
+
+    def evaluate(
+        self,
+        x=None,
+        y=None,
+        batch_size=None,
+        verbose="auto",
+        sample_weight=None,
+        steps=None,
+        callbacks=None,
+        return_dict=False,
+        **kwargs,
+    ):
+        """`keras.Model.evaluate` of the student, with the labels checked.
+
+        Before evaluating, the first batch (read as `fit` reads it) is
+        checked for labels that are not integer class ids (strings, a
+        fractional part). After it, a NaN loss (the Distiller's mark of labels
+        outside `[0, num_classes)`) gives a warning that names the cause and
+        the fix; the NaN is still returned. `fit`'s validation, which calls
+        `evaluate` with its `keras.callbacks.CallbackList`, is left to the
+        `NonFiniteLossGuard`.
+
+        Raises:
+            ValueError: when the first batch's labels are strings or have a
+                fractional part.
+        """
+        standalone = not isinstance(callbacks, keras.callbacks.CallbackList)
+        if standalone:
+            check_evaluation_labels(x, y, batch_size, self.num_classes)
+        result = super().evaluate(
+            x=x,
+            y=y,
+            batch_size=batch_size,
+            verbose=verbose,
+            sample_weight=sample_weight,
+            steps=steps,
+            callbacks=callbacks,
+            return_dict=return_dict,
+            **kwargs,
+        )
+        if standalone:
+            warn_about_a_nan_evaluation(self, y)
+        return result
 
     def train_on_batch(self, *args, **kwargs):
         """`keras.Model.train_on_batch`; warns once if a warm-up cannot know its schedule."""
@@ -937,6 +984,14 @@ class Distiller(KerasInternals, keras.Model):
         `FileNotFoundError`); the teacher of a Distiller that trained from a
         cache is a serialized `keras_unikd.teacher_source.CachedTeacher`. A
         config in the keyword form (no `"terms"`) is accepted too.
+
+        Raises:
+            ValueError: for a term whose class Keras cannot find (a custom
+                term class not registered with
+                `keras.saving.register_keras_serializable`, nor given in
+                `load_model`'s `custom_objects`), naming the class and the fix
+                (see `keras_unikd.distiller_checks.deserialize_term`); for a
+                `.keras` path that is not a readable archive.
         """
         config = dict(config)
         for key in ("teacher", "student"):
@@ -944,6 +999,6 @@ class Distiller(KerasInternals, keras.Model):
                 config[key] = keras.saving.deserialize_keras_object(config[key])
         if config.get("terms") is not None:
             config["terms"] = [
-                keras.saving.deserialize_keras_object(term) for term in config["terms"]
+                deserialize_term(term) for term in config["terms"]
             ]
         return cls(**config)

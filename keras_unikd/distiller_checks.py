@@ -8,6 +8,7 @@ arguments (numbers, choices, flags) are in `keras_unikd.validation`.
 import os
 import sys
 import warnings
+import zipfile
 
 import keras
 import numpy as np
@@ -26,6 +27,8 @@ def load_model_argument(model, role):
 
     Raises:
         FileNotFoundError: for a path that does not exist.
+        ValueError: for a `.keras` file that is not a readable Keras archive
+            (see `check_model_archive`).
     """
     if not isinstance(model, (str, os.PathLike)):
         return model
@@ -36,7 +39,103 @@ def load_model_argument(model, role):
             f"{role} there first ({role}.save({path!r})) or pass the path of "
             "an existing .keras file, or a keras.Model."
         )
+    check_model_archive(path, role)
     return keras.saving.load_model(path, compile=False)
+
+
+def check_model_archive(path, role):
+    """Rejects an existing `.keras` path that is not a readable Keras archive.
+
+    A `.keras` file is a zip archive holding `config.json`. A copy or a save
+    that was cut short leaves a file that is not a zip archive at all (for
+    which Keras says "File not found"), and a damaged one fails the
+    archive's checksums. Other paths (`.h5`, ...) are left to Keras.
+
+    Args:
+        path: The path of an existing file or directory.
+        role: `"teacher"` or `"student"`, for the message.
+
+    Raises:
+        ValueError: naming the path, what is wrong and the fix.
+
+    Example:
+
+    >>> import os, tempfile
+    >>> path = os.path.join(tempfile.mkdtemp(), "teacher.keras")
+    >>> with open(path, "wb") as file:
+    ...     _ = file.write(b"not a zip archive")
+    >>> try:
+    ...     check_model_archive(path, "teacher")
+    ... except ValueError as error:
+    ...     print(str(error).split("' ")[1].split(":")[0])
+    exists but is not a readable Keras model archive (not a zip archive)
+    """
+    if not os.fspath(path).endswith(".keras"):
+        return
+    problem = _archive_problem(path)
+    if problem:
+        raise ValueError(
+            f"The {role} file {path!r} exists but is not a readable Keras model "
+            f"archive ({problem}): it may be truncated or corrupt (an interrupted "
+            f"save or copy). Save the {role} again ({role}.save({path!r})) or copy "
+            "the file again, or pass another .keras file."
+        )
+
+
+def _archive_problem(path):
+    """What keeps `path` from being read as a `.keras` archive, or `None`."""
+    if os.path.isdir(path):
+        return "a directory"
+    if not zipfile.is_zipfile(path):
+        return "not a zip archive"
+    try:
+        with zipfile.ZipFile(path) as archive:
+            if "config.json" not in archive.namelist():
+                return "no config.json in the archive"
+            damaged = archive.testzip()  # checks every member's CRC
+    except (zipfile.BadZipFile, EOFError) as error:
+        return str(error)
+    return f"bad checksum of {damaged!r}" if damaged else None
+
+
+def deserialize_term(config):
+    """A Distiller's term from its serialized config (as `get_config` writes it).
+
+    Keras raises a `TypeError` for a class it cannot find, which its own
+    loader then buries in a message about the whole Distiller's config; this
+    names the term's class and the fix first.
+
+    Args:
+        config: A term's config from `keras.saving.serialize_keras_object`.
+
+    Returns:
+        The `DistillationTerm`.
+
+    Raises:
+        ValueError: when the term's class is not registered with Keras (nor
+            given in `custom_objects`), or cannot be rebuilt from its config;
+            the `TypeError` of Keras is chained.
+    """
+    try:
+        return keras.saving.deserialize_keras_object(config)
+    except TypeError as error:
+        class_name = config.get("class_name")
+        term = config.get("config", {}).get("name")
+        if keras.saving.get_registered_object(config.get("registered_name") or class_name):
+            raise ValueError(
+                f"The Distiller's term {term!r} of class {class_name!r} cannot be rebuilt "
+                f"from its saved config ({str(error).splitlines()[0][:300]}): a custom "
+                "term's get_config() must return the arguments of its __init__; a "
+                "keras_unikd term loads with the keras_unikd version that saved it."
+            ) from error
+        module = f" (module {config['module']!r})" if config.get("module") else ""
+        raise ValueError(
+            f"The Distiller's term {term!r} has class {class_name!r}{module}, which Keras "
+            "cannot find: decorate the class with "
+            "@keras.saving.register_keras_serializable() and import its module before "
+            f"loading, or pass custom_objects={{{class_name!r}: {class_name}}} to "
+            "keras.saving.load_model."
+        ) from error
 
 
 def check_no_shared_weights(teacher, student):
@@ -172,18 +271,39 @@ def first_batch(x, y=None, batch_size=None):
     return keras.tree.map_structure(_to_numpy, x), y
 
 
-def check_integral_labels(y):
-    """Rejects float labels with a fractional part (`2.5`; `3.0` is fine).
+def check_integral_labels(y, num_classes=None):
+    """Rejects labels that are not integer class ids: strings, and floats with a fractional part.
 
-    The Distiller casts labels to int32, which would truncate them silently.
+    The Distiller casts labels to int32: strings cannot be cast (the backends
+    say `Cast string to int32 is not supported` or `Invalid dtype: str64`),
+    and a fractional part (`2.5`; `3.0` is fine) would be truncated silently.
 
     Args:
         y: A batch of labels (array).
+        num_classes: The number of classes, for the message, or `None`.
 
     Raises:
-        ValueError: naming a fractional label and the fix.
+        ValueError: naming the labels' dtype or a fractional label, and the fix.
+
+    Example:
+
+    >>> try:
+    ...     check_integral_labels(np.array(["cat", "dog"]), num_classes=2)
+    ... except ValueError as error:
+    ...     print(str(error).split(". Map")[0])
+    Labels must be integer class ids 0..1, but the first batch has strings (dtype <U3, e.g. 'cat')
     """
     y = np.asarray(y)
+    ids = f"0..{num_classes - 1}" if num_classes else "0..num_classes-1"
+    strings = _string_labels(y)
+    if strings is not None:
+        raise ValueError(
+            f"Labels must be integer class ids {ids}, but the first batch has strings "
+            f"(dtype {y.dtype}, e.g. {strings!r}). Map the class names to ids first: "
+            "keras.layers.StringLookup(vocabulary=class_names, num_oov_indices=0) in the "
+            "data pipeline (ds.map(lambda x, y: (x, lookup(y)))), or for arrays "
+            "class_names, y = np.unique(y, return_inverse=True)."
+        )
     if not np.issubdtype(y.dtype, np.floating):
         return
     fractional = y[y != np.floor(y)]
@@ -198,6 +318,83 @@ def check_integral_labels(y):
             "or cast whole-number float labels yourself with "
             "np.round(y).astype('int32')."
         )
+
+
+def _string_labels(y):
+    """A label of `y` (NumPy array) if it holds strings (or bytes), else `None`."""
+    if not y.size or y.dtype.kind not in "USO":
+        return None
+    first = y.flat[0]
+    if isinstance(first, bytes):
+        first = first.decode("utf-8", "replace")
+    return str(first) if isinstance(first, str) else None
+
+
+def check_evaluation_labels(x, y, batch_size, num_classes):
+    """Before `Distiller.evaluate`: `check_integral_labels` on its first batch.
+
+    The batch is read as `fit`'s is (see `first_batch`); data that cannot be
+    read ahead is left to the evaluation.
+    """
+    batch = first_batch(x, y, batch_size)
+    if batch is not None and batch[1] is not None:
+        check_integral_labels(batch[1], num_classes)
+
+
+def _not_class_ids(y, num_classes):
+    """`(count, examples)` of the labels in array `y` that are not ids `0..num_classes-1`."""
+    labels = np.asarray(_to_numpy(y)).reshape(-1)
+    if not np.issubdtype(labels.dtype, np.number):
+        return 0, []
+    bad = labels[(labels < 0) | (labels >= num_classes) | (labels != np.floor(labels))]
+    return bad.size, [f"{value:g}" for value in np.unique(bad)[:3]]
+
+
+def _finite_weights(model):
+    return all(np.isfinite(keras.ops.convert_to_numpy(w)).all() for w in model.weights)
+
+
+def warn_about_a_nan_evaluation(distiller, y):
+    """After `Distiller.evaluate`: a warning that says why its loss is NaN.
+
+    The Distiller sets the loss of a batch whose labels are not class ids to
+    NaN, so that nothing is averaged over wrong labels; `evaluate` keeps
+    returning that NaN, and this warning names the cause: such labels
+    (counted and shown when `y` is an array), NaN/Inf inputs, or a student
+    whose weights are not finite.
+
+    Args:
+        distiller: The Distiller that has just evaluated.
+        y: `evaluate`'s `y` (labels for array inputs), or `None`.
+    """
+    loss = distiller.get_metrics_result().get("loss")
+    if loss is None or np.isfinite(loss):
+        return
+    classes = distiller.num_classes
+    ids = f"Labels must be sparse integer class ids 0..{classes - 1}"
+    if not _finite_weights(distiller.student):
+        cause = (
+            "the student's weights are not finite: a training step diverged. Lower the "
+            "learning rate or the loss weights, or clip the gradients (clipnorm=...)."
+        )
+    elif y is not None and _is_array(y):
+        count, examples = _not_class_ids(y, classes)
+        cause = (
+            f"{count} of {len(y)} labels are not class ids (e.g. {', '.join(examples)}): the "
+            f"Distiller sets the loss of their batches to NaN. {ids}: check the label "
+            "pipeline (1-based labels? a different number of classes?)."
+            if count
+            else "the labels are class ids, so the inputs hold NaN or Inf: look for them "
+            "(np.isfinite(x).all(), tf.debugging.check_numerics in a data pipeline)."
+        )
+    else:
+        cause = (
+            f"the data has labels outside [0, {classes}) or with a fractional part (the "
+            "Distiller sets the loss of their batches to NaN), or NaN/Inf inputs. "
+            f"{ids}: check the label pipeline (1-based labels? a different number of "
+            "classes?) and look for NaN or Inf in the inputs."
+        )
+    warnings.warn(f"Distiller.evaluate: the loss is {loss}: {cause}", stacklevel=3)
 
 
 # A trained classifier's logits rarely exceed a few tens; inputs on another

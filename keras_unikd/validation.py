@@ -114,15 +114,18 @@ def check_non_negative(name, value, *, fn=None):
 
 
 def check_positive(name, value, *, fn=None):
-    """Returns `value` if it is a finite number > 0 (a temperature, say)."""
+    """Returns `value` if it is a finite number > 0 (a temperature, say).
+
+    Raises:
+        ValueError: for anything not a number (`"4"`), and for a number that
+            is not finite or not > 0.
+    """
     _check_number(name, value, fn, "number > 0")
     if not math.isfinite(value) or value < 0:
-        raise ValueError(f"{_label(name, fn)} must be a finite number >= 0; got {value!r}.")
+        raise ValueError(f"{_label(name, fn)} must be a finite number > 0; got {value!r}.")
     if value == 0:
-        raise ValueError(
-            f"{_label(name, fn)} must be > 0; got {value!r} (softmax(z / T) is undefined "
-            "at T = 0)."
-        )
+        hint = " (softmax(z / T) is undefined at T = 0)" if "temperature" in name else ""
+        raise ValueError(f"{_label(name, fn)} must be > 0; got {value!r}{hint}.")
     return value
 
 

@@ -182,13 +182,24 @@ def train_teacher_command(args, preset):
 
 
 def check_teacher_file(path, args, preset):
-    """A `CLIError` that says how to train the teacher when `path` does not exist."""
+    """A `CLIError` that says how to train the teacher when `path` does not exist.
+
+    An existing `.keras` file that is not a readable archive (truncated,
+    corrupt) is a `CLIError` too, from `distiller_checks.check_model_archive`.
+    """
+    from keras_unikd.distiller_checks import check_model_archive
+
     if not os.path.exists(path):
         raise CLIError(
             f"Teacher file {path!r} does not exist. Train the "
             f"teacher first:\n  {train_teacher_command(args, preset)}\nor pass a "
             "trained teacher with --teacher PATH."
         )
+    try:
+        check_model_archive(path, "teacher")
+    except ValueError as error:
+        command = train_teacher_command(args, preset)
+        raise CLIError(f"{error} To train it again:\n  {command}") from None
 
 
 def load_teacher(path):

@@ -16,6 +16,7 @@ import tensorflow as tf
 
 import keras_unikd
 from conftest import make_network
+from keras_unikd import cli
 from keras_unikd import terms
 from keras_unikd.distiller_checks import check_input_scale
 from keras_unikd.distiller_checks import check_not_empty
@@ -107,6 +108,42 @@ def test_validation_labels_out_of_range_are_named(distiller):
         fit(distiller, x, y, validation_data=(x, bad))
 
 
+def evaluate_warnings(distiller, x, y=None, **kwargs):
+    """`(result, messages)`: `evaluate`'s result and its `Distiller.evaluate` warnings."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        result = distiller.evaluate(x, y, batch_size=8, verbose=0, **kwargs)
+    return result, [str(w.message) for w in caught if "Distiller.evaluate" in str(w.message)]
+
+
+def test_evaluate_with_labels_out_of_range_warns_and_returns_nan(distiller):
+    x, y = data()
+    bad = y.copy()
+    bad[[0, 9]] = [5, -1]
+    named = (
+        r"^Distiller.evaluate: the loss is nan: 2 of 24 labels are not class ids "
+        r"\(e.g. -1, 5\).*class ids 0\.\.4"
+    )
+    result, messages = evaluate_warnings(distiller, x, bad)
+    assert np.isnan(result[0]) and len(messages) == 1 and re.match(named, messages[0])
+    result, messages = evaluate_warnings(distiller, x, bad, return_dict=True)
+    assert np.isnan(result["loss"]) and re.match(named, messages[0])
+    dataset = tf.data.Dataset.from_tensor_slices((x, bad)).batch(8)
+    result, messages = evaluate_warnings(distiller, dataset)
+    assert np.isnan(result[0]) and "labels outside [0, 5) or with a fractional part" in messages[0]
+    x[3, 0, 0, 0] = np.nan  # the labels are fine: the inputs are named
+    _, messages = evaluate_warnings(distiller, x, y)
+    assert "the labels are class ids, so the inputs hold NaN or Inf" in messages[0]
+    result, messages = evaluate_warnings(distiller, *data())
+    assert np.isfinite(result[0]) and not messages
+    # fit's validation is the guard's to report, not evaluate's.
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with pytest.raises(ValueError, match="val_loss is nan"):
+            fit(distiller, *data(), validation_data=(data()[0], bad))
+    assert not [w for w in caught if "Distiller.evaluate" in str(w.message)]
+
+
 def test_one_hot_labels_are_rejected_by_fit(distiller):
     x, y = data()
     with pytest.raises(ValueError, match="looks one-hot.*argmax"):
@@ -143,6 +180,19 @@ def test_fractional_labels_in_a_later_batch_stop_fit(distiller):
         match=r"Epoch 1, batch 2: a batch has labels outside \[0, 5\) or with a fractional part",
     ):
         fit(distiller, x, y)
+
+
+def test_string_labels_are_refused_with_the_fix(distiller):
+    x, y = data()
+    names = np.array(["cat", "dog", "fox", "owl", "bee"])[y]
+    refused = r"^Labels must be integer class ids 0\.\.4, but the first batch has strings "
+    with pytest.raises(ValueError, match=refused + r"\(dtype <U3, e.g. '.*'\).*StringLookup"):
+        fit(distiller, x, names)
+    with pytest.raises(ValueError, match=refused + r"\(dtype object.*np.unique"):
+        fit(distiller, tf.data.Dataset.from_tensor_slices((x, names)).batch(8), None)
+    with pytest.raises(ValueError, match=refused):
+        distiller.evaluate(x, names, verbose=0)
+    assert float(keras.ops.convert_to_numpy(distiller.training_step)) == 0.0
 
 
 def test_fractional_labels_give_a_nan_total_and_finite_terms(pair, batch):
@@ -264,8 +314,8 @@ FEATURES = dict(teacher_features=["t_stage1"], student_features=["s_stage1"])
     "options,named",
     [
         (dict(temperature=0.0), "DKD temperature must be > 0"),
-        (dict(temperature=-1.0), "DKD temperature must be a finite number >= 0"),
-        (dict(temperature=float("nan")), "DKD temperature must be a finite number >= 0"),
+        (dict(temperature=-1.0), "DKD temperature must be a finite number > 0"),
+        (dict(temperature=float("nan")), "DKD temperature must be a finite number > 0"),
         (dict(temperature=0.0, logits_loss="kd"), "KD temperature must be > 0"),
         (dict(distribution_temperature=0.0), "UniKDFeatures temperature must be > 0"),
         (dict(logits_loss="mlkd", mlkd_temperatures=(4.0, 0.0)), "MLKD temperature must be > 0"),
@@ -306,7 +356,29 @@ def test_every_keyword_temperature_and_weight_is_checked(options, named):
     ],
 )
 def test_every_term_temperature_and_weight_is_checked(build, named):
-    with pytest.raises(ValueError, match=re.escape(named) + r" must be (> 0|a finite number >= 0)"):
+    must = r" must be (> 0|a finite number >=? 0)"
+    with pytest.raises(ValueError, match=re.escape(named) + must):
+        build()
+
+
+@pytest.mark.parametrize(
+    "build,named",
+    [
+        (lambda: terms.KD(temperature="4"), "KD temperature"),
+        (lambda: terms.DKD(temperature="4"), "DKD temperature"),
+        (lambda: terms.MLKD(temperatures=[4.0, "4"]), "MLKD temperature"),
+        (lambda: terms.DIST(temperature="4"), "DIST temperature"),
+        (lambda: terms.ContrastiveRepresentation(temperature="4"),
+         "ContrastiveRepresentation temperature"),
+        (lambda: terms.UniKDFeatures(["t"], ["s"], temperature="4"), "UniKDFeatures temperature"),
+        (lambda: terms_from_keywords(**FEATURES, temperature="4"), "DKD temperature"),
+        (lambda: terms_from_keywords(**FEATURES, distribution_temperature="4"),
+         "UniKDFeatures temperature"),
+    ],
+)
+def test_a_temperature_that_is_not_a_number_is_named(build, named):
+    message = f"{named} must be a number > 0; got '4' (a str)."
+    with pytest.raises(ValueError, match=re.escape(message)):
         build()
 
 
@@ -472,3 +544,73 @@ def test_teacher_given_by_path(pair, batch, tmp_path):
         keras.ops.convert_to_numpy(teacher(x)),
         rtol=1e-6,
     )
+
+
+def damaged_teacher_files(pair, directory):
+    """A garbage file, a truncated archive and one with a flipped byte, as `.keras` files."""
+    good = os.path.join(directory, "good.keras")
+    pair[0].save(good)
+    with open(good, "rb") as file:
+        archive = bytearray(file.read())
+    flipped = bytearray(archive)
+    flipped[len(archive) // 2] ^= 0xFF
+    damaged = {"garbage": b"garbage" * 100, "truncated": archive[: len(archive) // 2],
+               "flipped": flipped}
+    for name, content in damaged.items():
+        with open(os.path.join(directory, f"{name}.keras"), "wb") as file:
+            file.write(content)
+    return [os.path.join(directory, f"{name}.keras") for name in damaged]
+
+
+def test_corrupt_teacher_file(pair, tmp_path, capsys):
+    paths = damaged_teacher_files(pair, str(tmp_path))
+    for path, problem in zip(paths, ["not a zip archive", "not a zip archive", "bad checksum"]):
+        with pytest.raises(
+            ValueError,
+            match=rf"^The teacher file '{re.escape(path)}' exists but is not a readable Keras "
+            rf"model archive \({problem}.*\): it may be truncated or corrupt.*Save the "
+            r"teacher again \(teacher.save",
+        ):
+            keras_unikd.Distiller(path, pair[1], logits_loss="kd", distribution_loss=None)
+    argv = ["distill", "--preset", "cifar100_vgg13_vgg8", "--teacher", paths[0],
+            "--output-dir", str(tmp_path / "runs")]
+    assert cli.main(argv) == 2
+    error = capsys.readouterr().err
+    assert f"The teacher file {paths[0]!r} exists but is not a readable Keras model" in error
+    assert "keras-unikd train-teacher --preset cifar100_vgg13_vgg8" in error
+
+
+class UnregisteredTerm(terms.DistillationTerm):
+    """A custom term whose class Keras does not know."""
+
+    def call(self, record):
+        return {self.loss_names[0]: keras.ops.mean(keras.ops.square(record.student_logits))}
+
+
+@keras.saving.register_keras_serializable(package="keras_unikd_tests")
+class RegisteredTerm(UnregisteredTerm):
+    pass
+
+
+def test_custom_term_class_not_registered(pair, tmp_path):
+    for term_class in (UnregisteredTerm, RegisteredTerm):
+        distiller = keras_unikd.Distiller(
+            *pair, terms=[terms.CrossEntropy(), term_class(weight=0.5, name="mine")]
+        )
+        distiller.save(str(tmp_path / f"{term_class.__name__}.keras"))
+    path = str(tmp_path / "UnregisteredTerm.keras")
+    with pytest.raises(ValueError) as error:
+        keras.saving.load_model(path)
+    first_line = str(error.value).splitlines()[0]
+    assert re.match(
+        r"The Distiller's term 'mine' has class 'UnregisteredTerm' \(module '.*test_robustness'\), "
+        r"which Keras cannot find: decorate the class with "
+        r"@keras.saving.register_keras_serializable\(\).*custom_objects=\{'UnregisteredTerm': "
+        r"UnregisteredTerm\} to keras.saving.load_model",
+        first_line,
+    )
+    assert isinstance(error.value.__cause__, TypeError)
+    loaded = keras.saving.load_model(path, custom_objects={"UnregisteredTerm": UnregisteredTerm})
+    assert isinstance(loaded.terms[1], UnregisteredTerm) and loaded.terms[1].weight == 0.5
+    loaded = keras.saving.load_model(str(tmp_path / "RegisteredTerm.keras"))
+    assert isinstance(loaded.terms[1], RegisteredTerm)
