@@ -10,8 +10,10 @@ import numpy as np
 from keras import ops
 
 from keras_unikd.cache import manifest as mf
+from keras_unikd.cache import shards
 from keras_unikd.cache.store import TeacherCache
 from keras_unikd.cache.store import check_epoch_files
+from keras_unikd.cache.store import warn_if_other_tensorflow
 from keras_unikd.data.keyed import KeyedAugmentation
 from keras_unikd.validation import check_choice
 from keras_unikd.validation import check_int
@@ -32,6 +34,7 @@ def build_teacher_cache(
     batch_size=256,
     dtype="float32",
     teacher_token_layouts=None,
+    shard=None,
     verbose=1,
     **options,
 ):
@@ -56,6 +59,20 @@ def build_teacher_cache(
     A directory holding a cache of another teacher, data, augmentation,
     seed, views, outputs or dtype is a `ValueError`, never overwritten.
 
+    With `shard=(i, N)`, this process computes the epochs `e` with `e % N
+    == i` alone, and N such processes (on one machine, one per device, or
+    on several machines sharing the directory) build one cache together,
+    each recording its progress in its own `shard-<i>-of-<N>.json`; rerun
+    a shard with the same arguments to resume it. Sharding is by epoch so
+    that every file is written by one process, from the same batches as in
+    a one-process build: with the same `batch_size`, the files are byte
+    for byte those of a one-process build, and the shard that finds every
+    shard finished writes the manifest a one-process build writes (but for
+    its `build_seconds`, `batch_size` and `versions`, which are those of
+    the shards) and deletes the shard files (see
+    `keras_unikd.cache.shards`). Until then `open_teacher_cache` reads the
+    epochs of every shard file and names the shards still to run.
+
     Args:
         directory: The cache's directory (created if missing).
         teacher: The trained teacher, a functional or Sequential
@@ -78,18 +95,24 @@ def build_teacher_cache(
         dtype: `"float32"` or `"float16"` (half the size; values beyond
             float16's range are an error).
         teacher_token_layouts: As the `Distiller`'s, for token features.
+        shard: `None` (one process builds every epoch), or `(index,
+            num_shards)` with `0 <= index < num_shards`: this process
+            builds the epochs `index, index + num_shards, ...`.
         verbose: 0 (silent) or 1 (a line and a progress bar per epoch).
         **options: The fields of a `KeyedAugmentation`, instead of
             `augmentation`.
 
     Returns:
-        The built `TeacherCache`, opened for `epochs` epochs.
+        The built `TeacherCache`, opened for `epochs` epochs; with `shard`,
+        `None` while other shards are unfinished
+        (`keras_unikd.cache.shards.shard_status` lists them).
 
     Raises:
         ValueError: If the terms cannot be cached (their `teacher_needs()`
             says why) or read nothing of the teacher, the terms need two
-            views without `two_views`, an option is bad, or the directory
-            holds another cache.
+            views without `two_views`, an option or `shard` is bad, the
+            directory holds another cache, or shards of another count are
+            unfinished there.
 
     Example:
 
@@ -113,6 +136,7 @@ def build_teacher_cache(
     epochs = check_positive_int("epochs", epochs, fn=fn)
     batch_size = check_positive_int("batch_size", batch_size, fn=fn)
     check_choice("verbose", verbose, (0, 1, 2), fn=fn)
+    shard = shards.check_shard(shard, fn)
     augmentation = KeyedAugmentation.from_options(augmentation, options, fn)
     images, labels = mf.training_arrays(images, labels, fn)
     seed = check_int("seed", seed, fn=fn)
@@ -121,23 +145,22 @@ def build_teacher_cache(
     resolved = augmentation.resolve(images.shape[1:]).to_config()
     expected = mf.identity(fingerprint, images, labels, seed, resolved)
     expected.update(_holdings(teacher, fingerprint, outputs, needs, views), dtype=dtype)
-    manifest = _start(directory, expected, epochs, batch_size, fn)
-    complete = _intact_epochs(directory, manifest, epochs)
-    todo = [epoch for epoch in range(epochs) if epoch not in complete]
-    writer = _EpochWriter(directory, outputs, manifest, verbose)
+    manifest = _start(directory, expected, epochs, batch_size, shard, fn)
+    progress = _Progress(directory, manifest, shard, epochs, batch_size, fn)
+    todo = _todo(directory, progress, shards.shard_epochs(shard, epochs))
+    writer = _EpochWriter(directory, outputs, manifest, batch_size, verbose)
+    where = "" if shard is None else f" (shard {shard[0]} of {shard[1]})"
     for run in _consecutive(todo):
         start = time.perf_counter()  # an epoch's time includes the pipeline's setup
         batches = _keyed_batches(images, labels, seed, augmentation, views, batch_size, run)
         for epoch, epoch_batches in itertools.groupby(batches, key=lambda batch: batch[0]):
             if verbose:
-                print(f"Teacher cache {directory}: epoch {epoch + 1}/{epochs}")
+                print(f"Teacher cache {directory}{where}: epoch {epoch + 1}/{epochs}")
             writer.write(epoch, epoch_batches)
-            complete.add(epoch)
-            manifest["epochs_complete"] = sorted(complete)
-            manifest["build_seconds"][str(epoch)] = round(time.perf_counter() - start, 3)
-            mf.write_manifest(directory, manifest)
+            progress.done(epoch, round(time.perf_counter() - start, 3))
             start = time.perf_counter()
-    return TeacherCache(directory, manifest, epochs)
+    manifest = progress.finish()
+    return None if manifest is None else TeacherCache(directory, manifest, epochs)
 
 
 def _outputs_model(teacher, needs, image_shape, token_layouts, fn):
@@ -191,49 +214,101 @@ def _holdings(teacher, fingerprint, outputs, needs, views):
     }
 
 
-def _start(directory, expected, epochs, batch_size, fn):
-    """The manifest to build with: a new one, or the directory's, checked."""
+def _start(directory, expected, epochs, batch_size, shard, fn):
+    """The manifest to build with: a new one, or the directory's, checked.
+
+    A shard never rewrites an existing manifest (other shards may be
+    merging into it); its batch size and versions go to its own file.
+    """
     os.makedirs(directory, exist_ok=True)
-    if os.path.exists(os.path.join(directory, mf.MANIFEST)):
-        manifest = mf.read_manifest(directory, fn)
-        mf.check_identity(manifest, expected, directory, fn)
-        for key in ("views", "outputs", "dtype", "arrays"):
-            if manifest.get(key) != expected[key]:
-                raise ValueError(
-                    f"{fn}: the teacher cache at {directory!r} holds other {key} "
-                    f"(cache {mf.short(manifest.get(key))}, now {mf.short(expected[key])}). "
-                    "Build this cache in a new directory (or delete this one)."
-                )
-        if manifest["teacher"]["token_layouts"] != expected["teacher"]["token_layouts"]:
-            raise ValueError(
-                f"{fn}: the teacher cache at {directory!r} read the teacher's token "
-                f"features with other layouts ({manifest['teacher']['token_layouts']} "
-                f"vs {expected['teacher']['token_layouts']}). Build this cache in a new "
-                "directory."
-            )
-        manifest["epochs"] = max(int(manifest["epochs"]), epochs)
-    else:
+    if not os.path.exists(os.path.join(directory, mf.MANIFEST)):
         manifest = dict(expected, epochs=epochs, epochs_complete=[], build_seconds={})
+    else:
+        manifest = mf.read_manifest(directory, fn)
+        _check_holdings(manifest, expected, directory, fn)
+        if shard is not None:
+            warn_if_other_tensorflow(manifest, directory)
+            return manifest
+        # Finished shards of an earlier build are merged first.
+        shards.refuse_unfinished(directory, None, fn)
+        manifest = shards.merge(directory, fn) or manifest
+        manifest["epochs"] = max(int(manifest["epochs"]), epochs)
     manifest["versions"] = mf.versions()
     manifest["batch_size"] = batch_size
     mf.write_manifest(directory, manifest)
     return manifest
 
 
-def _intact_epochs(directory, manifest, epochs):
-    """The complete epochs below `epochs` whose files are whole (others warn)."""
-    complete = set()
-    for epoch in sorted(manifest["epochs_complete"]):
-        if epoch >= epochs:
-            complete.add(epoch)
-            continue
-        try:
-            check_epoch_files(directory, manifest, epoch, "build_teacher_cache")
-        except ValueError as error:
-            warnings.warn(f"{error} Epoch {epoch} is computed again.", stacklevel=3)
-            continue
-        complete.add(epoch)
-    return complete
+def _check_holdings(manifest, expected, directory, fn):
+    """`ValueError` unless the directory's cache is the one `expected` describes."""
+    mf.check_identity(manifest, expected, directory, fn)
+    for key in ("views", "outputs", "dtype", "arrays"):
+        if manifest.get(key) != expected[key]:
+            raise ValueError(
+                f"{fn}: the teacher cache at {directory!r} holds other {key} "
+                f"(cache {mf.short(manifest.get(key))}, now {mf.short(expected[key])}). "
+                "Build this cache in a new directory (or delete this one)."
+            )
+    if manifest["teacher"]["token_layouts"] != expected["teacher"]["token_layouts"]:
+        raise ValueError(
+            f"{fn}: the teacher cache at {directory!r} read the teacher's token "
+            f"features with other layouts ({manifest['teacher']['token_layouts']} "
+            f"vs {expected['teacher']['token_layouts']}). Build this cache in a new "
+            "directory."
+        )
+
+
+class _Progress:
+    """Where a build records the epochs it finishes: the manifest, or its shard's file."""
+
+    def __init__(self, directory, manifest, shard, epochs, batch_size, fn):
+        self.directory, self.fn, self.manifest = directory, fn, manifest
+        self.record = None
+        if shard is not None:
+            self.record = shards.start(directory, manifest, shard, epochs, batch_size, fn)
+        _, records = shards.read_progress(directory, fn)
+        self.complete = shards.complete_epochs(manifest, records)
+        self.own = set(self._target["epochs_complete"])
+
+    @property
+    def _target(self):
+        return self.manifest if self.record is None else self.record
+
+    def discard(self, epoch):
+        """Forgets a complete epoch whose files are damaged."""
+        self.complete.discard(epoch)
+        self.own.discard(epoch)
+
+    def done(self, epoch, seconds):
+        """Records `epoch` complete, atomically."""
+        self.complete.add(epoch)
+        self.own.add(epoch)
+        self._target["epochs_complete"] = sorted(self.own)
+        self._target["build_seconds"][str(epoch)] = seconds
+        if self.record is None:
+            mf.write_manifest(self.directory, self.manifest)
+        else:
+            shards.write_record(self.directory, self.record)
+
+    def finish(self):
+        """The finished cache's manifest, or `None` while other shards are unfinished."""
+        return self.manifest if self.record is None else shards.merge(self.directory, self.fn)
+
+
+def _todo(directory, progress, epochs):
+    """The epochs of `epochs` to compute: those not complete, or whose files are
+    damaged (with a warning)."""
+    todo = []
+    for epoch in epochs:
+        if epoch in progress.complete:
+            try:
+                check_epoch_files(directory, progress.manifest, epoch, "build_teacher_cache")
+                continue
+            except ValueError as error:
+                warnings.warn(f"{error} Epoch {epoch} is computed again.", stacklevel=3)
+                progress.discard(epoch)
+        todo.append(epoch)
+    return todo
 
 
 def _consecutive(epochs):
@@ -275,7 +350,7 @@ def _keyed_batches(images, labels, seed, augmentation, views, batch_size, run):
 class _EpochWriter:
     """Runs the teacher on one epoch's batches and writes the epoch's arrays."""
 
-    def __init__(self, directory, outputs, manifest, verbose):
+    def __init__(self, directory, outputs, manifest, batch_size, verbose):
         from keras_unikd.data.keyed import keyed_steps_per_epoch
 
         self.directory = directory
@@ -284,7 +359,7 @@ class _EpochWriter:
         self.views = manifest["views"]
         self.rows = manifest["dataset"]["num_examples"]
         self.dtype = manifest["dtype"]
-        self.steps = keyed_steps_per_epoch(self.rows, manifest["batch_size"])
+        self.steps = keyed_steps_per_epoch(self.rows, batch_size)
         self.verbose = verbose
 
     def write(self, epoch, batches):

@@ -6,7 +6,8 @@ its teacher's weights, the training data, the keyed augmentation and seed
 count, input shape and tapped features' shapes (so that a Distiller can be
 built with no teacher model), describes every stored array by an `ArraySpec`,
 and lists the epochs that are complete. It is written atomically: to a
-temporary file, flushed, then renamed.
+temporary file, flushed, then renamed. A cache built in shards also holds
+one progress file per unfinished shard (`keras_unikd.cache.shards`).
 """
 
 import dataclasses
@@ -17,6 +18,8 @@ import os
 import keras
 import numpy as np
 from keras import ops
+
+from keras_unikd import atomic_files
 
 FORMAT = "keras_unikd.teacher_cache"
 FORMAT_VERSION = 2
@@ -206,14 +209,20 @@ def array_path(directory, epoch, spec):
 
 
 def write_manifest(directory, manifest):
-    """Writes `manifest.json` atomically (temporary file, fsync, rename)."""
-    path = os.path.join(directory, MANIFEST)
-    temporary = path + ".tmp"
-    with open(temporary, "w") as file:
-        json.dump(manifest, file, indent=1, sort_keys=True)
-        file.flush()
-        os.fsync(file.fileno())
-    os.replace(temporary, path)
+    """Writes `manifest.json` atomically (see `write_json`)."""
+    write_json(os.path.join(directory, MANIFEST), manifest)
+
+
+def write_json(path, value):
+    """Writes `value` to `path` as JSON, atomically (`atomic_files.atomic_write`:
+    a temporary file of its own, so that processes writing at once never share
+    one, fsynced, renamed)."""
+
+    def write(temporary):
+        with open(temporary, "w") as file:
+            json.dump(value, file, indent=1, sort_keys=True)
+
+    atomic_files.atomic_write(path, write)
 
 
 def read_manifest(directory, fn):

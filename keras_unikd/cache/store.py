@@ -6,6 +6,7 @@ import warnings
 import numpy as np
 
 from keras_unikd.cache import manifest as mf
+from keras_unikd.cache import shards
 from keras_unikd.data.keyed import KeyedAugmentation
 from keras_unikd.validation import check_positive_int
 
@@ -75,10 +76,12 @@ def open_teacher_cache(
     naming the problem and its fix: the teacher's weights (its
     fingerprint), the data, the augmentation and the seed must be those the
     cache was built with; the cache must hold every view and output the
-    `terms` read; epochs `0 .. epochs - 1` must be complete; and each of
-    their files must be a whole `.npy` array of the manifest's shape and
-    dtype. A cache built under another TensorFlow version warns (its keyed
-    views may differ); one built under another Keras backend is fine.
+    `terms` read; epochs `0 .. epochs - 1` must be complete (for a cache
+    built in shards, in the manifest or in a shard's progress file: the
+    error names the shards still to run); and each of their files must be
+    a whole `.npy` array of the manifest's shape and dtype. A cache built
+    under another TensorFlow version warns (its keyed views may differ);
+    one built under another Keras backend is fine.
 
     Args:
         directory: The cache's directory.
@@ -131,7 +134,7 @@ def open_teacher_cache(
     check_positive_int("epochs", epochs, fn=fn)
     augmentation = KeyedAugmentation.from_options(augmentation, options, fn)
     images, labels = mf.training_arrays(images, labels, fn)
-    manifest = mf.read_manifest(directory, fn)
+    manifest, records = shards.read_progress(directory, fn)
     if teacher is None or isinstance(teacher, str):
         teacher_hash, layouts = teacher, None
     else:
@@ -153,8 +156,8 @@ def open_teacher_cache(
             f"with the layouts {cached_layouts}, this training with {layouts}. Build a "
             "cache with this training's teacher_token_layouts."
         )
-    _check_epochs(manifest, epochs, directory, fn)
-    _warn_if_other_tensorflow(manifest, directory)
+    manifest["epochs_complete"] = _check_epochs(manifest, records, epochs, directory, fn)
+    warn_if_other_tensorflow(manifest, directory)
     for epoch in range(int(epochs)):
         check_epoch_files(directory, manifest, epoch, fn)
     return TeacherCache(directory, manifest, int(epochs))
@@ -180,20 +183,31 @@ def _check_outputs(manifest, views, needs, directory, fn):
         )
 
 
-def _check_epochs(manifest, epochs, directory, fn):
-    complete = set(manifest["epochs_complete"])
+def _check_epochs(manifest, records, epochs, directory, fn):
+    """The complete epochs (the manifest's and the shard files'), or a
+    `ValueError` naming the missing ones and how to build them."""
+    complete = shards.complete_epochs(manifest, records)
     missing = [epoch for epoch in range(int(epochs)) if epoch not in complete]
-    if missing:
-        held = mf.leading_epochs(complete)
+    if not missing:
+        return sorted(complete)
+    pending = shards.unfinished(records, complete)
+    if pending and set(missing) <= {e for epochs in pending.values() for e in epochs}:
         raise ValueError(
-            f"{fn}: the teacher cache at {directory!r} holds epochs 0 .. {held - 1} "
-            f"complete, but the training asks for {epochs} (epoch {missing[0]} is "
-            f"missing). Run build_teacher_cache(..., epochs={epochs}) with the same "
-            "arguments: it keeps the finished epochs and computes the rest."
+            f"{fn}: the teacher cache at {directory!r} is built in shards, and "
+            f"these have not finished: {shards.describe(pending)} (the training "
+            f"asks for epochs 0 .. {epochs - 1}). {shards.finish_hint(pending)}"
         )
+    held = mf.leading_epochs(complete)
+    raise ValueError(
+        f"{fn}: the teacher cache at {directory!r} holds epochs 0 .. {held - 1} "
+        f"complete, but the training asks for {epochs} (epoch {missing[0]} is "
+        f"missing). Run build_teacher_cache(..., epochs={epochs}) with the same "
+        "arguments (for a cache built in shards, every shard with epochs="
+        f"{epochs}): it keeps the finished epochs and computes the rest."
+    )
 
 
-def _warn_if_other_tensorflow(manifest, directory):
+def warn_if_other_tensorflow(manifest, directory):
     tf_version = mf.versions()["tensorflow"]
     if manifest["versions"]["tensorflow"] != tf_version:
         warnings.warn(

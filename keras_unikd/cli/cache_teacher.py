@@ -7,6 +7,10 @@ every view of the keyed CIFAR-100 training pipeline
 view or two as the method reads) for `--epochs` epochs. A method whose terms
 need the teacher online (`fitnet`, a teacher-side aggregator) is an error
 that names the term. Running it again resumes an interrupted build.
+
+With `--shard I --num-shards N`, it builds the epochs `e % N == I` alone: N
+such commands (one per machine sharing `--cache-dir`, or one per device of
+a machine) build one cache together (`keras_unikd.cache.shards`).
 """
 
 import os
@@ -43,6 +47,15 @@ def add_parser(commands):
         help="seed of the keyed data order and augmentation (default: 0); train "
         "from the cache with the same seed",
     )
+    parser.add_argument(
+        "--shard", type=int,
+        help="build this shard alone, 0 .. --num-shards - 1: the epochs e with "
+        "e %% num_shards == shard (rerun it to resume it)",
+    )
+    parser.add_argument(
+        "--num-shards", type=int,
+        help="the number of shards (processes or machines) building the cache together",
+    )
     common.add_verbose_argument(
         parser,
         "0: silent; 1: a progress bar per epoch (default on a terminal); 2: a line per epoch",
@@ -58,6 +71,7 @@ def run(args):
     from keras_unikd.data.cifar100 import cifar100_train_arrays
     from keras_unikd.terms import TeacherNeeds
 
+    shard = _shard(args)
     preset = common.get_preset(args.preset)
     method, views = common.run_method(preset, args.method, args.logit_standardization)
     if preset.dataset != "cifar100":
@@ -87,7 +101,7 @@ def run(args):
     print(
         f"keras-unikd: caching the teacher of {method} on {preset.name}: {epochs} "
         f"epoch(s) x {len(images)} examples x {views} view(s), {args.dtype}, "
-        f"seed {args.seed}; writing {args.cache_dir}",
+        f"seed {args.seed}{_shard_text(shard)}; writing {args.cache_dir}",
         flush=True,
     )
     start = time.perf_counter()
@@ -104,10 +118,19 @@ def run(args):
             two_views=views == 2,
             batch_size=args.batch_size or preset.recipe.batch_size,
             dtype=args.dtype,
+            shard=shard,
             verbose=common.verbosity(args),
         )
     except ValueError as error:
         raise common.CLIError(str(error)) from None
+    if cache is None:
+        print(
+            f"keras-unikd: shard {shard[0]} of {shard[1]} of the teacher cache at "
+            f"{os.path.abspath(args.cache_dir)} built in {time.perf_counter() - start:.1f} "
+            f"s; still to finish: {_pending(args.cache_dir)}",
+            flush=True,
+        )
+        return 0
     print(
         f"keras-unikd: teacher cache at {os.path.abspath(args.cache_dir)}: "
         f"{cache.disk_bytes() / 2**20:.1f} MiB on disk, built in "
@@ -115,3 +138,31 @@ def run(args):
         flush=True,
     )
     return 0
+
+
+def _shard(args):
+    """`(--shard, --num-shards)`, or `None` without them; checked."""
+    if args.shard is None and args.num_shards is None:
+        return None
+    if args.shard is None or args.num_shards is None:
+        raise common.CLIError(
+            "--shard and --num-shards go together: --shard I --num-shards N builds "
+            "shard I (0 .. N - 1) of N."
+        )
+    if args.num_shards < 1 or not 0 <= args.shard < args.num_shards:
+        raise common.CLIError(
+            f"--shard must lie in 0 .. --num-shards - 1, and --num-shards be at least 1; "
+            f"got --shard {args.shard} --num-shards {args.num_shards}."
+        )
+    return args.shard, args.num_shards
+
+
+def _shard_text(shard):
+    return "" if shard is None else f", shard {shard[0]} of {shard[1]}"
+
+
+def _pending(directory):
+    from keras_unikd.cache import shards
+
+    pending = shards.shard_status(directory)
+    return shards.describe(pending) if pending else "none (another shard has just finished)"
