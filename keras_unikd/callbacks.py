@@ -4,13 +4,23 @@ import json
 import math
 import os
 import time
-import uuid
 import warnings
 
 import keras
 import numpy as np
 
+from keras_unikd.atomic_files import atomic_write
+from keras_unikd.backup import StepBackup
 from keras_unikd.validation import check_choice
+
+__all__ = [
+    "DistillationWatch",
+    "EpochTimer",
+    "NonFiniteLossGuard",
+    "StepBackup",
+    "StudentCheckpoint",
+    "TrainingPlan",
+]
 
 
 class _Callback(keras.callbacks.Callback):
@@ -35,6 +45,12 @@ class TrainingPlan(_Callback):
     is moved to that epoch's first step. `Distiller.fit` adds this callback
     itself.
 
+    Args:
+        epochs: The run's planned number of epochs, when it differs from
+            the `epochs` of the `fit` call (`Distiller.fit` passes its own:
+            a run resumed by `StepBackup` can be split into two `fit` calls);
+            `None`: `fit`'s.
+
     Example:
 
     >>> plan = TrainingPlan()
@@ -42,12 +58,16 @@ class TrainingPlan(_Callback):
     True
     """
 
+    def __init__(self, epochs=None):
+        super().__init__()
+        self.epochs = epochs
+
     def on_train_begin(self, logs=None):
         steps = self.params.get("steps")
         self._count_batches = not steps
         if steps:
             self.model.steps_per_epoch.assign(float(steps))
-        epochs = self.params.get("epochs") or 1
+        epochs = self.epochs or self.params.get("epochs") or 1
         self.model.planned_epochs.assign(float(epochs))
         self.model.warn_about_long_warmups(epochs)
 
@@ -67,7 +87,7 @@ class TrainingPlan(_Callback):
             self._count_batches = False
 
     def get_config(self):
-        return {}
+        return {"epochs": self.epochs}
 
 
 @keras.saving.register_keras_serializable(package="keras_unikd")
@@ -333,31 +353,6 @@ class NonFiniteLossGuard(_Callback):
         return {"raise_error": self.raise_error}
 
 
-def _atomic_write(path, write):
-    """Calls `write(temporary_path)`, then moves the file onto `path`.
-
-    The temporary file lives in the same directory (so `os.replace` is an
-    atomic rename) and is flushed to disk first: `path` is always either
-    the previous complete file or the new complete file, never a partial
-    one. The temporary file is removed if writing fails.
-    """
-    directory, name = os.path.split(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    # A fresh name (not mkstemp's file) keeps the default file permissions.
-    temporary = os.path.join(
-        directory, f".{name}.{uuid.uuid4().hex[:12]}{os.path.splitext(name)[1]}"
-    )
-    try:
-        write(temporary)
-        with open(temporary, "rb") as written:
-            os.fsync(written.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        if os.path.exists(temporary):
-            os.remove(temporary)
-        raise
-
-
 @keras.saving.register_keras_serializable(package="keras_unikd")
 class StudentCheckpoint(_Callback):
     """Saves the Distiller's student alone as a `.keras` file, atomically.
@@ -440,7 +435,7 @@ class StudentCheckpoint(_Callback):
                 return
             self.best = value
         network = getattr(self.model, "student", self.model)
-        _atomic_write(self.filepath, network.save)
+        atomic_write(self.filepath, network.save)
         if self.save_best_only:
             state = {
                 "monitor": self.monitor,
@@ -448,7 +443,7 @@ class StudentCheckpoint(_Callback):
                 "best": self.best,
                 "epoch": epoch + 1,
             }
-            _atomic_write(self.state_path, lambda path: _write_json(path, state))
+            atomic_write(self.state_path, lambda path: _write_json(path, state))
 
     def _monitored_value(self, logs):
         if self.monitor not in logs:

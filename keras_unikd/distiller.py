@@ -10,6 +10,9 @@ from keras import ops
 
 from keras_unikd import losses as unikd_losses
 from keras_unikd.auto_taps import auto_taps
+from keras_unikd.backup import DATA_ARGUMENTS
+from keras_unikd.backup import StepBackup
+from keras_unikd.backup import fit_with_backup
 from keras_unikd.callbacks import DistillationWatch
 from keras_unikd.callbacks import NonFiniteLossGuard
 from keras_unikd.callbacks import TrainingPlan
@@ -632,9 +635,25 @@ class Distiller(KerasInternals, keras.Model):
             student_logits = self._check_first_batch(*batch)
             self._build_training_state(batch[1], student_logits)
         callbacks = list(callbacks or [])
-        for callback_class in (TrainingPlan, NonFiniteLossGuard, DistillationWatch):
-            if not any(isinstance(callback, callback_class) for callback in callbacks):
-                callbacks.append(callback_class())
+        defaults = (TrainingPlan(epochs=epochs), NonFiniteLossGuard(), DistillationWatch())
+        for default in defaults:
+            if not any(isinstance(callback, type(default)) for callback in callbacks):
+                callbacks.append(default)
+        backup = next((c for c in callbacks if isinstance(c, StepBackup)), None)
+        if backup is not None:
+            data = {key: kwargs.pop(key) for key in DATA_ARGUMENTS if key in kwargs}
+            data.update(x=x, y=y, batch_size=batch_size)
+            return fit_with_backup(
+                self,
+                super().fit,
+                backup,
+                data,
+                epochs,
+                verbose=verbose,
+                callbacks=callbacks,
+                validation_data=validation_data,
+                **kwargs,
+            )
         return super().fit(
             x,
             y,

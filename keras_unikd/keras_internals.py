@@ -25,35 +25,12 @@ else in the package uses public Keras API: the `Distiller` overrides
   docstring's own example does; `optimizer_variable_index` wraps it. It also
   knows the variable when TensorFlow hands `update_step` the `tf.Variable`
   or a per-replica copy under a distribution strategy.
-- `keras.callbacks.BackupAndRestore` (no public name for it): the epoch a
-  resumed `fit` starts at is known only inside `fit`, from the callback's
-  `training_metadata.json`, but a keyed pipeline
-  (`keras_unikd.data.keyed`) must be made for that epoch before `fit`;
-  `backup_start_epoch` reads it there.
 """
 
-import json
-import os
 
 import keras
 
 BACKEND = keras.backend.backend()
-
-
-def backup_start_epoch(backup_dir):
-    """The epoch at which `fit` with `BackupAndRestore(backup_dir)` resumes:
-    the number of epochs its backup holds, 0 when there is none.
-
-    The callback restores it in `on_train_begin`; a caller that must build
-    its data for that epoch checks, once `fit` runs, that the first
-    `on_epoch_begin` gets the same epoch (the callback falls back to its
-    previous backup when the latest is damaged).
-    """
-    path = os.path.join(backup_dir, "training_metadata.json")
-    if not os.path.exists(path):
-        return 0
-    with open(path) as handle:
-        return int(json.load(handle)["epoch"])
 
 
 def optimizer_variable_index(optimizer, variable):

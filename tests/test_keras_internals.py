@@ -7,7 +7,6 @@ upgrade, read the module's docstring and re-check the Keras bug it names.
 import inspect
 
 import keras
-import numpy as np
 import pytest
 
 import keras_unikd
@@ -77,24 +76,3 @@ def test_optimizer_variable_index_hook_is_still_there():
             assert keras_internals.optimizer_variable_index(optimizer, variable.value) == index
 
 
-def test_backup_start_epoch_is_where_backup_and_restore_resumes(tmp_path):
-    # BackupAndRestore writes `training_metadata.json` with the epochs done
-    # under "epoch" and resumes `fit` there (Keras 3.12 - 3.15).
-    backup = str(tmp_path / "backup")
-    assert keras_internals.backup_start_epoch(backup) == 0
-    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
-    model.compile(optimizer="sgd", loss="mse")
-    x, y = np.zeros((4, 2), "float32"), np.zeros((4, 1), "float32")
-
-    class FirstEpoch(keras.callbacks.Callback):
-        def on_epoch_begin(self, epoch, logs=None):
-            self.first = getattr(self, "first", epoch)
-
-    for epochs, expected_start in ((2, 0), (3, 2)):
-        first = FirstEpoch()
-        model.fit(
-            x, y, epochs=epochs, verbose=0,
-            callbacks=[keras.callbacks.BackupAndRestore(backup, delete_checkpoint=False), first],
-        )
-        assert first.first == expected_start
-        assert keras_internals.backup_start_epoch(backup) == epochs

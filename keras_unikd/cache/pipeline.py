@@ -21,6 +21,7 @@ def cached_teacher_pipeline(
     drop_remainder=False,
     num_parallel_calls=None,
     with_example_index=False,
+    start_batch=0,
 ):
     """The keyed training batches with the teacher's cached outputs attached.
 
@@ -38,6 +39,13 @@ def cached_teacher_pipeline(
     reads the memory-mapped epoch arrays in a `tf.numpy_function`, once per
     batch.
 
+    The batches are global batches, and a Distiller trains from them as on
+    one device under `tf.distribute.MirroredStrategy` (each replica gets its
+    share of each batch), `MultiWorkerMirroredStrategy` (every worker
+    computes the same batches and keeps its replicas' share: the auto-shard
+    policy is `DATA`) and JAX's `keras.distribution.DataParallel` (each batch
+    split over the devices); see `docs/guides/teacher-cache.md`.
+
     As with `make_keyed_image_pipeline`, the dataset is finite (epochs
     `start_epoch .. cache.epochs - 1`): pass `fit` the
     `keyed_steps_per_epoch(len(images), batch_size, drop_remainder)` as
@@ -52,6 +60,9 @@ def cached_teacher_pipeline(
         batch_size: The training batch size (any: the views do not depend
             on it).
         start_epoch: The first epoch of the dataset.
+        start_batch: Batches of `start_epoch` to skip (the dataset is marked
+            `keras_unikd.data.resumable`, so `Distiller.fit` with a
+            `keras_unikd.callbacks.StepBackup` starts it at any batch itself).
         two_views: Whether the batches hold `(weak, strong)` views; `None`
             (default): as many views as the cache holds. `False` with a
             two-view cache gives its weak views alone (they do not depend
@@ -94,6 +105,7 @@ def cached_teacher_pipeline(
     import tensorflow as tf
 
     from keras_unikd.data.keyed import make_keyed_image_pipeline
+    from keras_unikd.data.resume import resumable
 
     fn = "cached_teacher_pipeline"
     if not isinstance(cache, TeacherCache):
@@ -132,20 +144,36 @@ def cached_teacher_pipeline(
             inputs[EXAMPLE_INDEX] = keys["index"]
         return inputs, y
 
-    dataset = make_keyed_image_pipeline(
-        images,
-        labels,
-        batch_size,
-        cache.manifest["seed"],
-        cache.epochs,
-        start_epoch=start_epoch,
-        augmentation=cache.augmentation,
-        two_views=len(views) == 2,
-        with_keys=True,
-        drop_remainder=drop_remainder,
-        num_parallel_calls=num_parallel_calls,
-    )
-    return dataset.map(attach).prefetch(tf.data.AUTOTUNE)
+    def batches(epoch, batch):
+        keyed = make_keyed_image_pipeline(
+            images,
+            labels,
+            batch_size,
+            cache.manifest["seed"],
+            cache.epochs,
+            start_epoch=epoch,
+            start_batch=batch,
+            augmentation=cache.augmentation,
+            two_views=len(views) == 2,
+            with_keys=True,
+            drop_remainder=drop_remainder,
+            num_parallel_calls=num_parallel_calls,
+        )
+        return _data_sharded(keyed.map(attach).prefetch(tf.data.AUTOTUNE))
+
+    return resumable(batches(start_epoch, start_batch), batches)
+
+
+def _data_sharded(dataset):
+    """`dataset` with the auto-shard policy `DATA`, stated (`AUTO` falls back to it
+    for a source that reads no files): every worker of a
+    `MultiWorkerMirroredStrategy` computes the same global batches and keeps
+    its replicas' share of each, so the global batches are one device's."""
+    import tensorflow as tf
+
+    options = tf.data.Options()
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+    return dataset.with_options(options)
 
 
 def _views(cache, two_views, fn):

@@ -14,8 +14,10 @@ keyed views of the same `--seed` (default 0, as `cache-teacher`'s) with the
 teacher's outputs read from `DIR` instead of computed, by a Distiller that
 has no teacher model (`TeacherCache.teacher_source()`). The cache is checked
 against the data, seed, method and epochs first (and against the teacher's
-weights when `--teacher` is given), and a resumed run starts the keyed
-pipeline at the epoch `backup/` resumes at.
+weights when `--teacher` is given). Such a run backs up with
+`keras_unikd.callbacks.StepBackup` (every 10 minutes and at epoch ends, in
+`backup/`): run the same command again after a crash and it continues at the
+next batch.
 """
 
 import os
@@ -83,12 +85,12 @@ def run(args):
         with_example_index=reads_train_labels(method),
     )
     training.steps_per_epoch = common.steps_per_epoch(train_ds, preset, batch_size, args.take)
-    callbacks, fit_steps, source = [], None, None
+    fit_steps, source, backup = None, None, None
     if args.teacher_cache:
-        source, train_ds, training.steps_per_epoch, start_epoch = _cached_batches(
-            args, preset, training, labels
+        backup = _step_backup(training)
+        source, train_ds, training.steps_per_epoch = _cached_batches(
+            args, preset, training, backup.latest(), labels
         )
-        callbacks.append(_keyed_start_check(start_epoch))
         fit_steps = training.steps_per_epoch
     training.info.update(
         teacher_path=teacher_path,
@@ -111,8 +113,8 @@ def run(args):
         val_ds,
         common.verbosity(args),
         strategy=strategy,
-        callbacks=callbacks,
         fit_steps=fit_steps,
+        backup=backup,
     )
     return 0
 
@@ -137,21 +139,31 @@ def _check_cached_run(args, preset, method):
             f"--method {method} trains the student alone and reads no teacher: drop "
             "--teacher-cache."
         )
-    if args.strategy != "none":
-        raise common.CLIError(
-            "--teacher-cache runs on one device for now: drop --strategy (or "
-            "--teacher-cache, to distil online on several devices)."
-        )
     if args.teacher:
         common.check_teacher_file(args.teacher, args, preset)
 
 
-def _cached_batches(args, preset, training, train_labels=None):
-    """`(teacher source, training batches, steps per epoch, first epoch)` of a cached run.
+def _step_backup(training):
+    """The `StepBackup` of a cached run's `backup/`: it resumes at the next batch."""
+    from keras_unikd.callbacks import StepBackup
+
+    if os.path.exists(os.path.join(training.backup_dir, "training_metadata.json")):
+        raise common.CLIError(
+            f"{training.backup_dir} holds an epoch-level backup of an older keras-unikd "
+            "(keras.callbacks.BackupAndRestore); runs from a teacher cache now back up "
+            "at any step. Delete that folder to start the run over, or finish the run "
+            "with the older version."
+        )
+    return StepBackup(training.backup_dir, save_every_minutes=10, delete_on_finish=False)
+
+
+def _cached_batches(args, preset, training, position, train_labels=None):
+    """`(teacher source, training batches, steps per epoch)` of a cached run.
 
     The cache is opened (and checked) for this run's terms, data, seed and
-    epochs; the keyed batches start at the epoch `backup/` resumes at and
-    carry each example's index for a method that reads `train_labels`.
+    epochs; the keyed batches carry each example's index for a method that
+    reads `train_labels`. `Distiller.fit` starts them at the batch of the
+    last backup (`position`, a `BackupPosition` or `None`, is only printed).
     """
     from keras_unikd import presets
     from keras_unikd.cache import cached_teacher_pipeline
@@ -159,7 +171,6 @@ def _cached_batches(args, preset, training, train_labels=None):
     from keras_unikd.data.cifar100 import cifar100_keyed_augmentation
     from keras_unikd.data.cifar100 import cifar100_train_arrays
     from keras_unikd.data.keyed import keyed_steps_per_epoch
-    from keras_unikd.keras_internals import backup_start_epoch
 
     images, labels = cifar100_train_arrays(data_dir=args.data_dir, take=args.take)
     seed = 0 if args.seed is None else args.seed
@@ -178,36 +189,17 @@ def _cached_batches(args, preset, training, train_labels=None):
         )
     except ValueError as error:
         raise common.CLIError(f"--teacher-cache: {error}") from None
-    start_epoch = backup_start_epoch(training.backup_dir)
+    resuming = f", resuming at epoch {position.epoch}" if position else ""
+    if position and position.batch:
+        resuming += f" after batch {position.batch}"
     print(
         f"keras-unikd: the teacher's outputs come from the cache at "
-        f"{os.path.abspath(args.teacher_cache)} (keyed seed {seed}"
-        + (f", resuming at epoch {start_epoch}" if start_epoch else "")
-        + ")",
+        f"{os.path.abspath(args.teacher_cache)} (keyed seed {seed}{resuming})",
         flush=True,
     )
     batches = cached_teacher_pipeline(
-        cache, images, labels, training.batch_size, start_epoch=start_epoch,
+        cache, images, labels, training.batch_size,
         with_example_index=train_labels is not None,
     )
     steps = keyed_steps_per_epoch(len(images), training.batch_size)
-    return cache.teacher_source(), batches, steps, start_epoch
-
-
-def _keyed_start_check(start_epoch):
-    """A callback that stops `fit` if it does not start at `start_epoch`, the
-    first epoch of the keyed batches (every later epoch then matches)."""
-    import keras
-
-    started = []
-
-    def check(epoch, logs=None):
-        if not started and epoch != start_epoch:
-            raise RuntimeError(
-                f"keras-unikd: fit resumed at epoch {epoch}, but the cached batches start "
-                f"at epoch {start_epoch}: the backup changed after it was read (Keras "
-                "fell back to its previous backup). Run the command again."
-            )
-        started.append(epoch)
-
-    return keras.callbacks.LambdaCallback(on_epoch_begin=check)
+    return cache.teacher_source(), batches, steps

@@ -2,8 +2,10 @@
 
 A run folder holds
 
-- `backup/`: `keras.callbacks.BackupAndRestore` state, saved every epoch;
-  running the same command again resumes from the last finished epoch;
+- `backup/`: `keras.callbacks.BackupAndRestore` state, saved every epoch
+  (runs from a teacher cache: `keras_unikd.callbacks.StepBackup`, every 10
+  minutes too); running the same command again resumes from the last
+  finished epoch (from the cache: at the next batch after the last backup);
 - `log.csv`: one row per epoch with every loss term, the metrics, the
   validation metrics and `epoch_seconds`;
 - `tensorboard/`: TensorBoard logs;
@@ -63,7 +65,15 @@ class Run:
 
 
 def fit_run(
-    run, build_model, train_ds, val_ds, verbose, strategy=None, callbacks=(), fit_steps=None
+    run,
+    build_model,
+    train_ds,
+    val_ds,
+    verbose,
+    strategy=None,
+    callbacks=(),
+    fit_steps=None,
+    backup=None,
 ):
     """Builds, compiles and fits the model of `run`, then writes `results.json`.
 
@@ -80,6 +90,8 @@ def fit_run(
         callbacks: Callbacks added after the run folder's.
         fit_steps: `fit`'s `steps_per_epoch` (keyed pipelines hold every
             epoch in one stream), or `None`.
+        backup: The backup callback of `backup/`; `None`:
+            `keras.callbacks.BackupAndRestore` (epoch level).
 
     Returns:
         The results, as written to `results.json`.
@@ -104,7 +116,7 @@ def fit_run(
     log_path = run.path("log.csv")
     every = [
         EpochTimer(),  # First: later callbacks see `epoch_seconds`.
-        keras.callbacks.BackupAndRestore(run.backup_dir, delete_checkpoint=False),
+        backup or keras.callbacks.BackupAndRestore(run.backup_dir, delete_checkpoint=False),
         best,
         keras.callbacks.CSVLogger(log_path, append=True),
         *_tensorboard(run),

@@ -28,6 +28,7 @@ from keras_unikd.data.keyed import make_keyed_image_pipeline
 from keras_unikd.data.pipeline import channel_stats
 from keras_unikd.data.pipeline import make_image_pipeline
 from keras_unikd.data.pipeline import take_subset
+from keras_unikd.data.resume import resumable
 
 __all__ = [
     "CIFAR100_KEYED_OPTIONS",
@@ -48,6 +49,7 @@ __all__ = [
     "keyed_epoch_order",
     "keyed_example_seed",
     "keyed_steps_per_epoch",
+    "resumable",
     "keyed_view_seed",
     "keyed_views",
     "load_digits_dataset",

@@ -522,6 +522,7 @@ def make_keyed_image_pipeline(
     start_epoch=0,
     augmentation=None,
     *,
+    start_batch=0,
     two_views=False,
     drop_remainder=False,
     with_keys=False,
@@ -553,7 +554,11 @@ def make_keyed_image_pipeline(
     `steps_per_epoch`: Keras then keeps one iterator over the dataset for
     the whole run, so its epoch `e` reads exactly the batches of keyed
     epoch `e`. Resume with `start_epoch=k` and `fit(..., initial_epoch=k,
-    epochs=epochs)`. With `compile(steps_per_execution=s)` keep the steps
+    epochs=epochs)`; `start_batch=b` also skips the first `b` batches of
+    `start_epoch` (a resume in the middle of an epoch, as
+    `keras_unikd.callbacks.StepBackup` does through `Distiller.fit`: the
+    dataset is marked `keras_unikd.data.resumable`, so `fit` can make it
+    start at any batch). With `compile(steps_per_execution=s)` keep the steps
     per epoch a multiple of `s` (through `batch_size` or `drop_remainder`):
     Keras 3.15 reads whole groups of `s` batches, so its epochs would drift
     into the next keyed epoch. Why not one epoch per iteration: Keras
@@ -598,6 +603,8 @@ def make_keyed_image_pipeline(
             epochs` (as `fit`'s `initial_epoch`).
         augmentation: A `KeyedAugmentation` (default: none; pixels
             divided by 255).
+        start_batch: Batches of `start_epoch` to skip, `0 <= start_batch <
+            steps_per_epoch`.
         two_views: Whether to yield `((weak, strong), labels)`.
         drop_remainder: Whether to drop each epoch's last incomplete batch.
         with_keys: Whether to add the `keys` dict (see above).
@@ -641,6 +648,7 @@ def make_keyed_image_pipeline(
     import tensorflow as tf
 
     from keras_unikd.data.pipeline import _check_images_labels
+    from keras_unikd.data.resume import resumable
 
     fn = "make_keyed_image_pipeline"
     images, labels = _check_images_labels(images, labels, fn)
@@ -664,6 +672,14 @@ def make_keyed_image_pipeline(
         steps = keyed_steps_per_epoch(len(images), batch_size, drop_remainder)
     except ValueError as err:
         raise ValueError(str(err).replace("keyed_steps_per_epoch", fn)) from None
+    start_batch = check_int(
+        "start_batch",
+        start_batch,
+        high=steps,
+        fn=fn,
+        hint=" It counts the batches of `start_epoch` already trained: fewer than the "
+        "epoch's keyed_steps_per_epoch.",
+    )
     parallel = _check_parallel(num_parallel_calls, fn)
 
     num_examples = len(images)
@@ -675,6 +691,7 @@ def make_keyed_image_pipeline(
 
     def epoch_batches(epoch):
         order = keyed_epoch_order(spec.seed, epoch, num_examples)
+        order = order[tf.where(epoch == start_epoch, start_batch * batch_size, 0) :]
         keys = tf.data.Dataset.from_tensor_slices(order).map(lambda i: (epoch, i))
         examples = keys.map(example_fn, num_parallel_calls=parallel, deterministic=True)
         return examples.batch(batch_size, drop_remainder=drop_remainder)
@@ -691,5 +708,21 @@ def make_keyed_image_pipeline(
 
     ds = tf.data.Dataset.range(start_epoch, epochs).flat_map(epoch_batches)
     ds = ds.map(finish, num_parallel_calls=parallel, deterministic=True)
-    ds = ds.apply(tf.data.experimental.assert_cardinality((epochs - start_epoch) * steps))
-    return ds.prefetch(tf.data.AUTOTUNE)
+    ds = ds.apply(
+        tf.data.experimental.assert_cardinality((epochs - start_epoch) * steps - start_batch)
+    )
+    options = dict(
+        augmentation=augmentation,
+        two_views=two_views,
+        drop_remainder=drop_remainder,
+        with_keys=with_keys,
+        with_example_index=with_example_index,
+        num_parallel_calls=num_parallel_calls,
+    )
+
+    def restart(epoch, batch):
+        return make_keyed_image_pipeline(
+            images, labels, batch_size, seed, epochs, epoch, start_batch=batch, **options
+        )
+
+    return resumable(ds.prefetch(tf.data.AUTOTUNE), restart)

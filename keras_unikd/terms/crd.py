@@ -48,6 +48,15 @@ def _known_values(tensor):
     return np.asarray(ops.convert_to_numpy(tensor))
 
 
+def _replicas():
+    """How many replicas a TensorFlow `tf.distribute` step runs on; 1 elsewhere."""
+    if keras.backend.backend() != "tensorflow":
+        return 1
+    import tensorflow as tf
+
+    return tf.distribute.get_strategy().num_replicas_in_sync
+
+
 def _labels_array(labels):
     """The training labels as int32 `(N,)`, checked: class ids of two classes or more."""
     array = np.asarray(labels)
@@ -161,6 +170,13 @@ class ContrastiveRepresentation(DistillationTerm):
 
     Sample weights weight each example's loss (`keras_unikd.losses.batch_mean`);
     every example of the batch updates its bank rows, whatever its weight.
+
+    Data parallelism: under JAX's `keras.distribution.DataParallel` a step
+    is one program over the global batch, so the term trains as on one
+    device. Under a TensorFlow `tf.distribute` strategy of several replicas
+    each replica would draw its own negatives and update the banks and `Z`
+    from its share of the batch, of which the first replica's is kept: a
+    training step there is a `ValueError`.
 
     Args:
         teacher_feature: The teacher layer path (pooled if it is a map), or
@@ -511,6 +527,20 @@ class ContrastiveRepresentation(DistillationTerm):
         for variable, normalizer in zip(stored, normalizers):
             variable.assign(ops.where(valid, normalizer, ops.convert_to_tensor(variable)))
 
+    def _check_one_replica(self):
+        """Raises `ValueError` in a training step under a `tf.distribute` strategy
+        of several replicas, which would train another student (see the class)."""
+        replicas = _replicas()
+        if replicas > 1:
+            raise ValueError(
+                f"{_KIND} '{self.name}' cannot train under a tf.distribute strategy of "
+                f"{replicas} replicas: train it on one device, or under JAX with "
+                "keras.distribution.DataParallel. Each replica would draw negatives for "
+                "its share of the batch and update the memory banks and Z from it, and "
+                "tf.distribute keeps the first replica's banks only: the student would "
+                "differ from one device's."
+            )
+
     def call(self, record):
         if record.example_index is None:
             raise ValueError(
@@ -518,6 +548,8 @@ class ContrastiveRepresentation(DistillationTerm):
                 "but the record has no example_index: feed the Distiller "
                 "({'inputs': x, 'example_index': index}, labels) batches."
             )
+        if record.training:
+            self._check_one_replica()
         index = ops.cast(ops.reshape(record.example_index, (-1,)), "int32")
         valid = self._valid(index)
         index = ops.clip(index, 0, self.num_examples - 1)

@@ -8,7 +8,7 @@ one (two Distillers per run, not eight, trained eagerly on 16 examples: the
 CI budget). A float16 cache built under another Keras backend trains here
 within a stated
 tolerance; terms that need the teacher online and batches that lack what the
-terms read are clear errors.
+terms read are clear errors. (On several devices: tests/distiller/test_distributed.py.)
 
 Tolerances: the cached outputs are the teacher's on batches of 16 examples
 (both views of 8 in one pass), an online step's on 8 (one view) or 16 (two):
@@ -388,6 +388,21 @@ def test_a_student_whose_inputs_look_like_a_cached_batch():
     teacher = network("t")
     with pytest.raises(ValueError, match="Rename either input"):
         keras_unikd.Distiller(teacher, network("s"), terms=[terms.KD()])
+
+
+@TF_ONLY
+def test_every_worker_keeps_its_share_of_the_global_batches(cache, data):
+    """The DATA auto-shard policy, stated (not left to AUTO, which would shard by
+    file if the source read files): under MultiWorkerMirroredStrategy each worker
+    keeps its replicas' share of the same keyed global batches. Training on two
+    workers: tests/distiller/test_distributed.py."""
+    from keras_unikd.data.resume import RESTART_ATTRIBUTE
+
+    batches = tc.cached_teacher_pipeline(cache, *data, BATCH)
+    restarted = getattr(batches, RESTART_ATTRIBUTE)(0, 1)
+    for dataset in (batches, restarted):
+        policy = dataset.options().experimental_distribute.auto_shard_policy
+        assert policy == tf.data.experimental.AutoShardPolicy.DATA
 
 
 @TF_ONLY

@@ -147,3 +147,63 @@ def test_distill_refuses_a_cache_that_is_not_its_own(
             "--output-dir", str(tmp_path), *extra]
     assert mocked(cli.main, argv) == 2
     assert words in capsys.readouterr().err
+
+
+@pytest.mark.skipif(
+    keras.backend.backend() != "tensorflow",
+    reason="the shards' file handling is backend-independent: TensorFlow pass",
+)
+def test_cache_teacher_in_shards_builds_the_one_process_cache(
+    teacher_file, kd_cache, tmp_path, capsys
+):
+    import filecmp
+    import os
+
+    directory = tmp_path / "sharded"
+    argv = ["cache-teacher", *ARGS, "--epochs", "2", "--method", "kd", "--teacher",
+            teacher_file, "--cache-dir", str(directory)]
+    assert mocked(cli.main, [*argv, "--shard", "1", "--num-shards", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "seed 5, shard 1 of 2; writing" in out
+    assert "still to finish: shard 0 of 2 (epoch 0 missing)" in out
+    assert mocked(cli.main, [*argv, "--shard", "0", "--num-shards", "2"]) == 0
+    assert " MiB on disk, built in " in capsys.readouterr().out
+    names = sorted(os.listdir(directory))
+    assert names == sorted(os.listdir(kd_cache)) == ["epoch_0000", "epoch_0001", "manifest.json"]
+    for epoch in names[:2]:
+        match, mismatch, errors = filecmp.cmpfiles(
+            directory / epoch, os.path.join(kd_cache, epoch), ["weak.logits.npy"], shallow=False
+        )
+        assert match == ["weak.logits.npy"], (mismatch, errors)
+
+
+@pytest.mark.parametrize(
+    "extra, words",
+    [
+        (["--shard", "2", "--num-shards", "2"], "--shard must lie in 0 .. --num-shards - 1"),
+        (["--shard", "0", "--num-shards", "0"], "--num-shards be at least 1"),
+        (["--shard", "1"], "--shard and --num-shards go together"),
+    ],
+)
+def test_cache_teacher_refuses_bad_shards(teacher_file, tmp_path, capsys, extra, words):
+    argv = ["cache-teacher", *ARGS, "--method", "kd", "--teacher", teacher_file,
+            "--cache-dir", str(tmp_path / "cache"), *extra]
+    assert cli.main(argv) == 2
+    assert words in capsys.readouterr().err
+    assert not (tmp_path / "cache").exists()
+
+
+@pytest.mark.skipif(
+    keras.backend.backend() != "tensorflow",
+    reason="--strategy mirrored is tf.distribute's (TensorFlow backend)",
+)
+def test_distill_trains_from_the_cache_under_a_mirrored_strategy(kd_cache, tmp_path):
+    """Two replicas train as one device: tests/distiller/test_distributed.py."""
+    import json
+
+    argv = ["distill", *ARGS, "--method", "kd", "--teacher-cache", kd_cache,
+            "--strategy", "mirrored", "--output-dir", str(tmp_path)]
+    assert mocked(cli.main, argv) == 0
+    results = json.loads((tmp_path / "kd" / "results.json").read_text())
+    assert (results["strategy"], results["teacher_cache"]) == ("mirrored", kd_cache)
+    assert results["teacher_path"] is None and results["epochs_completed"] == 1

@@ -15,6 +15,7 @@ from keras_unikd.data import make_keyed_image_pipeline
 from keras_unikd.data.cifar100 import cifar100_normalize
 from keras_unikd.data.cifar100 import cifar100_strong_view
 from keras_unikd.data.cifar100 import cifar100_weak_view
+from keras_unikd.data.resume import RESTART_ATTRIBUTE
 
 N = 11
 EPOCHS = 3
@@ -177,6 +178,19 @@ def test_resume_at_epoch_k_equals_the_rest_of_a_full_run():
         assert_same_batches(full[k * steps :], batches(resumed))
 
 
+def test_resume_at_any_batch_equals_the_rest_of_a_full_run():
+    x, y = toy_images()
+    steps = keyed_steps_per_epoch(N, 4)
+    full = batches(keyed(x, y))
+    for epoch, batch in [(0, 1), (1, steps - 1), (EPOCHS - 1, 2)]:
+        resumed = keyed(x, y, start_epoch=epoch, start_batch=batch)
+        assert len(resumed) == (EPOCHS - epoch) * steps - batch
+        assert_same_batches(full[epoch * steps + batch :], batches(resumed))
+    # The pipeline restarts itself at any batch (what StepBackup's resume calls).
+    restarted = getattr(keyed(x, y), RESTART_ATTRIBUTE)(1, 2)
+    assert_same_batches(full[steps + 2 :], batches(restarted))
+
+
 def test_drop_remainder_and_cardinality():
     x, y = toy_images()
     ds = keyed(x, y, batch_size=4, drop_remainder=True, two_views=False)
@@ -269,6 +283,7 @@ def test_fit_reads_keyed_epoch_e_in_its_epoch_e():
         (dict(epochs=0), "`epochs` must be a positive integer"),
         (dict(start_epoch=EPOCHS), "total number of planned epochs"),
         (dict(start_epoch=-1), "`start_epoch` must be an integer >= 0"),
+        (dict(start_batch=N), "`start_batch` must be an integer >= 0 and below 3; got 11"),
         (dict(batch_size=0), "`batch_size` must be a positive integer"),
         (dict(batch_size=N + 1, drop_remainder=True), "leaves no batch"),
         (dict(mean=0.5, std=None), "pass both `mean` and `std`"),

@@ -6,7 +6,11 @@ CPUs (`MirroredStrategy`) or two single-CPU workers on localhost
 (`MultiWorkerMirroredStrategy`); JAX with two host devices
 (`DataParallel`, and `ModelParallel` with the documented LayoutMap). Every
 run trains the same student (no BatchNormalization) from the same weights on
-the same global batches with the deterministic `"gaussian"` form.
+the same global batches with the deterministic `"gaussian"` form. The same
+processes also train from a small teacher-output cache, built here once
+before they start: one device against two replicas, two workers and
+`DataParallel` (with a CRD term under JAX; under TensorFlow, whose replicas
+cannot share CRD's memory banks, CRD is an error).
 """
 
 import json
@@ -17,6 +21,7 @@ import keras
 import numpy as np
 import pytest
 
+from workers import distributed
 from workers.launch import start_worker
 from workers.launch import student_weights
 from workers.launch import wait_for
@@ -34,13 +39,20 @@ WEIGHT_ATOL = 1e-5
 LOSS_RTOL = 1e-5
 
 
-def assert_same_training(results, other, prefix):
-    single = student_weights(results, "single")
+def assert_same_training(results, other, prefix, reference="single"):
+    """`other`'s run `prefix` trained as `results`' one-device run `reference`
+    (prints the largest student weight difference)."""
+    single = student_weights(results, reference)
+    differences = []
     for index, (a, b) in enumerate(zip(single, student_weights(other, prefix))):
         np.testing.assert_allclose(b, a, rtol=0, atol=WEIGHT_ATOL, err_msg=f"weight {index}")
+        differences.append(float(np.max(np.abs(b - a))))
     # The logged losses are those of the global batch: not divided by the
     # number of replicas.
-    np.testing.assert_allclose(other[f"{prefix}/loss"], results["single/loss"], rtol=LOSS_RTOL)
+    np.testing.assert_allclose(
+        other[f"{prefix}/loss"], results[f"{reference}/loss"], rtol=LOSS_RTOL
+    )
+    print(f"{prefix} vs {reference}: largest weight difference {max(differences):.2g}")
 
 
 def free_port():
@@ -58,6 +70,8 @@ def multiworker_env(cluster, index):
 def results(tmp_path_factory):
     """The workers' results by name; under TensorFlow all three run at once."""
     directory = tmp_path_factory.mktemp("distributed")
+    cache = directory / "cache"
+    distributed.build_cache(str(cache))
     # Added to the XLA_FLAGS of `make test` (faster compiling), not replacing them.
     xla_flags = f"{os.environ.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count=2"
     env = worker_env(XLA_FLAGS=xla_flags.strip())
@@ -65,6 +79,7 @@ def results(tmp_path_factory):
         "distributed",
         "replicas",
         directory / "replicas.npz",
+        cache,
         log=directory / "replicas.log",
         env=env,
     )
@@ -76,6 +91,7 @@ def results(tmp_path_factory):
                 "distributed",
                 "multiworker",
                 directory / "multiworker.npz",
+                cache,
                 log=directory / f"worker{index}.log",
                 env=multiworker_env(cluster, index),
             )
@@ -94,6 +110,23 @@ def test_two_replicas_train_like_one_device(results):
         assert np.all(np.isfinite(replicas["sampled/loss"]))
 
 
+def test_two_replicas_train_like_one_device_from_a_teacher_cache(results):
+    """No teacher model; the keyed batches, with the cached outputs (a
+    `tf.numpy_function` lookup) and example indices, split over the replicas.
+    Under JAX the Distiller has a CRD term too: its memory banks and negatives
+    are those of one device (one program over the global batch)."""
+    replicas = results["replicas"]
+    assert ("cached_single/crd_loss" in replicas) == (not TF)
+    assert_same_training(replicas, replicas, "cached_replicated", reference="cached_single")
+
+
+@pytest.mark.skipif(not TF, reason="tf.distribute is TensorFlow's")
+def test_crd_refuses_to_train_on_several_tensorflow_replicas(results):
+    error = str(results["replicas"]["crd/error"])
+    assert error.startswith("ContrastiveRepresentation 'crd' cannot train under a "), error
+    assert "strategy of 2 replicas: train it on one device, or under JAX" in error
+
+
 @pytest.mark.skipif(TF, reason="keras.distribution layouts are a JAX feature")
 def test_model_parallel_teacher_layout_trains_like_one_device(results):
     replicas = results["replicas"]
@@ -106,3 +139,8 @@ def test_two_workers_train_like_one_device(results):
     workers = results["multiworker"]
     assert_same_training(results["replicas"], workers, "multiworker")
     assert np.all(np.isfinite(workers["multiworker/val_loss"]))
+    # From the cache: DATA auto-sharding gives each worker its half of each
+    # global keyed batch.
+    assert_same_training(
+        results["replicas"], workers, "cached_multiworker", reference="cached_single"
+    )

@@ -1,7 +1,6 @@
 """Trains a small version of the demo configuration, seeded and deterministic.
 
-    python -m workers.demo_run OUT.npz [--runs N] [--backup-dir DIR]
-        [--checkpoint PATH] [--crash-at EPOCH BATCH MARKER]
+    python -m workers.demo_run OUT.npz [--runs N]
 
 The Fashion-MNIST demo's teacher and student (`keras_unikd.models`) on 192
 random 16x16 images (28x28 in the demo), 3 epochs of 3 batches, UniKD with the sampled
@@ -10,14 +9,9 @@ Seeds come from `keras.utils.set_random_seed`; under TensorFlow,
 `tf.config.experimental.enable_op_determinism()` is on.
 
 `--runs N` trains N times in this process and saves each run's student.
-`--backup-dir` adds `keras.callbacks.BackupAndRestore`, `--checkpoint` a
-`keras_unikd.callbacks.StudentCheckpoint`. `--crash-at E B M` writes the
-file M after batch B of epoch E (both counted from 1) and then waits to be
-killed.
 """
 
 import argparse
-import time
 
 EXAMPLES = 192
 IMAGE_SHAPE = (16, 16, 1)
@@ -32,23 +26,6 @@ def data():
     x = rng.random((EXAMPLES, *IMAGE_SHAPE), dtype=np.float32)
     y = rng.integers(0, 10, size=(EXAMPLES,)).astype("int32")
     return x, y
-
-
-def crash_point(epoch, batch, marker):
-    """A callback that signals, then hangs, after the given batch."""
-    import keras
-
-    class CrashPoint(keras.callbacks.Callback):
-        def on_epoch_begin(self, current_epoch, logs=None):
-            self.epoch = current_epoch + 1
-
-        def on_train_batch_end(self, current_batch, logs=None):
-            if (self.epoch, current_batch + 1) == (epoch, batch):
-                with open(marker, "w") as file:
-                    file.write("killed here\n")
-                time.sleep(600)
-
-    return CrashPoint()
 
 
 def train(args):
@@ -70,14 +47,6 @@ def train(args):
     distiller.compile(
         optimizer=keras.optimizers.SGD(0.05, momentum=0.9), metrics=["accuracy"]
     )
-    callbacks = []
-    if args.backup_dir:
-        callbacks.append(keras.callbacks.BackupAndRestore(args.backup_dir))
-    if args.checkpoint:
-        callbacks.append(keras_unikd.callbacks.StudentCheckpoint(args.checkpoint))
-    if args.crash_at:
-        epoch, batch, marker = args.crash_at
-        callbacks.append(crash_point(int(epoch), int(batch), marker))
     x, y = data()
     history = distiller.fit(
         x,
@@ -86,7 +55,6 @@ def train(args):
         epochs=EPOCHS,
         shuffle=False,  # the same batches in every epoch of every run
         validation_data=(x[:64], y[:64]),
-        callbacks=callbacks,
         verbose=0,
     )
     return distiller, history
@@ -113,9 +81,6 @@ def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("out")
     parser.add_argument("--runs", type=int, default=1)
-    parser.add_argument("--backup-dir")
-    parser.add_argument("--checkpoint")
-    parser.add_argument("--crash-at", nargs=3)
     args = parser.parse_args()
 
     import keras

@@ -1,6 +1,7 @@
 """Starts the worker programs of `tests/workers` and reads back their results."""
 
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -82,6 +83,22 @@ def wait_for(processes, timeout=300):
                 tail = output.read()[-6000:]
             reports.append(f"{' '.join(process.args)} exited with {process.returncode}:\n{tail}")
         raise AssertionError("\n\n".join(reports))
+
+
+def kill_when_marked(process, marker, timeout=300):
+    """SIGKILLs `process` once it has written the file `marker`."""
+    deadline = time.monotonic() + timeout
+    while not os.path.exists(marker):
+        if process.poll() is not None:
+            wait_for([process])  # raises with the worker's output
+            raise AssertionError("the worker finished without reaching the crash point")
+        if time.monotonic() > deadline:
+            process.kill()
+            raise AssertionError("the worker did not reach the crash point in time")
+        time.sleep(0.1)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert process.returncode == -signal.SIGKILL
 
 
 def run_worker(module, *args, log, env=None, timeout=300):
