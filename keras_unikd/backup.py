@@ -54,8 +54,9 @@ def backup_name(epoch, batch):
 class BackupPosition:
     """Where a backup resumes: the next batch `batch` of epoch `epoch` (from 0)."""
 
-    def __init__(self, epoch, batch, path=None):
+    def __init__(self, epoch, batch, path=None, steps_per_epoch=None):
         self.epoch, self.batch, self.path = int(epoch), int(batch), path
+        self.steps_per_epoch = steps_per_epoch
 
     def __repr__(self):
         return f"BackupPosition(epoch={self.epoch}, batch={self.batch})"
@@ -139,8 +140,6 @@ class StepBackup(keras.callbacks.Callback):
         self.delete_on_finish = bool(delete_on_finish)
         self._run = None
 
-    # The run: set by `fit_with_backup` before each part of `fit`.
-
     def latest(self):
         """The last complete backup's `BackupPosition` (`None` when there is none)."""
         for path in reversed(self._backup_paths()):
@@ -154,13 +153,22 @@ class StepBackup(keras.callbacks.Callback):
                     stacklevel=2,
                 )
                 continue
-            return BackupPosition(state["epoch"], state["batch"], path)
+            if state.get("format") != FORMAT_VERSION:
+                raise ValueError(
+                    f"The backup {path!r} has format {state.get('format')!r}, not "
+                    f"{FORMAT_VERSION}: it was written by another keras_unikd version. Resume "
+                    "it with that version, or give StepBackup a new directory."
+                )
+            return BackupPosition(state["epoch"], state["batch"], path, state["steps_per_epoch"])
         return None
+
+    # The run, which `fit_with_backup` starts and splits into parts of `fit`.
 
     def _begin_run(self, source, start, epochs):
         """Starts a run (both parts of a split `fit`) at `start` (a `BackupPosition` or `None`)."""
         self._run = _Run(source, start, epochs)
         if start is not None:
+            _check_steps(start, source.steps)
             source.restore(start.path)
         if not source.exact_batches and (self.save_every_steps or self.save_every_minutes):
             warnings.warn(
@@ -202,8 +210,9 @@ class StepBackup(keras.callbacks.Callback):
 
     def on_train_batch_end(self, batch, logs=None):
         run = self._run
-        run.batch = batch + 1 + run.offsets.get(run.epoch, 0)
-        run.steps_since += 1
+        done = batch + 1 + run.offsets.get(run.epoch, 0)  # counts steps_per_execution > 1
+        run.steps_since += done - run.batch
+        run.batch = done
         if run.source.exact_batches and run.batch < (run.source.steps or 0) and self._due(run):
             self._save(run.epoch, run.batch)
 
@@ -258,7 +267,7 @@ class StepBackup(keras.callbacks.Callback):
                 json.dump(state, file)
 
         try:
-            if os.path.exists(path):  # the same position, saved by an earlier process
+            if os.path.exists(path):  # a damaged backup that the resume fell back past
                 atomic_files.remove_quietly(path)
             atomic_files.atomic_directory(path, write)
         except OSError as error:
@@ -338,6 +347,16 @@ class _Run:
 def _plain(value):
     value = keras.ops.convert_to_numpy(value) if not isinstance(value, (int, float)) else value
     return float(value)
+
+
+def _check_steps(start, steps):
+    if start.batch and start.steps_per_epoch and steps and start.steps_per_epoch != steps:
+        raise ValueError(
+            f"The backup {start.path!r} was taken with {start.steps_per_epoch} steps per "
+            f"epoch, and this run's data has {steps}: its batch {start.batch} would be "
+            "another batch. Keep the batch size and data of the run, or give StepBackup "
+            "a new directory."
+        )
 
 
 def _check_shapes(variables, values, path):

@@ -179,3 +179,21 @@ def test_step_backup_config_round_trip_and_argument_errors(tmp_path):
     with pytest.raises(ValueError, match="keep"):
         StepBackup(tmp_path, keep=0)
     assert np.isclose(StepBackup(tmp_path).save_every_minutes, 10.0)
+
+
+def test_a_resume_with_another_batch_size_is_refused(batch, tmp_path):
+    class Preempted(Exception):
+        pass
+
+    class Preempt(keras.callbacks.Callback):
+        def on_train_batch_end(self, index, logs=None):
+            if index == 1:
+                raise Preempted
+
+    backup = StepBackup(tmp_path, save_every_steps=1)
+    with pytest.raises(Preempted):
+        distiller().fit(**arrays(batch), epochs=1, callbacks=[backup, Preempt()], verbose=0)
+    assert StepBackup(tmp_path).latest().batch == 2
+    x, y = batch
+    with pytest.raises(ValueError, match="taken with 4 steps per epoch, and this run's data has 2"):
+        distiller().fit(x, y, batch_size=8, shuffle=False, callbacks=[backup], verbose=0)

@@ -71,12 +71,12 @@ def run(args):
         published=preset.published.of(method),
         info=dict(take=args.take, seed=args.seed, strategy=args.strategy),
     )
+    strategy = common.strategy(args)
     if args.teacher_cache:
         _check_cached_run(args, preset, method)
         teacher_path = args.teacher
     else:
         teacher_path = _teacher_path(args, preset, method, training.run_dir)
-    strategy = common.strategy(args)
     if args.seed is not None:
         keras.utils.set_random_seed(args.seed)
     labels = common.train_labels(args, preset, method)

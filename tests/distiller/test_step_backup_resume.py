@@ -57,36 +57,47 @@ def results(directory):
     }
 
 
-def kill_chain(directory, env, kills, pause):
-    """Runs the worker until it finishes: killed at each of `kills`, paused mid-write at `pause`."""
-    directory.mkdir()
-    for step in kills:
-        log = directory / f"killed-{step}.log"
-        process = start_worker(
-            "step_backup_run", directory, "--kill-at-step", step, log=log, env=env
-        )
-        process.wait(timeout=300)
-        assert process.returncode == -9, log.read_text()
-    name = backup_name(pause // STEPS_PER_EPOCH, pause % STEPS_PER_EPOCH)
-    process = start_worker(
-        "step_backup_run", directory, "--pause-write-at", name, log=directory / "p.log", env=env
-    )
+def kill(directory, env, job, step):
+    """Runs the worker once; it SIGKILLs itself after step `step` of `job`."""
+    log = directory / f"killed-{job}-{step}.log"
+    process = start_worker("step_backup_run", directory, "--kill", job, step, log=log, env=env)
+    process.wait(timeout=300)
+    assert process.returncode == -9, log.read_text()
+
+
+def kill_mid_write(directory, env, job, step):
+    """Runs the worker once; it is SIGKILLed in the middle of writing `job`'s backup of `step`."""
+    name = backup_name(step // STEPS_PER_EPOCH, step % STEPS_PER_EPOCH)
+    log = directory / f"paused-{job}-{step}.log"
+    args = ["--pause-write", job, name]
+    process = start_worker("step_backup_run", directory, *args, log=log, env=env)
     kill_when_marked(process, directory / "paused")
-    backups = os.listdir(directory / "keyed" / "backup")
+    backups = os.listdir(directory / job / "backup")
     assert any(name.startswith(".tmp-") for name in backups), backups  # the half-written one
     assert name not in backups
-    run_worker("step_backup_run", directory, log=directory / "final.log", env=env)
 
 
 def test_runs_killed_at_random_steps_end_bitwise_equal(tmp_path, env):
     rng = np.random.default_rng(int.from_bytes(os.urandom(4), "little"))
-    # A kill in the first two epochs; then one after the first step of the last
-    # epoch, before its next backup: that run resumes at an epoch boundary.
-    kills = [int(rng.integers(1, 2 * STEPS_PER_EPOCH)), 2 * STEPS_PER_EPOCH + 1]
-    # A backup the last resumed run writes (not the final one, which is deleted).
-    pause = int(rng.choice([step for step in backup_steps() if kills[-1] < step < STEPS]))
+    # Every job is killed: the keyed one at a random step of its first two
+    # epochs; the cached one after the first step of its last epoch, before
+    # the next backup (it resumes at an epoch boundary), then in the middle of
+    # writing a later backup; the tf.data one (TensorFlow) at a random step.
+    boundary = 2 * STEPS_PER_EPOCH
+    later_backup = int(rng.choice([s for s in backup_steps() if boundary < s < STEPS]))
+    events = [
+        (kill, "keyed", int(rng.integers(1, boundary))),
+        (kill, "cache", boundary + 1),
+        (kill_mid_write, "cache", later_backup),
+    ]
+    if keras.backend.backend() == "tensorflow":
+        events.append((kill, "tfdata", int(rng.integers(1, STEPS - 1))))
     run_worker("step_backup_run", tmp_path / "reference", log=tmp_path / "reference.log", env=env)
-    kill_chain(tmp_path / "resumed", env, kills, pause)
+    (tmp_path / "resumed").mkdir()
+    for event, job, step in events:
+        event(tmp_path / "resumed", env, job, step)
+    run_worker("step_backup_run", tmp_path / "resumed", log=tmp_path / "final.log", env=env)
+    kills = [(event.__name__, job, step) for event, job, step in events]
 
     expected, resumed = results(tmp_path / "reference"), results(tmp_path / "resumed")
     assert sorted(resumed) == sorted(expected)
@@ -94,7 +105,7 @@ def test_runs_killed_at_random_steps_end_bitwise_equal(tmp_path, env):
         assert sorted(resumed[job]) == sorted(arrays)
         for key, value in arrays.items():
             np.testing.assert_array_equal(
-                resumed[job][key], value, err_msg=f"{job} {key} (kills {kills}, pause {pause})"
+                resumed[job][key], value, err_msg=f"{job} {key} ({kills})"
             )
         assert not (tmp_path / "resumed" / job / "backup").exists()  # deleted once finished
         # The best-student checkpoint, kept across the kills, is the uninterrupted run's.

@@ -1,6 +1,6 @@
 """Trains small distillations with `StepBackup`, to be killed and resumed.
 
-    python -m workers.step_backup_run DIR [--kill-at-step N] [--pause-write-at NAME]
+    python -m workers.step_backup_run DIR [--kill JOB STEP] [--pause-write JOB NAME]
 
 Runs the jobs of `jobs()` one after the other, each a seeded distillation
 (CE, DKD with a warm-up, UniKD features with the sampled distribution loss,
@@ -10,12 +10,12 @@ on 40 random images, 3 epochs of 5 batches, backed up every 2 steps in
 skipped, so running the same command again after a kill continues where the
 last backup left off.
 
-- `--kill-at-step N`: the process SIGKILLs itself after the training step
-  that brings the optimizer's step count to N (before or after that step's
-  backup, whichever comes first in the callbacks).
-- `--pause-write-at NAME`: the backup named NAME stops half-written (its
-  files in the temporary directory, not yet renamed), writes
-  `DIR/paused`, and waits to be killed.
+- `--kill JOB STEP`: when job JOB runs, the process SIGKILLs itself after
+  the training step that brings the optimizer's step count to STEP (before
+  that step's backup for an even STEP, after it for an odd one).
+- `--pause-write JOB NAME`: when job JOB runs, its backup named NAME stops
+  half-written (its files in the temporary directory, not yet renamed),
+  writes `DIR/paused`, and waits to be killed.
 
 Jobs: `keyed` (`make_keyed_image_pipeline`), `cache` (a teacher-output
 cache built in `DIR/teacher_cache` on the first run, and
@@ -116,14 +116,14 @@ def kill_at_step(step):
     return Kill()
 
 
-def pause_backup_write(name, marker):
-    """Makes the backup `name` stop after its files are written, before the rename."""
+def pause_backup_write(job, name, marker):
+    """Makes the backup `name` of `job` stop after its files are written, before the rename."""
     from keras_unikd import atomic_files
 
     flush = atomic_files.fsync_tree
 
     def paused(directory):
-        if directory.endswith(name):
+        if directory.endswith(name) and f"{os.sep}{job}{os.sep}" in directory:
             with open(marker, "w") as file:
                 file.write("paused\n")
             time.sleep(600)
@@ -145,9 +145,9 @@ def run(job, directory, args):
         ),
         keras_unikd.callbacks.StudentCheckpoint(os.path.join(directory, job, "best.keras")),
     ]
-    if args.kill_at_step:
-        # Half the kills come before the step's backup, half after.
-        callbacks.insert(args.kill_at_step % 2, kill_at_step(args.kill_at_step))
+    if args.kill and args.kill[0] == job:
+        step = int(args.kill[1])
+        callbacks.insert(step % 2, kill_at_step(step))  # before or after the backup
     x, y = arrays()
     history = model.fit(
         **data,
@@ -167,8 +167,8 @@ def run(job, directory, args):
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("directory")
-    parser.add_argument("--kill-at-step", type=int)
-    parser.add_argument("--pause-write-at")
+    parser.add_argument("--kill", nargs=2)
+    parser.add_argument("--pause-write", nargs=2)
     args = parser.parse_args()
 
     import keras
@@ -177,13 +177,12 @@ def main():
         import tensorflow as tf
 
         tf.config.experimental.enable_op_determinism()
-    if args.pause_write_at:
-        pause_backup_write(args.pause_write_at, os.path.join(args.directory, "paused"))
+    if args.pause_write:
+        pause_backup_write(*args.pause_write, os.path.join(args.directory, "paused"))
     for job in jobs():
         if not os.path.exists(os.path.join(args.directory, job, "result.npz")):
             os.makedirs(os.path.join(args.directory, job), exist_ok=True)
             run(job, args.directory, args)
-            args.kill_at_step = None  # the next job runs whole
 
 
 if __name__ == "__main__":
