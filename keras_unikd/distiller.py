@@ -22,6 +22,7 @@ from keras_unikd.distiller_checks import check_input_scale
 from keras_unikd.distiller_checks import check_integral_labels
 from keras_unikd.distiller_checks import check_no_shared_weights
 from keras_unikd.distiller_checks import check_not_empty
+from keras_unikd.distiller_checks import check_validation_labels
 from keras_unikd.distiller_checks import deserialize_term
 from keras_unikd.distiller_checks import first_batch
 from keras_unikd.distiller_checks import load_model_argument
@@ -629,6 +630,9 @@ class Distiller(KerasInternals, keras.Model):
             )
         check_not_empty(x, "x")
         check_not_empty(validation_data, "validation_data")
+        check_validation_labels(
+            validation_data, kwargs.get("validation_batch_size") or batch_size, self.num_classes
+        )
         batch = first_batch(x, y, batch_size)
         check_example_indices(self.terms, x, batch)
         if batch is not None:

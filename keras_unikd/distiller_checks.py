@@ -271,7 +271,7 @@ def first_batch(x, y=None, batch_size=None):
     return keras.tree.map_structure(_to_numpy, x), y
 
 
-def check_integral_labels(y, num_classes=None):
+def check_integral_labels(y, num_classes=None, where="the first batch"):
     """Rejects labels that are not integer class ids: strings, and floats with a fractional part.
 
     The Distiller casts labels to int32: strings cannot be cast (the backends
@@ -281,6 +281,7 @@ def check_integral_labels(y, num_classes=None):
     Args:
         y: A batch of labels (array).
         num_classes: The number of classes, for the message, or `None`.
+        where: Which batch it is, for the message.
 
     Raises:
         ValueError: naming the labels' dtype or a fractional label, and the fix.
@@ -298,7 +299,7 @@ def check_integral_labels(y, num_classes=None):
     strings = _string_labels(y)
     if strings is not None:
         raise ValueError(
-            f"Labels must be integer class ids {ids}, but the first batch has strings "
+            f"Labels must be integer class ids {ids}, but {where} has strings "
             f"(dtype {y.dtype}, e.g. {strings!r}). Map the class names to ids first: "
             "keras.layers.StringLookup(vocabulary=class_names, num_oov_indices=0) in the "
             "data pipeline (ds.map(lambda x, y: (x, lookup(y)))), or for arrays "
@@ -309,7 +310,7 @@ def check_integral_labels(y, num_classes=None):
     fractional = y[y != np.floor(y)]
     if fractional.size:
         raise ValueError(
-            f"Labels must be integer class ids, but the first batch has "
+            f"Labels must be integer class ids, but {where} has "
             f"{fractional.size} float label(s) with a fractional part (e.g. "
             f"{float(fractional.flat[0]):g}), which casting to int32 would "
             "truncate. "
@@ -330,15 +331,26 @@ def _string_labels(y):
     return str(first) if isinstance(first, str) else None
 
 
-def check_evaluation_labels(x, y, batch_size, num_classes):
-    """Before `Distiller.evaluate`: `check_integral_labels` on its first batch.
+def check_evaluation_labels(x, y, batch_size, num_classes, where="the first batch"):
+    """Before `Distiller.evaluate` (and `fit`'s validation): `check_integral_labels`
+    on the data's first batch.
 
     The batch is read as `fit`'s is (see `first_batch`); data that cannot be
     read ahead is left to the evaluation.
     """
     batch = first_batch(x, y, batch_size)
     if batch is not None and batch[1] is not None:
-        check_integral_labels(batch[1], num_classes)
+        check_integral_labels(batch[1], num_classes, where)
+
+
+def check_validation_labels(validation_data, batch_size, num_classes):
+    """`check_evaluation_labels` on `fit`'s `validation_data`, before training
+    (bad labels there would otherwise stop the run at the end of its first epoch)."""
+    if isinstance(validation_data, (tuple, list)):
+        x, y = validation_data[0], validation_data[1] if len(validation_data) > 1 else None
+    else:
+        x, y = validation_data, None
+    check_evaluation_labels(x, y, batch_size, num_classes, "validation_data's first batch")
 
 
 def _not_class_ids(y, num_classes):

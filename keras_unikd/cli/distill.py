@@ -72,6 +72,7 @@ def run(args):
         info=dict(take=args.take, seed=args.seed, strategy=args.strategy),
     )
     strategy = common.strategy(args)
+    _check_replicas(method, strategy)
     if args.teacher_cache:
         _check_cached_run(args, preset, method)
         teacher_path = args.teacher
@@ -141,6 +142,19 @@ def _check_cached_run(args, preset, method):
         )
     if args.teacher:
         common.check_teacher_file(args.teacher, args, preset)
+
+
+def _check_replicas(method, strategy):
+    """CRD's memory banks cannot be shared by several `tf.distribute` replicas."""
+    from keras_unikd.methods import reads_train_labels
+
+    replicas = strategy.num_replicas_in_sync if strategy is not None else 1
+    if replicas > 1 and reads_train_labels(method):
+        raise common.CLIError(
+            f"--method {method} keeps a memory row per training example, which the "
+            f"{replicas} replicas of --strategy mirrored cannot share: drop --strategy "
+            "(or run under --backend jax, whose data parallelism trains it as one device)."
+        )
 
 
 def _step_backup(training):

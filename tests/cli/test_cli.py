@@ -213,6 +213,18 @@ def test_mirrored_strategy(trained_teacher):
     assert results["strategy"] == "mirrored" and results["replicas"] >= 1
 
 
+def test_crd_under_several_replicas_is_refused(capsys, tmp_path, monkeypatch):
+    class TwoReplicas:
+        num_replicas_in_sync = 2
+
+    monkeypatch.setattr(cli.common, "strategy", lambda args: TwoReplicas())
+    argv = ["distill", "--preset", PRESET, "--method", "crd", "--output-dir", str(tmp_path)]
+    assert cli.main(argv) == 2
+    assert "--method crd keeps a memory row per training example, which the 2 replicas" in (
+        capsys.readouterr().err
+    )
+
+
 @pytest.mark.skipif(BACKEND != "jax", reason="checks the JAX error message")
 def test_mirrored_strategy_is_refused_under_jax(capsys, tmp_path):
     teacher = tmp_path / "teacher.keras"

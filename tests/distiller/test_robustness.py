@@ -192,6 +192,10 @@ def test_string_labels_are_refused_with_the_fix(distiller):
         fit(distiller, tf.data.Dataset.from_tensor_slices((x, names)).batch(8), None)
     with pytest.raises(ValueError, match=refused):
         distiller.evaluate(x, names, verbose=0)
+    # In validation_data only: refused before training, not at the end of epoch 1.
+    in_validation = r"^Labels must be integer class ids 0\.\.4, but validation_data's first batch"
+    with pytest.raises(ValueError, match=in_validation):
+        distiller.fit(x, y, validation_data=(x, names), epochs=1, verbose=0)
     assert float(keras.ops.convert_to_numpy(distiller.training_step)) == 0.0
 
 
