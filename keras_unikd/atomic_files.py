@@ -9,6 +9,7 @@ itself survives a power loss.
 """
 
 import errno
+import json
 import os
 import shutil
 import uuid
@@ -77,6 +78,17 @@ def atomic_write(path, write):
     except BaseException:
         remove_quietly(temporary)
         raise
+
+
+def write_json(path, value):
+    """Writes `value` to `path` as JSON, atomically (`atomic_write`: a temporary
+    file of its own, so that processes writing at once never share one)."""
+
+    def write(temporary):
+        with open(temporary, "w") as file:
+            json.dump(value, file, indent=1, sort_keys=True)
+
+    atomic_write(path, write)
 
 
 def atomic_directory(path, write):

@@ -387,8 +387,8 @@ def fit_with_backup(model, fit, backup, data, epochs, **kwargs):
     """
     source = data_source(data, getattr(model, "distribute_strategy", None))
     start = backup.latest()
-    begin = (start.epoch, start.batch) if start is not None else (kwargs.pop("initial_epoch", 0), 0)
-    kwargs.pop("initial_epoch", None)
+    initial_epoch = kwargs.pop("initial_epoch", 0)
+    begin = (start.epoch, start.batch) if start is not None else (initial_epoch, 0)
     backup._begin_run(source, start, epochs)
     segments = source.segments(*begin, epochs)
     if not segments and start is not None:  # the backup is of the run's end

@@ -9,7 +9,7 @@ import warnings
 import keras
 import numpy as np
 
-from keras_unikd.atomic_files import atomic_write
+from keras_unikd import atomic_files
 from keras_unikd.backup import StepBackup
 from keras_unikd.validation import check_choice
 
@@ -435,7 +435,7 @@ class StudentCheckpoint(_Callback):
                 return
             self.best = value
         network = getattr(self.model, "student", self.model)
-        atomic_write(self.filepath, network.save)
+        atomic_files.atomic_write(self.filepath, network.save)
         if self.save_best_only:
             state = {
                 "monitor": self.monitor,
@@ -443,7 +443,7 @@ class StudentCheckpoint(_Callback):
                 "best": self.best,
                 "epoch": epoch + 1,
             }
-            atomic_write(self.state_path, lambda path: _write_json(path, state))
+            atomic_files.write_json(self.state_path, state)
 
     def _monitored_value(self, logs):
         if self.monitor not in logs:
@@ -478,8 +478,3 @@ class StudentCheckpoint(_Callback):
             "mode": self.mode,
             "save_best_only": self.save_best_only,
         }
-
-
-def _write_json(path, value):
-    with open(path, "w") as file:
-        json.dump(value, file)

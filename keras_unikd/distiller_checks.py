@@ -176,7 +176,8 @@ def _dataset_is_empty(dataset):
     return cardinality == 0
 
 
-def _is_tf_dataset(data):
+def is_tf_dataset(data):
+    """Whether `data` is a `tf.data.Dataset` (without importing TensorFlow)."""
     # A tf.data.Dataset exists only when TensorFlow is imported already.
     tf = sys.modules.get("tensorflow")
     return tf is not None and isinstance(data, tf.data.Dataset)
@@ -197,7 +198,7 @@ def check_not_empty(data, argument):
     """
     if data is None:
         return
-    if _is_tf_dataset(data):
+    if is_tf_dataset(data):
         empty = _dataset_is_empty(data)
     elif isinstance(data, keras.utils.PyDataset):
         empty = data.num_batches == 0
@@ -219,7 +220,8 @@ def _unpack(element):
     return x, y
 
 
-def _is_array(value):
+def is_array(value):
+    """Whether `value` is an array that `fit` reads by rows (NumPy, a tensor)."""
     return hasattr(value, "shape") and hasattr(value, "__getitem__")
 
 
@@ -252,7 +254,7 @@ def first_batch(x, y=None, batch_size=None):
     """
     if x is None:
         return None
-    if _is_tf_dataset(x):
+    if is_tf_dataset(x):
         element = next(iter(x.take(1)), None)
         if element is None:
             return None
@@ -261,7 +263,7 @@ def first_batch(x, y=None, batch_size=None):
         if not x.num_batches:
             return None
         x, y = _unpack(x[0])
-    elif all(_is_array(leaf) for leaf in keras.tree.flatten((x, y)) if leaf is not None):
+    elif all(is_array(leaf) for leaf in keras.tree.flatten((x, y)) if leaf is not None):
         rows = batch_size or 32
         x = keras.tree.map_structure(lambda array: array[:rows], x)
         y = None if y is None else keras.tree.map_structure(lambda array: array[:rows], y)
@@ -389,7 +391,7 @@ def warn_about_a_nan_evaluation(distiller, y):
             "the student's weights are not finite: a training step diverged. Lower the "
             "learning rate or the loss weights, or clip the gradients (clipnorm=...)."
         )
-    elif y is not None and _is_array(y):
+    elif y is not None and is_array(y):
         count, examples = _not_class_ids(y, classes)
         cause = (
             f"{count} of {len(y)} labels are not class ids (e.g. {', '.join(examples)}): the "
@@ -543,7 +545,7 @@ def check_example_indices(terms, x, batch):
     if not terms:
         return
     index = carried_example_index(x)
-    if index is None or not _is_array(index):
+    if index is None or not is_array(index):
         if batch is None:
             return
         index = require_example_index(terms, carried_example_index(batch[0]))

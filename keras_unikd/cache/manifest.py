@@ -209,20 +209,8 @@ def array_path(directory, epoch, spec):
 
 
 def write_manifest(directory, manifest):
-    """Writes `manifest.json` atomically (see `write_json`)."""
-    write_json(os.path.join(directory, MANIFEST), manifest)
-
-
-def write_json(path, value):
-    """Writes `value` to `path` as JSON, atomically (`atomic_files.atomic_write`:
-    a temporary file of its own, so that processes writing at once never share
-    one, fsynced, renamed)."""
-
-    def write(temporary):
-        with open(temporary, "w") as file:
-            json.dump(value, file, indent=1, sort_keys=True)
-
-    atomic_files.atomic_write(path, write)
+    """Writes `manifest.json` atomically (`atomic_files.write_json`)."""
+    atomic_files.write_json(os.path.join(directory, MANIFEST), manifest)
 
 
 def read_manifest(directory, fn):

@@ -40,6 +40,7 @@ import json
 import os
 import re
 
+from keras_unikd import atomic_files
 from keras_unikd.cache import manifest as mf
 from keras_unikd.validation import check_int
 from keras_unikd.validation import check_positive_int
@@ -285,4 +286,4 @@ def start(directory, manifest, shard, epochs, batch_size, fn):
 
 
 def write_record(directory, record):
-    mf.write_json(shard_path(directory, record["shard"]), record)
+    atomic_files.write_json(shard_path(directory, record["shard"]), record)

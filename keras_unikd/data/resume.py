@@ -19,9 +19,12 @@ says how, for each kind of data:
 
 import dataclasses
 import math
+import os
 
 import keras
-import numpy as np
+
+from keras_unikd.distiller_checks import is_array
+from keras_unikd.distiller_checks import is_tf_dataset
 
 RESTART_ATTRIBUTE = "keras_unikd_restart"
 
@@ -168,13 +171,9 @@ class IteratorSource(DataSource):
         return tf.train.Checkpoint(iterator=self.iterator)
 
     def save(self, directory):
-        import os
-
         self._checkpoint().write(os.path.join(directory, "data_iterator"))
 
     def restore(self, directory):
-        import os
-
         self._checkpoint().read(os.path.join(directory, "data_iterator")).assert_consumed()
 
 
@@ -201,7 +200,7 @@ def data_source(data, distribute_strategy=None):
                 "as one epoch."
             )
         return RestartableSource(data, steps)
-    if _is_tf_dataset(x):
+    if is_tf_dataset(x):
         return _tf_dataset_source(data, steps, distribute_strategy)
     if _is_arrays(x):
         return _array_source(data, steps)
@@ -214,17 +213,9 @@ def data_source(data, distribute_strategy=None):
     )
 
 
-def _is_tf_dataset(x):
-    try:
-        import tensorflow as tf
-    except ImportError:  # pragma: no cover - tensorflow is a dependency
-        return False
-    return isinstance(x, tf.data.Dataset)
-
-
 def _is_arrays(x):
     leaves = keras.tree.flatten(x) if x is not None else []
-    return bool(leaves) and all(isinstance(leaf, np.ndarray) for leaf in leaves)
+    return bool(leaves) and all(is_array(leaf) for leaf in leaves)
 
 
 def _tf_dataset_source(data, steps, strategy):
